@@ -1,0 +1,5 @@
+"""Run the exporter with ``python -m gunicorn_cert_exporter``."""
+
+from gunicorn_cert_exporter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""Bytes to certificate and key facts: PEM bundles, DER and PKCS#12. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, types
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
+
+from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts, Parsed
+
+Format = Literal["auto", "pem", "der", "pkcs12"]
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_CERT_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE"})
+_KEY_LABELS = frozenset({b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"})
+_ENCRYPTED_KEY_LABEL = b"ENCRYPTED PRIVATE KEY"
+_PKCS12_SUFFIXES = (".p12", ".pfx")
+_SHA256 = hashes.SHA256()
+
+
+def parse(data: bytes, *, fmt: Format = "auto", password: bytes | None = None, name: str = "") -> Parsed:
+    """Parse the content of one file into certificate and key facts, or a reason it can't be."""
+    if not data.strip():
+        return Parsed(error=FileReason.EMPTY)
+    if fmt == "pem" or (fmt == "auto" and b"-----BEGIN " in data):
+        return _parse_pem(data)
+    if fmt == "der":
+        return _parse_der(data)
+    if fmt == "pkcs12" or name.lower().endswith(_PKCS12_SUFFIXES):
+        return _parse_pkcs12(data, password)
+    der = _parse_der(data)
+    if der.error is None:
+        return der
+    p12 = _parse_pkcs12(data, password)
+    return p12 if p12.error in (None, FileReason.PASSWORD_REQUIRED) else der
+
+
+def cert_facts(cert: x509.Certificate) -> CertFacts:
+    """Describe one certificate; never raises for a certificate cryptography could load."""
+    public_key = cert.public_key()
+    key_type, key_bits = _key_shape(public_key)
+    return CertFacts(
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        fingerprint_sha256=cert.fingerprint(_SHA256).hex(),
+        serial=format(cert.serial_number, "x"),
+        subject_cn=_common_name(cert.subject),
+        issuer_cn=_common_name(cert.issuer),
+        subject=_rfc4514(cert.subject),
+        issuer=_rfc4514(cert.issuer),
+        sans=_sans(cert),
+        key_type=key_type,
+        key_bits=key_bits,
+        spki_sha256=_spki_sha256(public_key),
+        signature_algorithm=_signature_algorithm(cert),
+        is_ca=_is_ca(cert),
+        self_signed=_self_signed(cert),
+    )
+
+
+def der_chain_facts(chain: Iterable[bytes]) -> tuple[CertFacts, ...]:
+    """Describe a served chain given as DER blobs; a blob that does not parse ends the chain."""
+    facts: list[CertFacts] = []
+    for der in chain:
+        try:
+            facts.append(cert_facts(x509.load_der_x509_certificate(der)))
+        except ValueError:
+            break
+    return tuple(facts)
+
+
+def _parse_pem(data: bytes) -> Parsed:
+    certs: list[CertFacts] = []
+    keys: list[KeyFacts] = []
+    broken = 0
+    for match in _PEM_BLOCK.finditer(data):
+        label, body = match.group(1), match.group(2)
+        if label in _CERT_LABELS:
+            try:
+                der = base64.b64decode(b"".join(body.split()), validate=True)
+                certs.append(cert_facts(x509.load_der_x509_certificate(der)))
+            except (ValueError, binascii.Error):
+                broken += 1
+        elif label in _KEY_LABELS:
+            key = _pem_key(match.group(0))
+            if key is None:
+                broken += 1
+            else:
+                keys.append(key)
+        elif label == _ENCRYPTED_KEY_LABEL:
+            keys.append(KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True))
+    if broken:
+        detail = f"{broken} PEM block(s) could not be parsed"
+        return Parsed(certs=tuple(certs), keys=tuple(keys), error=FileReason.PARSE_ERROR, detail=detail)
+    if not certs and not keys:
+        reason = FileReason.NO_CERTIFICATE if b"-----END " in data else FileReason.PARSE_ERROR
+        return Parsed(error=reason, detail="no certificate or private key in PEM data")
+    return Parsed(certs=tuple(certs), keys=tuple(keys))
+
+
+def _pem_key(block: bytes) -> KeyFacts | None:
+    try:
+        key = serialization.load_pem_private_key(block, password=None)
+    except TypeError:  # encrypted in the legacy OpenSSL way (Proc-Type header)
+        return KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True)
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    return _key_facts(key)
+
+
+def _parse_der(data: bytes) -> Parsed:
+    try:
+        return Parsed(certs=(cert_facts(x509.load_der_x509_certificate(data)),))
+    except ValueError:
+        pass
+    try:
+        key = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return Parsed(error=FileReason.PARSE_ERROR, detail="not a DER certificate or private key")
+    return Parsed(keys=(_key_facts(key),))
+
+
+def _parse_pkcs12(data: bytes, password: bytes | None) -> Parsed:
+    try:
+        bundle = pkcs12.load_pkcs12(data, password)
+    except ValueError:
+        if password is None:
+            try:  # many tools write PKCS#12 with an empty password rather than none
+                bundle = pkcs12.load_pkcs12(data, b"")
+            except ValueError:
+                return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
+        else:
+            return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 password wrong or data corrupt")
+    except (TypeError, UnsupportedAlgorithm):
+        return Parsed(error=FileReason.PARSE_ERROR, detail="unsupported PKCS#12 content")
+    certs = [bundle.cert.certificate] if bundle.cert else []
+    certs.extend(extra.certificate for extra in bundle.additional_certs)
+    keys = (_key_facts(bundle.key),) if bundle.key is not None else ()
+    if not certs and not keys:
+        return Parsed(error=FileReason.NO_CERTIFICATE, detail="PKCS#12 holds no certificate or key")
+    return Parsed(certs=tuple(cert_facts(c) for c in certs), keys=keys)
+
+
+def _key_facts(key: types.PrivateKeyTypes) -> KeyFacts:
+    public = key.public_key()
+    key_type, key_bits = _key_shape(public)
+    return KeyFacts(key_type=key_type, key_bits=key_bits, spki_sha256=_spki_sha256(public))
+
+
+def _key_shape(public: types.PublicKeyTypes) -> tuple[str, int]:
+    if isinstance(public, rsa.RSAPublicKey):
+        return "rsa", public.key_size
+    if isinstance(public, ec.EllipticCurvePublicKey):
+        return "ecdsa", public.key_size
+    if isinstance(public, ed25519.Ed25519PublicKey):
+        return "ed25519", 256
+    if isinstance(public, ed448.Ed448PublicKey):
+        return "ed448", 456
+    if isinstance(public, dsa.DSAPublicKey):
+        return "dsa", public.key_size
+    return "unknown", 0
+
+
+def _spki_sha256(public: types.PublicKeyTypes) -> str:
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def _common_name(name: x509.Name) -> str:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not values:
+        return ""
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def _rfc4514(name: x509.Name) -> str:
+    try:
+        return name.rfc4514_string()
+    except ValueError:
+        return ""
+
+
+def _sans(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    names: list[str] = [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
+    names.extend(f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress))
+    names.extend(f"email:{e}" for e in ext.get_values_for_type(x509.RFC822Name))
+    names.extend(f"URI:{u}" for u in ext.get_values_for_type(x509.UniformResourceIdentifier))
+    return tuple(names)
+
+
+def _signature_algorithm(cert: x509.Certificate) -> str:
+    name = getattr(cert.signature_algorithm_oid, "_name", "")
+    return name if isinstance(name, str) and name else cert.signature_algorithm_oid.dotted_string
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except (x509.ExtensionNotFound, ValueError):
+        return False
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.subject != cert.issuer:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    return True
+

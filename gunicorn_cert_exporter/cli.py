@@ -1,0 +1,135 @@
+"""Arguments and wiring; the only place that exits the process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from types import FrameType
+
+from cryptography.utils import CryptographyDeprecationWarning
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from gunicorn_cert_exporter import __version__, check, logs, webconfig
+from gunicorn_cert_exporter.collector import SnapshotCollector
+from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
+from gunicorn_cert_exporter.endpoints import Prober
+from gunicorn_cert_exporter.scheduler import Scans
+from gunicorn_cert_exporter.service import Service, load_config
+from gunicorn_cert_exporter.store import Store
+
+DEFAULT_LISTEN = ":9793"
+_log = logging.getLogger("gunicorn_cert_exporter")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gunicorn-cert-exporter", description="Prometheus exporter for Gunicorn's TLS certificates."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="scan on a schedule and serve metrics (default)")
+    serve.add_argument("--config", help="YAML config file (default: the embedded example config)")
+    serve.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN, help="host:port to listen on")
+    serve.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config (TLS, basic auth)")
+    serve.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    serve.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    chk = commands.add_parser("check", help="scan once, print a verdict, exit with a Nagios code")
+    chk.add_argument("--config", help="YAML config file (default: the embedded example config)")
+    chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
+    chk.add_argument("--warning", default="28d", type=parse_duration, help="warn below this much validity")
+    chk.add_argument("--critical", default="7d", type=parse_duration, help="critical below this much validity")
+    commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    # CA bundles carry old roots with negative serials; cryptography warns on each parse, we report them.
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
+    if args.command == "demo":
+        from gunicorn_cert_exporter import demo
+
+        return demo.run()
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config or '(default config)'}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        return _check(args, config)
+    return _serve(args, config)
+
+
+def _check(args: argparse.Namespace, config: Config) -> int:
+    logs.setup(level="error", fmt="logfmt")
+    store = Store()
+    Scans(config=config, store=store, prober=Prober()).run_all()
+    snap = store.snapshot
+    if args.output == "prometheus":
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(SnapshotCollector(lambda: snap))
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+    rows = check.evaluate(snap, now=time.time(), warning=args.warning, critical=args.critical)
+    sys.stdout.write(check.as_json(rows) if args.output == "json" else check.as_table(rows))
+    return int(check.verdict(rows))
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from gunicorn_cert_exporter import web
+
+    logs.setup(level=args.log_level, fmt=args.log_format)
+    try:
+        web_config = webconfig.load(args.web_config) if args.web_config else webconfig.WebConfig()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    store = Store()
+    service = Service(config=config, load=lambda: load_config(args.config), store=store, prober=Prober())
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(lambda: store.snapshot))
+    for extra in (ProcessCollector, PlatformCollector, GCCollector):
+        extra(registry=registry)
+    app = web.App(registry=registry, snapshot=lambda: store.snapshot, probe=service.probe, reload=service.reload)
+    tls = webconfig.ReloadingContext(web_config.tls_server_config) if web_config.tls_server_config else None
+    try:
+        server = web.listen(args.listen, app=app, auth=webconfig.BasicAuth(web_config.basic_auth_users), tls=tls)
+    except OSError as exc:
+        print(f"can't listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            threading.Thread(target=service.reload, name="reload", daemon=True).start()
+        else:
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    service.scheduler.start()
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    host, port = server.server_address[:2]
+    _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
+    stop.wait()
+    _log.info("shutting down")
+    server.shutdown()
+    server.server_close()
+    service.scheduler.shutdown()
+    return 0

@@ -1,0 +1,165 @@
+"""Snapshot to metric families, rebuilt on every scrape; never touches files or sockets."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gunicorn_cert_exporter import __version__
+from gunicorn_cert_exporter.metrics import CATALOGUE, BY_NAME
+from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, Snapshot, TargetState
+
+
+def label(value: object) -> str:
+    """Make any value a valid UTF-8 label value (file names may hold undecodable bytes)."""
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def cert_labels(cert: CertFacts) -> list[str]:
+    """Return the identity label values of a certificate, in catalogue order."""
+    return [
+        cert.fingerprint_sha256,
+        cert.serial,
+        label(cert.subject_cn),
+        label(cert.issuer_cn),
+        cert.key_type,
+        str(cert.key_bits),
+        cert.signature_algorithm,
+        str(cert.is_ca).lower(),
+        str(cert.self_signed).lower(),
+    ]
+
+
+class Families:
+    """Metric families being filled for one scrape, created on first use."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        """Add one sample to the named family of the catalogue."""
+        family = self._families.get(name)
+        if family is None:
+            spec = BY_NAME[name]
+            cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+            family = cls(spec.name, spec.help, labels=list(spec.labels))
+            self._families[name] = family
+        family.add_metric(list(labels), value)
+
+    def __iter__(self) -> Iterator[Metric]:
+        return iter(self._families.values())
+
+
+class SnapshotCollector(Collector):
+    """Expose the store's last snapshot; sources that left the config leave the output with it."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterable[Metric]:
+        """Name every family without building a snapshot (keeps registration cheap)."""
+        for spec in CATALOGUE:
+            cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+            yield cls(spec.name, spec.help, labels=list(spec.labels))
+
+    def collect(self) -> Iterable[Metric]:
+        """Build the families from the current snapshot."""
+        snap = self._snapshot()
+        out = Families()
+        add_files(out, snap.files)
+        for pattern in snap.patterns:
+            out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
+        seen: set[tuple[str, str]] = set()
+        for endpoint in [*snap.endpoints, *(t.endpoint for t in snap.targets)]:
+            if (endpoint.endpoint, endpoint.server_name) not in seen:
+                seen.add((endpoint.endpoint, endpoint.server_name))
+                add_endpoint(out, endpoint)
+        for target in snap.targets:
+            add_target(out, target)
+        add_exporter(out, snap)
+        return out
+
+
+def add_files(out: Families, files: Iterable[FileResult]) -> None:
+    """Add the series of scanned files."""
+    for result in files:
+        path = label(result.path)
+        out.add("gunicorn_cert_file_up", [path], 1.0 if result.up else 0.0)
+        if result.error is not None:
+            out.add("gunicorn_cert_file_error", [path, result.error.value], 1.0)
+        if result.changed_at is not None:
+            out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
+        out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
+        out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
+        for index, cert in enumerate(result.certs):
+            position = [path, str(index)]
+            out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
+            out.add("gunicorn_cert_file_not_before_timestamp_seconds", position, cert.not_before)
+            out.add("gunicorn_cert_file_info", [*position, *cert_labels(cert)], 1.0)
+
+
+def add_endpoint(out: Families, endpoint: EndpointResult) -> None:
+    """Add the series of one endpoint, on each of its addresses."""
+    name, sni = label(endpoint.endpoint), label(endpoint.server_name)
+    out.add("gunicorn_cert_endpoint_addresses", [name, sni], len(endpoint.addresses))
+    if endpoint.error is not None:
+        out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
+        out.add("gunicorn_cert_endpoint_error", [name, sni, "", endpoint.error.value], 1.0)
+    for result in endpoint.addresses:
+        where = [name, sni, label(result.address)]
+        out.add("gunicorn_cert_endpoint_up", where, 1.0 if result.up else 0.0)
+        if result.error is not None:
+            out.add("gunicorn_cert_endpoint_error", [*where, result.error.value], 1.0)
+            continue
+        out.add("gunicorn_cert_endpoint_verified", where, 1.0 if result.verified else 0.0)
+        if result.verify_error is not None:
+            out.add("gunicorn_cert_endpoint_verify_error", [*where, result.verify_error.value], 1.0)
+        out.add("gunicorn_cert_endpoint_tls_info", [*where, result.tls_version, result.cipher], 1.0)
+        out.add("gunicorn_cert_endpoint_handshake_duration_seconds", where, result.handshake_seconds)
+        for index, cert in enumerate(result.chain):
+            position = [*where, str(index)]
+            out.add("gunicorn_cert_endpoint_not_after_timestamp_seconds", position, cert.not_after)
+            out.add("gunicorn_cert_endpoint_not_before_timestamp_seconds", position, cert.not_before)
+            out.add("gunicorn_cert_endpoint_info", [*position, *cert_labels(cert)], 1.0)
+
+
+def add_target(out: Families, target: TargetState) -> None:
+    """Add the drift, key, master and reload series of one Gunicorn target."""
+    name = [target.name]
+    for drift in target.drift:
+        where = [target.name, label(drift.address)]
+        out.add("gunicorn_cert_fingerprint_mismatch", where, 1.0 if drift.mismatch else 0.0)
+        if drift.mismatch and drift.since is not None:
+            out.add("gunicorn_cert_fingerprint_mismatch_since_timestamp_seconds", where, drift.since)
+    for result in target.endpoint.addresses:
+        if result.leaf is not None:
+            out.add("gunicorn_cert_target_served_not_after_timestamp_seconds",
+                    [target.name, label(result.address)], result.leaf.not_after)
+    out.add("gunicorn_cert_key_match", name, 1.0 if target.key_match else 0.0)
+    if target.file_leaf is not None:
+        out.add("gunicorn_cert_target_file_not_after_timestamp_seconds", name, target.file_leaf.not_after)
+    master = target.master
+    out.add("gunicorn_cert_master_up", name, 1.0 if master.up else 0.0)
+    if master.error is not None:
+        out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
+    if master.start_time is not None:
+        out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
+    out.add("gunicorn_cert_master_workers", name, len(master.workers))
+    if target.last_reload is not None:
+        out.add("gunicorn_cert_last_reload_timestamp_seconds", name, target.last_reload)
+    out.add("gunicorn_cert_reload_signals", name, target.reload_signals)
+    out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
+
+
+def add_exporter(out: Families, snap: Snapshot) -> None:
+    """Add the exporter's own series."""
+    out.add("gunicorn_cert_exporter_build_info", [__version__, platform.python_version()], 1.0)
+    for kind, stats in snap.scans:
+        out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind], stats.duration_seconds)
+        out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind], stats.finished_at)
+    out.add("gunicorn_cert_exporter_config_last_reload_successful", [],
+            1.0 if snap.config_reload_successful else 0.0)
+    out.add("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", [], snap.config_reload_at)

@@ -1,0 +1,302 @@
+"""YAML to a validated, frozen Config; ConfigError carries every problem with its key path."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """A configuration that can't be used; ``problems`` lists each one with its key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def parse_duration(value: object) -> float:
+    """Turn ``30s``, ``5m``, ``1h``, ``1.5d`` or a number of seconds into seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number with a unit, like 30s, 5m, 1h")  # noqa: TRY004
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    else:
+        raise ValueError(f"{value!r} is not a duration; use a number with a unit, like 30s, 5m, 1h")
+    if seconds < 0:
+        raise ValueError("a duration can't be negative")
+    return seconds
+
+
+def parse_percent(value: object) -> float:
+    """Turn ``10%`` or ``0.1`` into a fraction between 0 and 1."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            fraction = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        fraction = float(value)
+    else:
+        raise ValueError(f"{value!r} is not a percentage like 10%")
+    if not 0 <= fraction <= 1:
+        raise ValueError("must be between 0% and 100%")
+    return fraction
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``; raise ValueError with a readable message."""
+    if address.startswith("["):
+        host, sep, port = address[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"{address!r}: an IPv6 address is written [addr]:port")
+    else:
+        host, sep, port = address.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"{address!r} is not host:port (IPv6 is written [addr]:port)")
+    if not host or any(c in host for c in "/@?#\\ \t\r\n"):
+        raise ValueError(f"{address!r} has no valid host")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r} needs a port between 1 and 65535")
+    return host, int(port)
+
+
+def is_ip_literal(host: str) -> bool:
+    """Tell whether a host is an IPv4 or IPv6 literal rather than a name."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Fraction = Annotated[float, BeforeValidator(parse_percent)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class ScanConfig(_Frozen):
+    """How often and how widely scans run."""
+
+    interval: Duration = 60.0
+    jitter: Fraction = 0.1
+    concurrency: int = Field(default=32, ge=1, le=1024)
+    max_file_size: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("the scan interval must be at least 1s")
+        return value
+
+
+class FileSource(_Frozen):
+    """Certificate files: explicit paths, globs (``**`` recursive), directories, with excludes."""
+
+    paths: list[str] = Field(min_length=1)
+    exclude: list[str] = []
+    format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
+    password_file: str | None = None
+    password_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> FileSource:
+        if self.password_file and self.password_env:
+            raise ValueError("set password_file or password_env, not both")
+        return self
+
+
+def _check_address(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+Address = Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else _check_address(v))]
+
+
+class EndpointConfig(_Frozen):
+    """A live TLS endpoint, probed on every address its host resolves to."""
+
+    address: Address
+    server_name: str | None = None
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    timeout: Duration = 5.0
+    starttls: Literal["smtp", "imap", "pop3", "ftp", "postgres"] | None = None
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> EndpointConfig:
+        if bool(self.client_cert) != bool(self.client_key):
+            raise ValueError("client_cert and client_key go together")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be more than 0s")
+        return self
+
+    @property
+    def sni(self) -> str | None:
+        """Return the SNI to send: ``server_name``, else the host unless it is an IP literal."""
+        if self.server_name:
+            return self.server_name
+        host, _ = split_host_port(self.address)
+        return None if is_ip_literal(host) else host
+
+
+class ReloadConfig(_Frozen):
+    """When the exporter may SIGHUP a Gunicorn master; off unless enabled."""
+
+    enabled: bool = False
+    after: Duration = 120.0
+    cooldown: Duration = 900.0
+    max_per_hour: int = Field(default=2, ge=1, le=60)
+    verify_timeout: Duration = 30.0
+    dry_run: bool = False
+
+
+class GunicornTarget(_Frozen):
+    """One Gunicorn instance: its cert/key files, its TLS endpoint and its master."""
+
+    name: str
+    cert_file: str
+    key_file: str
+    endpoint: Address
+    server_name: str | None = None
+    ca_file: str | None = None
+    timeout: Duration = 5.0
+    pidfile: str | None = None
+    pid: int | None = Field(default=None, ge=2)
+    reload: ReloadConfig = ReloadConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("a name is 1-64 letters, digits, '_', '.', ':' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_pid_source(self) -> GunicornTarget:
+        if (self.pidfile is None) == (self.pid is None):
+            raise ValueError("set exactly one of pidfile or pid")
+        return self
+
+    def as_endpoint(self) -> EndpointConfig:
+        """Return the endpoint this target serves, to be probed like any other."""
+        return EndpointConfig(
+            address=self.endpoint, server_name=self.server_name, ca_file=self.ca_file, timeout=self.timeout
+        )
+
+
+class ProbeConfig(_Frozen):
+    """What ``/probe?target=`` may reach: ``host-glob:port`` or ``cidr:port`` patterns, nothing else."""
+
+    allow: list[str] = []
+    timeout: Duration = 5.0
+
+    @field_validator("allow")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for pattern in patterns:
+            host, sep, port = pattern.rpartition(":")
+            if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
+                raise ValueError(f"{pattern!r} is not host:port, cidr:port or host:* (port required)")
+        return patterns
+
+
+class Config(_Frozen):
+    """The whole exporter configuration."""
+
+    scan: ScanConfig = ScanConfig()
+    files: list[FileSource] = []
+    endpoints: list[EndpointConfig] = []
+    gunicorn: list[GunicornTarget] = []
+    probe: ProbeConfig = ProbeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, raw: Any) -> Any:  # noqa: ANN401  (raw YAML)
+        # A section whose entries are all commented out is null in YAML: read it as empty.
+        if isinstance(raw, dict):
+            return {k: v for k, v in raw.items() if v is not None}
+        return raw
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        names = [t.name for t in self.gunicorn]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"gunicorn target names must be unique: {', '.join(duplicates)}")
+        return self
+
+
+def load(text: str, *, source: str = "config") -> Config:
+    """Parse and validate YAML text; raise ConfigError listing every problem."""
+    try:
+        raw: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{source}: {problem}{where}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{source}: the top level must be a mapping"])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors(include_url=False)]) from None
+
+
+def load_file(path: str) -> Config:
+    """Read and validate a config file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    return load(text, source=path)
+
+
+def default_text() -> str:
+    """Return the embedded default configuration (the same text as config.example.yaml)."""
+    return resources.files("gunicorn_cert_exporter").joinpath("default_config.yaml").read_text("utf-8")
+
+
+def _describe(error: Any) -> str:  # noqa: ANN401  (pydantic's ErrorDetails is a TypedDict)
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif str(part).startswith(("function-", "json-or-python")):
+            continue  # pydantic's internal validator names, not keys
+        else:
+            path += f".{part}" if path else str(part)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{path or '(top level)'}: {message}"

@@ -1,0 +1,235 @@
+"""Endpoints to EndpointResults: resolve every address, connect, handshake once, read the served chain."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+from gunicorn_cert_exporter import certs, starttls
+from gunicorn_cert_exporter.config import EndpointConfig, split_host_port
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason
+
+Resolver = Callable[[str, int], Sequence[tuple[int, str]]]
+"""host, port -> [(address family, IP literal), ...]; raises OSError when the name does not resolve."""
+
+_ENCODING_DER = 2  # _ssl.ENCODING_DER, stable since Python 3.10
+_PLAINTEXT_REASONS = frozenset(
+    {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"}
+)
+_VERIFY_CODES = {
+    9: VerifyReason.NOT_YET_VALID,
+    10: VerifyReason.EXPIRED,
+    18: VerifyReason.SELF_SIGNED,
+    19: VerifyReason.UNKNOWN_CA,  # a root was served but is not trusted
+    23: VerifyReason.REVOKED,
+    62: VerifyReason.HOSTNAME_MISMATCH,
+    64: VerifyReason.HOSTNAME_MISMATCH,  # IP address mismatch
+}
+_MISSING_ISSUER_CODES = frozenset({2, 20, 21})
+
+
+def system_resolver(host: str, port: int) -> list[tuple[int, str]]:
+    """Resolve with getaddrinfo, every distinct address once, in the resolver's order."""
+    seen: dict[str, int] = {}
+    for family, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if family in (socket.AF_INET, socket.AF_INET6):
+            seen.setdefault(str(sockaddr[0]), family)
+    return [(family, address) for address, family in seen.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    config: EndpointConfig
+    host: str
+    port: int
+    family: int
+    address: str
+
+
+class Prober:
+    """Probe TLS endpoints with bounded concurrency; one stalled address costs its own timeout only."""
+
+    def __init__(
+        self,
+        *,
+        resolver: Resolver = system_resolver,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._resolver = resolver
+        self._clock = clock
+        self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
+        self._lock = threading.Lock()
+
+    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
+        """Resolve every endpoint, then probe every address, all at most ``concurrency`` at a time."""
+        if not configs:
+            return ()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe") as pool:
+            resolved = [pool.submit(self._resolve, c) for c in configs]
+            plans = []
+            for config, future in zip(configs, resolved, strict=True):
+                try:
+                    plans.append(future.result(timeout=config.timeout))
+                except FutureTimeout:
+                    plans.append((config, EndpointReason.DNS_FAILURE, "resolver timed out", []))
+            futures = [[pool.submit(self.probe_address, a) for a in attempts] for *_, attempts in plans]
+            return tuple(
+                EndpointResult(
+                    endpoint=config.address,
+                    server_name=config.sni or "",
+                    addresses=tuple(f.result() for f in pending),
+                    error=error,
+                    detail=detail,
+                )
+                for (config, error, detail, _), pending in zip(plans, futures, strict=True)
+            )
+
+    def probe(self, config: EndpointConfig) -> EndpointResult:
+        """Probe one endpoint on all its addresses."""
+        return self.probe_all([config], concurrency=8)[0]
+
+    def _resolve(
+        self, config: EndpointConfig
+    ) -> tuple[EndpointConfig, EndpointReason | None, str, list[_Attempt]]:
+        host, port = split_host_port(config.address)
+        try:
+            found = self._resolver(host, port)
+        except (OSError, UnicodeError) as exc:
+            return config, EndpointReason.DNS_FAILURE, _short(exc), []
+        if not found:
+            return config, EndpointReason.DNS_FAILURE, "no address", []
+        return config, None, "", [_Attempt(config, host, port, family, ip) for family, ip in found]
+
+    def probe_address(self, attempt: _Attempt) -> AddressResult:
+        """Connect to one address and complete (or fail) one TLS handshake."""
+        config = attempt.config
+        started = self._clock()
+        deadline = started + config.timeout
+        try:
+            context = self._context(config)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return _failure(attempt, EndpointReason.CLIENT_CERT_UNAVAILABLE, f"TLS setup: {_short(exc)}")
+        sock = socket.socket(attempt.family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(config.timeout)
+            try:
+                sock.connect((attempt.address, attempt.port))
+            except OSError as exc:
+                return _failure(attempt, _connect_reason(exc), _short(exc))
+            if config.starttls:
+                try:
+                    sock.settimeout(max(deadline - self._clock(), 0.001))
+                    starttls.PROTOCOLS[config.starttls](sock)
+                except (starttls.StartTLSError, OSError) as exc:
+                    reason = EndpointReason.STALLED if isinstance(exc, TimeoutError) else None
+                    return _failure(attempt, reason or EndpointReason.STARTTLS_FAILED, _short(exc))
+            sock.settimeout(max(deadline - self._clock(), 0.001))
+            return self._handshake(attempt, context, sock, started)
+        finally:
+            sock.close()
+
+    def _handshake(
+        self, attempt: _Attempt, context: ssl.SSLContext, sock: socket.socket, started: float
+    ) -> AddressResult:
+        name = attempt.config.sni or attempt.host
+        tls = context.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
+        verify_error: VerifyReason | None = None
+        verify_code = 0
+        try:
+            tls.do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            verify_code = exc.verify_code
+        except TimeoutError as exc:
+            return _failure(attempt, EndpointReason.STALLED, _short(exc) or "handshake timed out")
+        except ssl.SSLError as exc:
+            return _failure(attempt, _tls_reason(exc), _short(exc))
+        except OSError as exc:
+            return _failure(attempt, _connect_reason(exc), _short(exc))
+        elapsed = self._clock() - started
+        chain = certs.der_chain_facts(_served_chain(tls))
+        if not chain:
+            return _failure(attempt, EndpointReason.HANDSHAKE_FAILURE, "no certificate served")
+        if verify_code:
+            verify_error = _VERIFY_CODES.get(verify_code)
+            if verify_error is None and verify_code in _MISSING_ISSUER_CODES:
+                # Only the leaf was served: most likely the intermediate is missing, not the CA unknown.
+                alone = len(chain) == 1 and not chain[0].self_signed
+                verify_error = VerifyReason.INCOMPLETE_CHAIN if alone else VerifyReason.UNKNOWN_CA
+            verify_error = verify_error or VerifyReason.INVALID
+        cipher = tls.cipher()
+        return AddressResult(
+            address=attempt.address,
+            chain=chain,
+            verified=verify_error is None,
+            verify_error=verify_error,
+            tls_version=tls.version() or "",
+            cipher=cipher[0] if cipher else "",
+            handshake_seconds=elapsed,
+        )
+
+    def _context(self, config: EndpointConfig) -> ssl.SSLContext:
+        key = tuple(
+            (path, _mtime(path)) for path in (config.ca_file, config.client_cert, config.client_key) if path
+        )
+        with self._lock:
+            context = self._contexts.get(key)
+            if context is None:
+                context = ssl.create_default_context(cafile=config.ca_file)
+                if config.client_cert:
+                    context.load_cert_chain(config.client_cert, config.client_key)
+                self._contexts[key] = context
+            return context
+
+
+def _served_chain(tls: ssl.SSLSocket) -> list[bytes]:
+    """Return the chain as served, in order, whatever verification said."""
+    public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
+    raw = public() if public is not None else tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]  # noqa: SLF001
+    return [c if isinstance(c, bytes) else c.public_bytes(_ENCODING_DER) for c in raw or []]
+
+
+def _tls_reason(exc: ssl.SSLError) -> EndpointReason:
+    if exc.reason in _PLAINTEXT_REASONS:
+        return EndpointReason.PLAINTEXT
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return EndpointReason.RESET
+    return EndpointReason.HANDSHAKE_FAILURE
+
+
+def _connect_reason(exc: OSError) -> EndpointReason:
+    if isinstance(exc, TimeoutError):
+        return EndpointReason.TIMEOUT
+    if isinstance(exc, ConnectionRefusedError):
+        return EndpointReason.REFUSED
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return EndpointReason.RESET
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return EndpointReason.UNREACHABLE
+    return EndpointReason.ERROR
+
+
+def _failure(attempt: _Attempt, reason: EndpointReason, detail: str) -> AddressResult:
+    return AddressResult(address=attempt.address, error=reason, detail=detail)
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)[:200] or type(exc).__name__
+
+
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0

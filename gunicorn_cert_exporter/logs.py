@@ -1,0 +1,56 @@
+"""Log lines in logfmt or JSON, with the fields given through ``extra=``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+def _fields(record: logging.LogRecord) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    fields.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
+    if record.exc_info and record.exc_info[0] is not None:
+        fields["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+    return fields
+
+
+def _logfmt_value(value: object) -> str:
+    text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    if text and not any(c in text for c in ' ="\\\n\t'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    """Format records as ``key=value`` pairs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render one record."""
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in _fields(record).items())
+
+
+class JSONFormatter(logging.Formatter):
+    """Format records as one JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render one record."""
+        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+
+
+def setup(*, level: str, fmt: str) -> None:
+    """Send the exporter's logs to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))

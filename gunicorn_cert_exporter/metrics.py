@@ -1,0 +1,93 @@
+"""The metric catalogue: every family the exporter emits, with its type, help and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One metric family: name, type, help text and label names."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...]
+
+
+_CERT = ("fingerprint_sha256", "serial", "subject_cn", "issuer_cn", "key_type", "key_bits",
+         "signature_algorithm", "is_ca", "self_signed")
+_FILE = ("path", "index")
+_ADDR = ("endpoint", "server_name", "address")
+_CHAIN = (*_ADDR, "index")
+
+CATALOGUE: tuple[Spec, ...] = (
+    Spec("gunicorn_cert_file_not_after_timestamp_seconds", "gauge",
+         "When the certificate at this position of the file expires (notAfter).", _FILE),
+    Spec("gunicorn_cert_file_not_before_timestamp_seconds", "gauge",
+         "When the certificate at this position of the file becomes valid (notBefore).", _FILE),
+    Spec("gunicorn_cert_file_info", "gauge", "Identity of a certificate in a file; always 1.", (*_FILE, *_CERT)),
+    Spec("gunicorn_cert_file_up", "gauge", "1 if the file was read and fully understood, else 0.", ("path",)),
+    Spec("gunicorn_cert_file_error", "gauge", "1 while the file fails, with the reason.", ("path", "reason")),
+    Spec("gunicorn_cert_file_changed_timestamp_seconds", "gauge",
+         "Last time the file's content was seen to change (its mtime when first seen).", ("path",)),
+    Spec("gunicorn_cert_file_certificates", "gauge", "Number of certificates in the file.", ("path",)),
+    Spec("gunicorn_cert_file_private_keys", "gauge", "Number of private keys in the file.", ("path",)),
+    Spec("gunicorn_cert_file_pattern_matches", "gauge",
+         "Number of files a configured path, glob or directory matched.", ("pattern",)),
+    Spec("gunicorn_cert_endpoint_up", "gauge",
+         "1 if a TLS handshake with this address completed, verified or not.", _ADDR),
+    Spec("gunicorn_cert_endpoint_error", "gauge", "1 while the address fails, with the reason.",
+         (*_ADDR, "reason")),
+    Spec("gunicorn_cert_endpoint_verified", "gauge",
+         "1 if the served chain verified against the trust store and the server name.", _ADDR),
+    Spec("gunicorn_cert_endpoint_verify_error", "gauge", "1 while the served chain fails verification, with why.",
+         (*_ADDR, "reason")),
+    Spec("gunicorn_cert_endpoint_tls_info", "gauge", "Negotiated TLS version and cipher; always 1.",
+         (*_ADDR, "version", "cipher")),
+    Spec("gunicorn_cert_endpoint_handshake_duration_seconds", "gauge",
+         "Time to connect and complete the TLS handshake.", _ADDR),
+    Spec("gunicorn_cert_endpoint_not_after_timestamp_seconds", "gauge",
+         "When the served certificate at this chain position expires (index 0 is the leaf).", _CHAIN),
+    Spec("gunicorn_cert_endpoint_not_before_timestamp_seconds", "gauge",
+         "When the served certificate at this chain position becomes valid.", _CHAIN),
+    Spec("gunicorn_cert_endpoint_info", "gauge", "Identity of a served certificate; always 1.", (*_CHAIN, *_CERT)),
+    Spec("gunicorn_cert_endpoint_addresses", "gauge", "Number of addresses the endpoint resolved to.",
+         ("endpoint", "server_name")),
+    Spec("gunicorn_cert_fingerprint_mismatch", "gauge",
+         "1 if the address serves another leaf than the target's cert_file (drift), else 0.",
+         ("target", "address")),
+    Spec("gunicorn_cert_fingerprint_mismatch_since_timestamp_seconds", "gauge",
+         "When the current drift began.", ("target", "address")),
+    Spec("gunicorn_cert_key_match", "gauge", "1 if key_file holds the private key of cert_file's leaf, else 0.",
+         ("target",)),
+    Spec("gunicorn_cert_target_file_not_after_timestamp_seconds", "gauge",
+         "When the leaf in the target's cert_file expires.", ("target",)),
+    Spec("gunicorn_cert_target_served_not_after_timestamp_seconds", "gauge",
+         "When the leaf the target serves on this address expires.", ("target", "address")),
+    Spec("gunicorn_cert_master_up", "gauge", "1 if the target's Gunicorn master is alive and proven, else 0.",
+         ("target",)),
+    Spec("gunicorn_cert_master_error", "gauge", "1 while the master can't be proven, with the reason.",
+         ("target", "reason")),
+    Spec("gunicorn_cert_master_start_timestamp_seconds", "gauge", "When the Gunicorn master started.",
+         ("target",)),
+    Spec("gunicorn_cert_master_workers", "gauge", "Number of live worker processes of the master.", ("target",)),
+    Spec("gunicorn_cert_last_reload_timestamp_seconds", "gauge",
+         "Last time the workers were replaced (the oldest live worker's start), seen or caused.", ("target",)),
+    Spec("gunicorn_cert_reload_signals", "counter", "SIGHUPs the exporter sent to the master.", ("target",)),
+    Spec("gunicorn_cert_reload_failures", "counter",
+         "Reloads after which the new leaf was not served within verify_timeout.", ("target",)),
+    Spec("gunicorn_cert_exporter_build_info", "gauge", "Version of the exporter; always 1.",
+         ("version", "pythonversion")),
+    Spec("gunicorn_cert_exporter_scan_duration_seconds", "gauge", "Duration of the last scan of this kind.",
+         ("kind",)),
+    Spec("gunicorn_cert_exporter_last_scan_timestamp_seconds", "gauge", "When the last scan of this kind ended.",
+         ("kind",)),
+    Spec("gunicorn_cert_exporter_config_last_reload_successful", "gauge",
+         "1 if the last configuration (re)load succeeded, else 0.", ()),
+    Spec("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", "gauge",
+         "When the configuration was last loaded successfully.", ()),
+)
+
+BY_NAME = {spec.name: spec for spec in CATALOGUE}

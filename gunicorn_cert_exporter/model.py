@@ -1,0 +1,263 @@
+"""Frozen values passed between layers: certificate facts, scan results and the snapshot a scrape reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class FileReason(str, Enum):
+    """Why a certificate file could not be read or understood (the ``reason`` label)."""
+
+    NOT_FOUND = "not_found"
+    PERMISSION_DENIED = "permission_denied"
+    NOT_REGULAR_FILE = "not_regular_file"
+    TOO_LARGE = "too_large"
+    EMPTY = "empty"
+    SYMLINK_LOOP = "symlink_loop"
+    PARSE_ERROR = "parse_error"
+    NO_CERTIFICATE = "no_certificate"
+    PASSWORD_REQUIRED = "password_required"
+    BAD_PASSWORD = "bad_password"
+    PASSWORD_UNAVAILABLE = "password_unavailable"
+    READ_ERROR = "read_error"
+
+
+class EndpointReason(str, Enum):
+    """Why no TLS handshake completed with an address (the ``reason`` label)."""
+
+    DNS_FAILURE = "dns_failure"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    STALLED = "stalled"
+    RESET = "reset"
+    PLAINTEXT = "plaintext"
+    HANDSHAKE_FAILURE = "handshake_failure"
+    STARTTLS_FAILED = "starttls_failed"
+    CLIENT_CERT_UNAVAILABLE = "client_cert_unavailable"
+    ERROR = "error"
+
+
+class VerifyReason(str, Enum):
+    """Why a served chain did not verify (chain and hostname)."""
+
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    SELF_SIGNED = "self_signed"
+    UNKNOWN_CA = "unknown_ca"
+    HOSTNAME_MISMATCH = "hostname_mismatch"
+    INCOMPLETE_CHAIN = "incomplete_chain"
+    REVOKED = "revoked"
+    INVALID = "invalid"
+
+
+class MasterReason(str, Enum):
+    """Why the configured Gunicorn master is not (provably) alive."""
+
+    PIDFILE_MISSING = "pidfile_missing"
+    PIDFILE_INVALID = "pidfile_invalid"
+    NO_PROCESS = "no_process"
+    NOT_GUNICORN = "not_gunicorn"
+    NOT_MASTER = "not_master"
+    PERMISSION_DENIED = "permission_denied"
+    UNSUPPORTED_PLATFORM = "unsupported_platform"
+
+
+@dataclass(frozen=True, slots=True)
+class CertFacts:
+    """What one X.509 certificate says about itself."""
+
+    not_before: float
+    not_after: float
+    fingerprint_sha256: str
+    serial: str
+    subject_cn: str
+    issuer_cn: str
+    subject: str
+    issuer: str
+    sans: tuple[str, ...]
+    key_type: str
+    key_bits: int
+    spki_sha256: str
+    signature_algorithm: str
+    is_ca: bool
+    self_signed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """The public half of a private key found in a file; never the key itself."""
+
+    key_type: str
+    key_bits: int
+    spki_sha256: str | None  # None when the key is encrypted and we hold no password for it
+    encrypted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The outcome of parsing the bytes of one file."""
+
+    certs: tuple[CertFacts, ...] = ()
+    keys: tuple[KeyFacts, ...] = ()
+    error: FileReason | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """What tells that a file's content may have changed, without reading it."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """One scanned file: its certificates and keys, or why it could not be read."""
+
+    path: str
+    certs: tuple[CertFacts, ...] = ()
+    keys: tuple[KeyFacts, ...] = ()
+    error: FileReason | None = None
+    detail: str = ""
+    changed_at: float | None = None
+    identity: FileIdentity | None = None
+    content_sha256: str | None = None
+
+    @property
+    def up(self) -> bool:
+        """Tell whether the file was read and understood completely."""
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class PatternResult:
+    """How many files one configured path or glob matched."""
+
+    pattern: str
+    matches: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressResult:
+    """One TLS handshake with one resolved address of an endpoint."""
+
+    address: str
+    chain: tuple[CertFacts, ...] = ()
+    error: EndpointReason | None = None
+    detail: str = ""
+    verified: bool = False
+    verify_error: VerifyReason | None = None
+    tls_version: str = ""
+    cipher: str = ""
+    handshake_seconds: float = 0.0
+
+    @property
+    def up(self) -> bool:
+        """Tell whether a handshake completed and a chain was served."""
+        return self.error is None
+
+    @property
+    def leaf(self) -> CertFacts | None:
+        """Return the served leaf, if any."""
+        return self.chain[0] if self.chain else None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointResult:
+    """Every resolved address of one configured endpoint."""
+
+    endpoint: str
+    server_name: str
+    addresses: tuple[AddressResult, ...] = ()
+    error: EndpointReason | None = None  # set only when no address could be tried (DNS)
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A process as the platform reports it; enough to tell one process from a later one with its pid."""
+
+    pid: int
+    ppid: int
+    start_time: float
+    cmdline: tuple[str, ...]
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class MasterState:
+    """The Gunicorn master of a target, proven or not."""
+
+    pid: int | None = None
+    start_time: float | None = None
+    workers: tuple[ProcessInfo, ...] = ()
+    error: MasterReason | None = None
+    detail: str = ""
+
+    @property
+    def up(self) -> bool:
+        """Tell whether a live Gunicorn master was identified."""
+        return self.error is None and self.pid is not None
+
+    @property
+    def workers_since(self) -> float | None:
+        """Return when the oldest live worker started: every worker has loaded its cert since then."""
+        if not self.workers:
+            return None
+        return min(w.start_time for w in self.workers)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressDrift:
+    """Whether one address serves another leaf than the target's ``cert_file``."""
+
+    address: str
+    mismatch: bool
+    since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetState:
+    """Everything known about one Gunicorn target after a scan."""
+
+    name: str
+    cert: FileResult
+    key: FileResult
+    endpoint: EndpointResult
+    master: MasterState
+    drift: tuple[AddressDrift, ...] = ()
+    key_match: bool | None = None
+    last_reload: float | None = None
+    reload_signals: int = 0
+    reload_failures: int = 0
+
+    @property
+    def file_leaf(self) -> CertFacts | None:
+        """Return the leaf certificate of ``cert_file``, if it parsed."""
+        return self.cert.certs[0] if self.cert.certs else None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanStats:
+    """How long the last scan of one kind took and when it finished."""
+
+    duration_seconds: float
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The last completed results of every scan: what every scrape reads."""
+
+    files: tuple[FileResult, ...] = ()
+    patterns: tuple[PatternResult, ...] = ()
+    endpoints: tuple[EndpointResult, ...] = ()
+    targets: tuple[TargetState, ...] = ()
+    scans: tuple[tuple[str, ScanStats], ...] = ()
+    config_reload_successful: bool = True
+    config_reload_at: float = 0.0

@@ -1,0 +1,61 @@
+"""The /probe allow-list: a target is probed only if a ``probe.allow`` pattern permits it exactly."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+
+from gunicorn_cert_exporter.config import split_host_port
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+def valid_server_name(name: str) -> bool:
+    """Tell whether a server name is a plain DNS name (no ports, paths or control characters)."""
+    return bool(_HOSTNAME.match(name))
+
+
+def parse_target(target: str) -> tuple[str, int] | None:
+    """Return (host, port) for a plain ``host:port`` or ``[v6]:port``; None for anything else."""
+    try:
+        host, port = split_host_port(target)
+    except ValueError:
+        return None
+    if _ip(host) is None and not valid_server_name(host):
+        return None
+    return host, port
+
+
+def allowed(target: str, patterns: list[str]) -> bool:
+    """Tell whether ``target`` matches a ``host-glob:port``, ``ip:port`` or ``cidr:port`` pattern."""
+    parsed = parse_target(target)
+    if parsed is None:
+        return False
+    host, port = parsed
+    ip = _ip(host)
+    for pattern in patterns:
+        pattern_host, _, pattern_port = pattern.rpartition(":")
+        if pattern_port != "*" and pattern_port != str(port):
+            continue
+        pattern_host = pattern_host.strip("[]")
+        if "/" in pattern_host or _ip(pattern_host) is not None:
+            if ip is not None and _in_network(ip, pattern_host):
+                return True
+        elif ip is None and fnmatch.fnmatchcase(host.lower().rstrip("."), pattern_host.lower()):
+            return True
+    return False
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, network: str) -> bool:
+    try:
+        return ip in ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return False

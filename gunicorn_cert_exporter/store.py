@@ -1,0 +1,34 @@
+"""The latest snapshot, swapped atomically: scans write whole parts, scrapes read without waiting."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import Any
+
+from gunicorn_cert_exporter.model import ScanStats, Snapshot
+
+
+class Store:
+    """Hold the last completed snapshot; readers never take the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """Return the last completed snapshot (an immutable value)."""
+        return self._snapshot
+
+    def update(self, **parts: Any) -> None:  # noqa: ANN401  (fields of Snapshot, checked by replace())
+        """Replace some parts of the snapshot in one step."""
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **parts)
+
+    def record_scan(self, kind: str, stats: ScanStats, **parts: Any) -> None:  # noqa: ANN401
+        """Publish the results of one scan together with its timing."""
+        with self._lock:
+            scans = dict(self._snapshot.scans)
+            scans[kind] = stats
+            self._snapshot = replace(self._snapshot, scans=tuple(sorted(scans.items())), **parts)

@@ -1,0 +1,154 @@
+"""One scan of Gunicorn targets: join files, endpoint and master; decide; reload and confirm when allowed."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+from gunicorn_cert_exporter import drift, gunicorn
+from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.endpoints import Prober
+from gunicorn_cert_exporter.files import FileScanner, Wanted
+from gunicorn_cert_exporter.model import AddressDrift, EndpointResult, FileResult, TargetState
+
+_VERIFY_INTERVAL = 0.2
+
+
+@dataclass
+class _Memory:
+    """What the watcher remembers of a target between scans (owned by one scan at a time)."""
+
+    drift: tuple[AddressDrift, ...] = ()
+    signals: list[float] = field(default_factory=list)
+    signals_total: int = 0
+    failures_total: int = 0
+    last_reload: float | None = None
+
+
+class TargetWatcher:
+    """Scan Gunicorn targets and, where every rule allows it, SIGHUP their master and confirm the new leaf."""
+
+    def __init__(
+        self,
+        *,
+        prober: Prober,
+        scanner: FileScanner,
+        clock: Callable[[], float] = time.time,
+        sender: gunicorn.SignalSender = gunicorn.send_signal,
+        sleep: Callable[[float], None] = time.sleep,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._prober = prober
+        self._scanner = scanner
+        self._clock = clock
+        self._sender = sender
+        self._sleep = sleep
+        self._log = logger or logging.getLogger("gunicorn_cert_exporter.reload")
+        self._memory: dict[str, _Memory] = {}
+        self._files: dict[str, FileResult] = {}
+
+    def inherit(self, other: TargetWatcher) -> None:
+        """Keep what another watcher remembered (drift start, signal history, counters) across a config reload."""
+        self._memory = dict(other._memory)  # noqa: SLF001  (same class)
+
+    def scan(self, targets: Sequence[GunicornTarget], *, concurrency: int = 8) -> tuple[TargetState, ...]:
+        """Scan every target concurrently; a reload being confirmed on one never delays another."""
+        self._memory = {t.name: self._memory.get(t.name, _Memory()) for t in targets}
+        if not targets:
+            return ()
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
+            return tuple(pool.map(self.scan_one, targets))
+
+    def scan_one(self, target: GunicornTarget) -> TargetState:
+        """Observe one target, then act on the decision."""
+        memory = self._memory.setdefault(target.name, _Memory())
+        state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
+        decision = drift.decide(
+            rules=target.reload, state=state, signals=memory.signals, same_master=state.master.up, now=self._clock()
+        )
+        if decision.action in (drift.Action.NONE, drift.Action.WAIT):
+            self._log.debug("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
+            return state
+        if decision.action is not drift.Action.SIGNAL:
+            self._log.info("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
+            return state
+        return self._reload(target, memory, state)
+
+    def _observe(self, target: GunicornTarget, memory: _Memory, endpoint: EndpointResult) -> TargetState:
+        now = self._clock()
+        cert = self._scanner.scan_one(Wanted(target.cert_file), self._files.get(target.cert_file))
+        key = self._scanner.scan_one(Wanted(target.key_file), self._files.get(target.key_file))
+        self._files[target.cert_file], self._files[target.key_file] = cert, key
+        master = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
+        if master.up and master.workers_since is not None:
+            memory.last_reload = master.workers_since
+        leaf = cert.certs[0] if cert.certs else None
+        drifts = drift.compare(endpoint=endpoint, file_leaf=leaf, previous=memory.drift, now=now)
+        memory.drift = drifts
+        return TargetState(
+            name=target.name,
+            cert=cert,
+            key=key,
+            endpoint=endpoint,
+            master=master,
+            drift=drifts,
+            key_match=drift.key_match(cert, key),
+            last_reload=memory.last_reload,
+            reload_signals=memory.signals_total,
+            reload_failures=memory.failures_total,
+        )
+
+    def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
+        master = state.master
+        assert master.pid is not None and master.start_time is not None  # noqa: S101  (decide() proved it)
+        identity = gunicorn.MasterIdentity(master.pid, master.start_time)
+        sent_at = self._clock()
+        try:
+            self._sender(identity, signal.SIGHUP)
+        except (ProcessLookupError, PermissionError, OSError) as exc:
+            memory.failures_total += 1
+            self._log.warning("reload failed", extra=_audit(target, state, "signal_failed", type(exc).__name__))
+            return replace(state, reload_failures=memory.failures_total)
+        memory.signals.append(sent_at)
+        memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR]
+        memory.signals_total += 1
+        wanted = state.file_leaf.fingerprint_sha256 if state.file_leaf else ""
+        deadline = sent_at + target.reload.verify_timeout
+        endpoint = state.endpoint
+        while True:
+            self._sleep(_VERIFY_INTERVAL)
+            endpoint = self._prober.probe(target.as_endpoint())
+            served = [a.leaf.fingerprint_sha256 for a in endpoint.addresses if a.leaf is not None]
+            if served and all(fp == wanted for fp in served):
+                outcome = "confirmed"
+                break
+            if self._clock() >= deadline:
+                outcome = "not_confirmed"
+                memory.failures_total += 1
+                break
+        new_state = self._observe(target, memory, endpoint)
+        if outcome == "confirmed":
+            memory.last_reload = max(memory.last_reload or 0.0, sent_at)
+            new_state = replace(new_state, last_reload=memory.last_reload)
+        took = f"{self._clock() - sent_at:.2f}s"
+        log = self._log.info if outcome == "confirmed" else self._log.warning
+        log("reload", extra=_audit(target, new_state, outcome, f"SIGHUP sent to {identity.pid}, {took}"))
+        return new_state
+
+
+def _audit(target: GunicornTarget, state: TargetState, outcome: str, reason: str) -> dict[str, object]:
+    leaf = state.file_leaf
+    served = sorted({a.leaf.fingerprint_sha256[:16] for a in state.endpoint.addresses if a.leaf is not None})
+    return {
+        "target": target.name,
+        "outcome": outcome,
+        "reason": reason,
+        "pid": state.master.pid,
+        "file_leaf": leaf.fingerprint_sha256[:16] if leaf else "",
+        "served_leaf": ",".join(served),
+        "dry_run": target.reload.dry_run,
+    }

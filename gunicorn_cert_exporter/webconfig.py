@@ -1,0 +1,150 @@
+"""The exporter-toolkit web config: TLS for the exporter's own server and bcrypt basic auth."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import ssl
+import threading
+from typing import Literal
+
+import bcrypt
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gunicorn_cert_exporter.config import ConfigError
+
+# A real bcrypt hash to check against when the user does not exist, so both paths cost the same.
+_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
+_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
+                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSServerConfig(_Strict):
+    """``tls_server_config`` as in exporter-toolkit."""
+
+    cert_file: str
+    key_file: str
+    client_auth_type: Literal[
+        "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
+        "RequireAndVerifyClientCert",
+    ] = "NoClientCert"
+    client_ca_file: str | None = None
+    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS12"
+    max_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] = "TLS13"
+
+
+class WebConfig(_Strict):
+    """The whole ``--web.config.file``."""
+
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[str, str] = {}
+    http_server_config: dict[str, object] = {}
+
+
+def load(path: str) -> WebConfig:
+    """Read and validate a web config file; raise ConfigError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle) or {}
+        config = WebConfig.model_validate(raw)
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError:
+        raise ConfigError([f"{path}: invalid YAML"]) from None
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        ) from None
+    tls = config.tls_server_config
+    if tls is not None and tls.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
+        if not tls.client_ca_file:
+            raise ConfigError([f"{path}: tls_server_config.client_ca_file is required for {tls.client_auth_type}"])
+    for user, hashed in config.basic_auth_users.items():
+        if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+            raise ConfigError([f"{path}: basic_auth_users.{user}: not a bcrypt hash"])
+    build_context(tls) if tls is not None else None  # fail now, at load, rather than on the first client
+    return config
+
+
+def build_context(tls: TLSServerConfig) -> ssl.SSLContext:
+    """Build a server context from the files as they are now."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = _TLS_VERSIONS[tls.min_version]
+    context.maximum_version = _TLS_VERSIONS[tls.max_version]
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            context.load_verify_locations(tls.client_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"tls_server_config: can't load certificate, key or CA: {type(exc).__name__}"]) from None
+    if tls.client_auth_type in ("RequireAnyClientCert", "RequireAndVerifyClientCert"):
+        context.verify_mode = ssl.CERT_REQUIRED
+    elif tls.client_auth_type != "NoClientCert":
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class ReloadingContext:
+    """An SSL context rebuilt whenever the cert, key or client CA file changes on disk."""
+
+    def __init__(self, tls: TLSServerConfig) -> None:
+        self._tls = tls
+        self._lock = threading.Lock()
+        self._stamp = self._files_stamp()
+        self._context = build_context(tls)
+
+    def current(self) -> ssl.SSLContext:
+        """Return a context for the files as they are now (the old one if the new files don't load)."""
+        stamp = self._files_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                try:
+                    self._context = build_context(self._tls)
+                except ConfigError:
+                    return self._context  # half-written files: keep serving the last good pair
+                self._stamp = stamp
+        return self._context
+
+    def _files_stamp(self) -> tuple[int, ...]:
+        paths = (self._tls.cert_file, self._tls.key_file, self._tls.client_ca_file)
+        stamp = []
+        for path in paths:
+            try:
+                info = os.stat(path) if path else None
+            except OSError:
+                info = None
+            stamp.extend((info.st_ino, info.st_mtime_ns, info.st_size) if info else (0, 0, 0))
+        return tuple(stamp)
+
+
+class BasicAuth:
+    """Check basic-auth credentials against bcrypt hashes; the same cost whether the user exists or not."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {u.encode(): h.encode() for u, h in users.items()}
+        self._key = os.urandom(32)
+        self._good: set[bytes] = set()
+
+    @property
+    def enabled(self) -> bool:
+        """Tell whether any user is configured."""
+        return bool(self._users)
+
+    def check(self, user: str, password: str) -> bool:
+        """Tell whether the credentials are valid."""
+        raw_user, raw_password = user.encode("utf-8", "replace"), password.encode("utf-8", "replace")
+        hashed = self._users.get(raw_user)
+        # Remember successes by a keyed digest so each scrape doesn't pay bcrypt's cost again.
+        token = hmac.new(self._key, raw_user + b"\0" + raw_password + b"\0" + (hashed or b""), hashlib.sha256).digest()
+        if token in self._good:
+            return True
+        ok = bcrypt.checkpw(raw_password[:72], hashed or _DUMMY_HASH) and hashed is not None
+        if ok:
+            self._good.add(token)
+        return ok
