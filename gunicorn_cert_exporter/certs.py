@@ -39,10 +39,18 @@ def parse(data: bytes, *, fmt: Format = "auto", password: bytes | None = None, n
     if fmt == "pkcs12" or name.lower().endswith(_PKCS12_SUFFIXES):
         return _parse_pkcs12(data, password)
     der = _parse_der(data)
-    if der.error is None:
+    if der.error is None or not _looks_like_pkcs12(data):
         return der
-    p12 = _parse_pkcs12(data, password)
-    return p12 if p12.error in (None, FileReason.PASSWORD_REQUIRED) else der
+    return _parse_pkcs12(data, password)
+
+
+def _looks_like_pkcs12(data: bytes) -> bool:
+    """Tell whether DER data opens like a PFX: SEQUENCE { INTEGER 3, ... }."""
+    if len(data) < 8 or data[0] != 0x30:
+        return False
+    length = data[1]
+    offset = 2 + (length & 0x7F if length & 0x80 else 0)
+    return data[offset : offset + 3] == b"\x02\x01\x03"
 
 
 def cert_facts(cert: x509.Certificate) -> CertFacts:

@@ -1,0 +1,90 @@
+"""certs.py: bytes to facts, for every format, and a reason for everything else."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from gunicorn_cert_exporter import certs
+from gunicorn_cert_exporter.model import FileReason
+from tests.conftest import DAY, NOW, PKI, Issued
+
+
+def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issued, intermediate: Issued) -> None:
+    leaf = pki.leaf(intermediate, "app.example.com", sans=("app.example.com", "10.0.0.1"))
+    parsed = certs.parse(leaf.cert_pem + b"garbage between blocks\n" + intermediate.cert_pem + root.cert_pem)
+    assert parsed.error is None
+    assert [c.fingerprint_sha256 for c in parsed.certs] == [leaf.fingerprint, intermediate.fingerprint, root.fingerprint]
+    first = parsed.certs[0]
+    assert first.subject_cn == "app.example.com"
+    assert first.issuer_cn == "Test Intermediate CA"
+    assert first.sans == ("DNS:app.example.com", "IP:10.0.0.1")
+    assert first.not_after == leaf.cert.not_valid_after_utc.timestamp()
+    assert first.not_before == leaf.cert.not_valid_before_utc.timestamp()
+    assert first.serial == format(leaf.cert.serial_number, "x")
+    assert (first.is_ca, first.self_signed) == (False, False)
+    assert (parsed.certs[2].is_ca, parsed.certs[2].self_signed) == (True, True)
+
+
+def test_key_types_and_sizes_are_reported(pki: PKI, root: Issued) -> None:
+    for key_type, bits in (("rsa", 2048), ("ecdsa", 256), ("ed25519", 256)):
+        facts = certs.parse(pki.leaf(root, key_type=key_type).cert_pem).certs[0]
+        assert (facts.key_type, facts.key_bits) == (key_type, bits)
+    assert certs.parse(root.cert_pem).certs[0].signature_algorithm == "ecdsa-with-SHA256"
+
+
+def test_der_certificate(root: Issued) -> None:
+    parsed = certs.parse(root.cert.public_bytes(serialization.Encoding.DER))
+    assert parsed.error is None and parsed.certs[0].fingerprint_sha256 == root.fingerprint
+
+
+def test_pkcs12_with_password_gives_leaf_then_chain(pki: PKI, root: Issued) -> None:
+    leaf = pki.leaf(root)
+    blob = pkcs12.serialize_key_and_certificates(
+        b"app", leaf.key, leaf.cert, [root.cert], serialization.BestAvailableEncryption(b"s3cret")
+    )
+    parsed = certs.parse(blob, password=b"s3cret", name="app.p12")
+    assert [c.fingerprint_sha256 for c in parsed.certs] == [leaf.fingerprint, root.fingerprint]
+    assert parsed.keys[0].spki_sha256 == parsed.certs[0].spki_sha256
+    assert certs.parse(blob, password=b"wrong", name="app.p12").error is FileReason.BAD_PASSWORD
+    assert certs.parse(blob, name="app.p12").error is FileReason.PASSWORD_REQUIRED
+    assert certs.parse(blob, password=b"s3cret").error is None  # detected without the suffix too
+
+
+def test_key_only_file_is_a_key_not_an_error(pki: PKI, root: Issued) -> None:
+    leaf = pki.leaf(root)
+    parsed = certs.parse(leaf.key_pem)
+    assert parsed.error is None and parsed.certs == ()
+    assert parsed.keys[0].spki_sha256 == certs.parse(leaf.cert_pem).certs[0].spki_sha256
+
+
+def test_encrypted_key_is_a_key_without_a_public_half(pki: PKI, root: Issued) -> None:
+    leaf = pki.leaf(root)
+    pem = leaf.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    )
+    parsed = certs.parse(pem)
+    assert parsed.error is None and parsed.keys[0].encrypted and parsed.keys[0].spki_sha256 is None
+
+
+def test_unusable_content_gets_a_reason() -> None:
+    assert certs.parse(b"").error is FileReason.EMPTY
+    assert certs.parse(b"  \n\t").error is FileReason.EMPTY
+    assert certs.parse(b"\x00\x01garbage").error is FileReason.PARSE_ERROR
+    broken = b"-----BEGIN CERTIFICATE-----\nnot base64!!\n-----END CERTIFICATE-----\n"
+    assert certs.parse(broken).error is FileReason.PARSE_ERROR
+    csr = b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
+    assert certs.parse(csr).error is FileReason.NO_CERTIFICATE
+
+
+def test_one_corrupt_block_keeps_the_good_ones_and_reports_the_error(root: Issued) -> None:
+    broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    parsed = certs.parse(root.cert_pem + broken)
+    assert parsed.error is FileReason.PARSE_ERROR and len(parsed.certs) == 1
+
+
+def test_expired_and_future_certificates_parse_with_their_dates(pki: PKI, root: Issued) -> None:
+    expired = pki.leaf(root, not_before=NOW - 90 * DAY, not_after=NOW - DAY)
+    future = pki.leaf(root, not_before=NOW + DAY, not_after=NOW + 90 * DAY)
+    assert certs.parse(expired.cert_pem).certs[0].not_after == (NOW - DAY).timestamp()
+    assert certs.parse(future.cert_pem).certs[0].not_before == (NOW + DAY).timestamp()

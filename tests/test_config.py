@@ -1,0 +1,84 @@
+"""config.py: validation names every problem by key path; durations; the default equals the example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.config import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        config.load(text)
+    return caught.value.problems
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
+    found = problems(
+        """
+scan: {interval: 5x, jitter: 200%, colour: blue}
+files: [{paths: []}]
+endpoints: [{address: "no-port"}, {address: "h:1", timeout: fast}]
+gunicorn:
+  - {name: api, cert_file: a, key_file: b, endpoint: "h:1", pid: 10, reload: {after: soon, enabled: maybe}}
+"""
+    )
+    keys = [p.split(":")[0] for p in found]
+    assert sorted(keys) == sorted([
+        "scan.interval", "scan.jitter", "scan.colour", "files[0].paths", "endpoints[0].address",
+        "endpoints[1].timeout", "gunicorn[0].reload.after", "gunicorn[0].reload.enabled",
+    ])
+    assert "scan.colour: unknown key" in found
+
+
+def test_cross_field_rules() -> None:
+    assert problems("gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'}]") == [
+        "gunicorn[0]: set exactly one of pidfile or pid"
+    ]
+    assert "client_cert and client_key go together" in problems(
+        "endpoints: [{address: 'h:1', client_cert: c.pem}]"
+    )[0]
+    assert "not both" in problems("files: [{paths: [a], password_file: f, password_env: E}]")[0]
+    dup = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 5}, " \
+          "{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 6}]"
+    assert "unique" in problems(dup)[0]
+    assert "port" in problems("probe: {allow: ['*.example.com']}")[0]
+
+
+def test_yaml_syntax_errors_name_the_line() -> None:
+    assert "line 2, column 1" in problems("scan:\n\tinterval: 1\n")[0]
+    assert problems("- a list") == ["config: the top level must be a mapping"]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("1.5d", 129600), ("250ms", 0.25), (42, 42)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert config.parse_duration(text) == seconds
+
+
+def test_addresses_and_sni() -> None:
+    assert config.split_host_port("[::1]:8443") == ("::1", 8443)
+    assert config.split_host_port("example.com:443") == ("example.com", 443)
+    for bad in ("::1:443", "host", "host:0", "host:70000", "user@host:443", "host/x:443", ":443"):
+        with pytest.raises(ValueError):
+            config.split_host_port(bad)
+    assert config.load("endpoints: [{address: '10.0.0.1:443'}]").endpoints[0].sni is None
+    assert config.load("endpoints: [{address: 'a.example:443'}]").endpoints[0].sni == "a.example"
+
+
+def test_config_is_frozen() -> None:
+    loaded = config.load("scan: {interval: 30s}")
+    with pytest.raises(Exception):  # noqa: B017, PT011  (pydantic raises its own ValidationError)
+        loaded.scan.interval = 5  # type: ignore[misc]
+
+
+def test_embedded_default_is_the_example_file_and_is_valid() -> None:
+    assert config.default_text() == (ROOT / "config.example.yaml").read_text()
+    loaded = config.load(config.default_text())
+    assert loaded.files and loaded.gunicorn and loaded.gunicorn[0].reload.enabled is False

@@ -1,0 +1,101 @@
+"""drift.py: mismatch per address, when it began, and every reload safety rule."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gunicorn_cert_exporter import certs, drift
+from gunicorn_cert_exporter.config import ReloadConfig
+from gunicorn_cert_exporter.model import (
+    AddressDrift, AddressResult, EndpointResult, FileReason, FileResult, MasterState, ProcessInfo, TargetState,
+)
+from tests.conftest import DAY, NOW, PKI, Issued
+
+T0 = NOW.timestamp()
+RULES = ReloadConfig(enabled=True, after=120, cooldown=900, max_per_hour=2)
+
+
+def _file(issued: Issued, changed_at: float = T0 - 3600) -> FileResult:
+    parsed = certs.parse(issued.cert_pem)
+    return FileResult(path="cert.pem", certs=parsed.certs, changed_at=changed_at)
+
+
+def _key(issued: Issued) -> FileResult:
+    return FileResult(path="key.pem", keys=certs.parse(issued.key_pem).keys)
+
+
+def _endpoint(*served: Issued) -> EndpointResult:
+    addresses = tuple(
+        AddressResult(address=f"127.0.0.{i + 1}", chain=certs.parse(s.cert_pem).certs) for i, s in enumerate(served)
+    )
+    return EndpointResult(endpoint="h:1", server_name="h", addresses=addresses)
+
+
+def _state(pki: PKI, root: Issued, **changes: object) -> tuple[TargetState, Issued, Issued]:
+    old, new = pki.leaf(root), pki.leaf(root)
+    endpoint = _endpoint(old)
+    worker = ProcessInfo(pid=11, ppid=10, start_time=T0 - 7200, cmdline=("gunicorn",), name="gunicorn")
+    state = TargetState(
+        name="api",
+        cert=_file(new),
+        key=_key(new),
+        endpoint=endpoint,
+        master=MasterState(pid=10, start_time=T0 - 9000, workers=(worker,)),
+        drift=(AddressDrift("127.0.0.1", True, T0 - 600),),
+        key_match=True,
+    )
+    return replace(state, **changes), old, new
+
+
+def test_compare_marks_each_address_and_keeps_when_drift_began(pki: PKI, root: Issued) -> None:
+    old, new = pki.leaf(root), pki.leaf(root)
+    file_leaf = certs.parse(new.cert_pem).certs[0]
+    first = drift.compare(endpoint=_endpoint(old, new), file_leaf=file_leaf, previous=(), now=T0)
+    assert first == (AddressDrift("127.0.0.1", True, T0), AddressDrift("127.0.0.2", False))
+    later = drift.compare(endpoint=_endpoint(old, new), file_leaf=file_leaf, previous=first, now=T0 + 60)
+    assert later[0].since == T0
+    healed = drift.compare(endpoint=_endpoint(new, new), file_leaf=file_leaf, previous=later, now=T0 + 120)
+    assert [d.mismatch for d in healed] == [False, False]
+
+
+def test_key_match(pki: PKI, root: Issued) -> None:
+    a, b = pki.leaf(root), pki.leaf(root)
+    assert drift.key_match(_file(a), _key(a)) is True
+    assert drift.key_match(_file(a), _key(b)) is False
+    assert drift.key_match(FileResult(path="x", error=FileReason.NOT_FOUND), _key(a)) is None
+
+
+def test_reload_allowed_only_when_every_rule_holds(pki: PKI, root: Issued) -> None:
+    state, _, _ = _state(pki, root)
+    ok = drift.decide(rules=RULES, state=state, signals=[], same_master=True, now=T0)
+    assert ok.action is drift.Action.SIGNAL
+    assert drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], same_master=True, now=T0).action \
+        is drift.Action.DRY_RUN
+
+
+def replace_rules(**changes: object) -> ReloadConfig:
+    return RULES.model_copy(update=changes)
+
+
+def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued) -> None:
+    state, _, new = _state(pki, root)
+    other = pki.leaf(root)
+    expired = pki.leaf(root, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
+    cases = {
+        "reload disabled": (replace_rules(enabled=False), state, [], True),
+        "waiting": (replace_rules(after=3600), state, [], True),
+        "cert_file does not parse": (RULES, replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)), [], True),
+        "key_file does not match": (RULES, replace(state, key_match=False), [], True),
+        "not valid now": (RULES, replace(state, cert=_file(expired), key=_key(expired)), [], True),
+        "master not proven": (RULES, state, [], False),
+        "workers already restarted": (RULES, replace(state, cert=_file(new, changed_at=T0 - 9999)), [], True),
+        "cooldown": (RULES, state, [T0 - 60], True),
+        "max_per_hour": (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000], True),
+    }
+    for expected, (rules, case, signals, same) in cases.items():
+        decision = drift.decide(rules=rules, state=case, signals=signals, same_master=same, now=T0)
+        assert decision.action is not drift.Action.SIGNAL, expected
+        assert expected in decision.reason, (expected, decision.reason)
+    assert drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], same_master=True, now=T0).action \
+        is drift.Action.NONE
+    del other

@@ -1,0 +1,240 @@
+"""endpoints.py against real TLS servers on 127.0.0.1 and ::1: chains, verification reasons, failures."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gunicorn_cert_exporter.config import EndpointConfig
+from gunicorn_cert_exporter.endpoints import Prober
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, VerifyReason
+from tests.conftest import DAY, NOW, PKI, Issued, TLSServer, ipv6_available, server_context
+
+HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback"))]
+
+
+@pytest.fixture
+def ca_file(tmp_path: Path, root: Issued) -> str:
+    path = tmp_path / "ca.pem"
+    path.write_bytes(root.cert_pem)
+    return str(path)
+
+
+def probe_one(server: TLSServer, *, ca_file: str | None = None, server_name: str | None = None,
+              timeout: float = 3.0, **extra: object) -> AddressResult:
+    config = EndpointConfig(address=server.address, server_name=server_name, ca_file=ca_file, timeout=timeout,
+                            **extra)  # type: ignore[arg-type]
+    result = Prober().probe(config)
+    assert result.error is None and len(result.addresses) == 1
+    return result.addresses[0]
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_good_chain_is_served_whole_and_verified(host: str, tls_server: type[TLSServer], pki: PKI,
+                                                 root: Issued, intermediate: Issued, ca_file: str) -> None:
+    leaf = pki.leaf(intermediate)
+    server = tls_server(host, context=server_context((leaf, intermediate)))
+    result = probe_one(server, ca_file=ca_file, server_name="localhost")
+    assert result.verified and result.verify_error is None
+    assert [c.fingerprint_sha256 for c in result.chain] == [leaf.fingerprint, intermediate.fingerprint]
+    assert result.tls_version.startswith("TLS") and result.cipher and 0 < result.handshake_seconds < 3
+    assert result.address == host
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("expired_leaf", VerifyReason.EXPIRED),
+        ("expired_intermediate", VerifyReason.EXPIRED),
+        ("not_yet_valid", VerifyReason.NOT_YET_VALID),
+        ("self_signed", VerifyReason.SELF_SIGNED),
+        ("wrong_hostname", VerifyReason.HOSTNAME_MISMATCH),
+        ("incomplete_chain", VerifyReason.INCOMPLETE_CHAIN),
+        ("unknown_ca", VerifyReason.UNKNOWN_CA),
+    ],
+)
+def test_unverifiable_chains_still_give_metrics_and_say_why(
+    host: str, case: str, reason: VerifyReason, tls_server: type[TLSServer], pki: PKI, root: Issued,
+    intermediate: Issued, ca_file: str,
+) -> None:
+    past = {"not_before": NOW - 30 * DAY, "not_after": NOW - DAY}
+    if case == "expired_leaf":
+        chain = (pki.leaf(intermediate, **past), intermediate)
+    elif case == "expired_intermediate":
+        old_ca = pki.issue("Expired Intermediate", issuer=root, ca=True, **past)  # type: ignore[arg-type]
+        chain = (pki.leaf(old_ca), old_ca)
+    elif case == "not_yet_valid":
+        chain = (pki.leaf(intermediate, not_before=NOW + DAY, not_after=NOW + 9 * DAY), intermediate)
+    elif case == "self_signed":
+        chain = (pki.issue("localhost", sans=("localhost",)),)
+    elif case == "wrong_hostname":
+        chain = (pki.leaf(intermediate, "other.example", sans=("other.example",)), intermediate)
+    elif case == "incomplete_chain":
+        chain = (pki.leaf(intermediate),)
+    else:
+        stranger = pki.ca("Stranger Root")
+        stranger_int = pki.issue("Stranger Intermediate", issuer=stranger, ca=True)
+        chain = (pki.leaf(stranger_int), stranger_int)
+    server = tls_server(host, context=server_context(chain))
+    result = probe_one(server, ca_file=ca_file, server_name="localhost")
+    assert result.up and not result.verified
+    assert result.verify_error is reason
+    assert [c.fingerprint_sha256 for c in result.chain] == [c.fingerprint for c in chain]
+    assert result.chain[0].not_after == chain[0].cert.not_valid_after_utc.timestamp()
+
+
+def test_ip_literal_without_server_name_verifies_against_ip_sans(tls_server: type[TLSServer], pki: PKI,
+                                                                   root: Issued, ca_file: str) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    assert probe_one(server, ca_file=ca_file).verified
+    no_ip = tls_server("127.0.0.1", context=server_context((pki.leaf(root, sans=("localhost",)),)))
+    assert probe_one(no_ip, ca_file=ca_file).verify_error is VerifyReason.HOSTNAME_MISMATCH
+
+
+def test_client_certificate_is_presented_for_mtls(tmp_path: Path, tls_server: type[TLSServer], pki: PKI,
+                                                  root: Issued, ca_file: str) -> None:
+    client = pki.leaf(root, "exporter", sans=())
+    (tmp_path / "client.pem").write_bytes(client.cert_pem)
+    (tmp_path / "client.key").write_bytes(client.key_pem)
+    context = server_context((pki.leaf(root),), client_ca=root)
+    context.maximum_version = ssl.TLSVersion.TLSv1_2  # the server's refusal then surfaces in the handshake
+    server = tls_server("127.0.0.1", context=context)
+    with_cert = probe_one(server, ca_file=ca_file, client_cert=str(tmp_path / "client.pem"),
+                          client_key=str(tmp_path / "client.key"))
+    assert with_cert.up and with_cert.verified
+    without = probe_one(server, ca_file=ca_file)
+    assert without.error is EndpointReason.HANDSHAKE_FAILURE
+    missing = probe_one(server, ca_file=ca_file, client_cert=str(tmp_path / "nope.pem"),
+                        client_key=str(tmp_path / "nope.key"))
+    assert missing.error is EndpointReason.CLIENT_CERT_UNAVAILABLE
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("plaintext", EndpointReason.PLAINTEXT), ("stall", EndpointReason.STALLED), ("reset", EndpointReason.RESET)],
+)
+def test_broken_servers_each_have_a_reason(host: str, mode: str, reason: EndpointReason,
+                                           tls_server: type[TLSServer]) -> None:
+    server = tls_server(host, mode=mode)
+    started = time.monotonic()
+    result = probe_one(server, timeout=1.0)
+    assert result.error is reason and result.chain == ()
+    assert time.monotonic() - started < 2.5
+
+
+def test_refused_and_dns_failure() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: refused
+        refused = Prober().probe(EndpointConfig(address=f"127.0.0.1:{port}", timeout=2))
+    assert refused.addresses[0].error is EndpointReason.REFUSED
+    nx = Prober().probe(EndpointConfig(address="does-not-exist.invalid:443", timeout=2))
+    assert nx.error is EndpointReason.DNS_FAILURE and nx.addresses == ()
+
+
+def test_every_resolved_address_is_probed_separately(tls_server: type[TLSServer], pki: PKI, root: Issued,
+                                                     ca_file: str) -> None:
+    if not ipv6_available():
+        pytest.skip("no IPv6 loopback")
+    fresh, stale = pki.leaf(root), pki.leaf(root, not_after=NOW + 2 * DAY)
+    v4 = tls_server("127.0.0.1", context=server_context((fresh,)))
+    v6 = tls_server("::1", context=server_context((stale,)), port=v4.port) if _free6(v4.port) else None
+    if v6 is None:
+        pytest.skip("port taken on ::1")
+
+    def resolver(host: str, port: int) -> list[tuple[int, str]]:
+        assert host == "app.test"
+        return [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+
+    result = Prober(resolver=resolver).probe(
+        EndpointConfig(address=f"app.test:{v4.port}", server_name="localhost", ca_file=ca_file)
+    )
+    leaves = {a.address: a.chain[0].fingerprint_sha256 for a in result.addresses}
+    assert leaves == {"127.0.0.1": fresh.fingerprint, "::1": stale.fingerprint}
+
+
+def _free6(port: int) -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", port))
+    except OSError:
+        return False
+    return True
+
+
+def test_stalled_endpoints_cost_one_timeout_not_their_sum(tls_server: type[TLSServer], pki: PKI,
+                                                          root: Issued) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    stalled = tls_server("127.0.0.1", mode="stall")
+    configs = [EndpointConfig(address=(stalled if i % 10 == 0 else good).address, timeout=1.0) for i in range(200)]
+    started = time.monotonic()
+    results = Prober().probe_all(configs, concurrency=64)
+    took = time.monotonic() - started
+    reasons = [r.addresses[0].error for r in results]
+    assert reasons.count(EndpointReason.STALLED) == 20 and reasons.count(None) == 180
+    assert took < 3.5, f"200 endpoints with 20 stalled took {took:.1f}s; 20 stalls in series would be 20s"
+
+
+class _StartTLSServer:
+    """A scripted plain-text preamble, then a real TLS handshake on the same connection."""
+
+    SCRIPTS = {
+        "smtp": [(None, b"220 mx ESMTP\r\n"), (b"EHLO", b"250-mx\r\n250 STARTTLS\r\n"), (b"STARTTLS", b"220 go\r\n")],
+        "ftp": [(None, b"220-hello\r\n220 ftp\r\n"), (b"AUTH TLS", b"234 go\r\n")],
+        "imap": [(None, b"* OK IMAP ready\r\n"), (b"a1 STARTTLS", b"a1 OK go\r\n")],
+        "pop3": [(None, b"+OK pop ready\r\n"), (b"STLS", b"+OK go\r\n")],
+        "postgres": [(b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b"S")],
+    }
+
+    def __init__(self, protocol: str, context: ssl.SSLContext) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.protocol, self.context = protocol, context
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        conn.settimeout(5)
+        for expect, reply in self.SCRIPTS[self.protocol]:
+            if expect is not None:
+                got = conn.recv(1024)
+                assert got.startswith(expect), got
+            conn.sendall(reply)
+        with self.context.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "ftp", "imap", "pop3", "postgres"])
+def test_starttls_protocols(protocol: str, pki: PKI, root: Issued, ca_file: str) -> None:
+    leaf = pki.leaf(root)
+    server = _StartTLSServer(protocol, server_context((leaf,)))
+    result = Prober().probe(EndpointConfig(address=f"127.0.0.1:{server.port}", starttls=protocol,
+                                           ca_file=ca_file, timeout=3))
+    address = result.addresses[0]
+    assert address.verified and address.chain[0].fingerprint_sha256 == leaf.fingerprint
+    server.sock.close()
+
+
+def test_starttls_refused_has_its_reason() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def refuse() -> None:
+            conn, _ = listener.accept()
+            conn.sendall(b"554 no service here\r\n")
+            conn.close()
+
+        threading.Thread(target=refuse, daemon=True).start()
+        port = listener.getsockname()[1]
+        result = Prober().probe(EndpointConfig(address=f"127.0.0.1:{port}", starttls="smtp", timeout=2))
+    assert result.addresses[0].error is EndpointReason.STARTTLS_FAILED

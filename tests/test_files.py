@@ -1,0 +1,177 @@
+"""files.py: expansion, reasons for every hostile file, and re-parsing only what changed."""
+
+from __future__ import annotations
+
+import os
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from gunicorn_cert_exporter import certs, files
+from gunicorn_cert_exporter.config import FileSource
+from gunicorn_cert_exporter.files import FileScanner, Wanted
+from gunicorn_cert_exporter.model import FileReason
+from tests.conftest import PKI, Issued
+
+
+def scan(*paths: Path | str, max_size: int = 1 << 20, **source: object) -> dict[str, tuple[FileReason | None, int]]:
+    wanted, _ = files.expand([FileSource(paths=[str(p) for p in paths], **source)])  # type: ignore[arg-type]
+    results = FileScanner(clock=time.time, max_size=max_size).scan(wanted)
+    return {r.path: (r.error, len(r.certs)) for r in results}
+
+
+def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: Path, root: Issued) -> None:
+    good = tmp_path / "good.pem"
+    good.write_bytes(root.cert_pem)
+    (tmp_path / "empty.pem").write_bytes(b"")
+    (tmp_path / "corrupt.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    (tmp_path / "big.pem").write_bytes(root.cert_pem + b"#" * 5000)
+    os.mkfifo(tmp_path / "fifo.pem")
+    (tmp_path / "loop.pem").symlink_to(tmp_path / "loop.pem")
+    (tmp_path / "zero.pem").symlink_to("/dev/zero")
+    (tmp_path / "dangling.pem").symlink_to(tmp_path / "gone")
+    found = scan(tmp_path / "*.pem", tmp_path / "missing.pem", max_size=4096)
+    assert found == {
+        str(tmp_path / "big.pem"): (FileReason.TOO_LARGE, 0),
+        str(tmp_path / "corrupt.pem"): (FileReason.PARSE_ERROR, 0),
+        str(tmp_path / "dangling.pem"): (FileReason.NOT_FOUND, 0),
+        str(tmp_path / "empty.pem"): (FileReason.EMPTY, 0),
+        str(tmp_path / "fifo.pem"): (FileReason.NOT_REGULAR_FILE, 0),
+        str(tmp_path / "good.pem"): (None, 1),
+        str(tmp_path / "loop.pem"): (FileReason.SYMLINK_LOOP, 0),
+        str(tmp_path / "zero.pem"): (FileReason.NOT_REGULAR_FILE, 0),
+        str(tmp_path / "missing.pem"): (FileReason.NOT_FOUND, 0),
+    }
+
+
+def test_unreadable_file_is_permission_denied_for_an_unprivileged_scanner(root: Issued) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="gce-perm-"))
+    try:
+        directory.chmod(0o755)
+        secret = directory / "secret.pem"
+        secret.write_bytes(root.cert_pem)
+        secret.chmod(0)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child drops to nobody, as an exporter without rights to the file would run
+            try:
+                if os.getuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                result = FileScanner(clock=time.time, max_size=1 << 20).scan_one(Wanted(str(secret)))
+                os.write(write_fd, (result.error.value if result.error else "none").encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        assert os.read(read_fd, 100).decode() == "permission_denied"
+        os.close(read_fd)
+    finally:
+        (directory / "secret.pem").unlink()
+        directory.rmdir()
+
+
+def test_globs_directories_and_excludes(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for rel in ("top.pem", "a/one.pem", "a/b/two.pem", "a/b/tls.key", "a/.hidden.pem"):
+        (tmp_path / rel).write_bytes(root.cert_pem)
+    deep = scan(tmp_path / "**" / "*.pem")
+    assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in deep) == ["a/b/two.pem", "a/one.pem", "top.pem"]
+    directory = scan(tmp_path / "a", exclude=["**/*.key"])
+    assert list(directory) == [str(tmp_path / "a" / "one.pem")]
+    excluded = scan(tmp_path / "**", exclude=["**/*.key", "two.pem"])
+    assert sorted(Path(p).name for p in excluded) == ["one.pem", "top.pem"]
+
+
+def test_pattern_matches_are_counted(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "x.pem").write_bytes(root.cert_pem)
+    _, patterns = files.expand([FileSource(paths=[str(tmp_path / "*.pem"), str(tmp_path / "*.crt")])])
+    assert [p.matches for p in patterns] == [1, 0]
+
+
+def test_unchanged_files_are_not_parsed_again(tmp_path: Path, root: Issued, pki: PKI,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.pem"
+    path.write_bytes(root.cert_pem)
+    calls: list[str] = []
+    real_parse = certs.parse
+
+    def counting_parse(data: bytes, **kwargs: object) -> certs.Parsed:
+        calls.append(str(kwargs.get("name")))
+        return real_parse(data, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(certs, "parse", counting_parse)
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    first = scanner.scan([Wanted(str(path))])
+    second = scanner.scan([Wanted(str(path))])
+    assert len(calls) == 1 and first == second
+    path.write_bytes(pki.leaf(root).cert_pem)
+    third = scanner.scan([Wanted(str(path))])
+    assert len(calls) == 2 and third[0].certs != first[0].certs
+
+
+def test_changed_timestamp_moves_only_when_content_changes(tmp_path: Path, root: Issued, pki: PKI) -> None:
+    path = tmp_path / "c.pem"
+    path.write_bytes(root.cert_pem)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    now = [2_000_000_000.0]
+    scanner = FileScanner(clock=lambda: now[0], max_size=1 << 20)
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == 1_700_000_000  # first sight: its mtime
+    os.utime(path, (1_800_000_000, 1_800_000_000))  # touched, same content
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == 1_700_000_000
+    path.write_bytes(pki.leaf(root).cert_pem)
+    now[0] = 2_000_000_100.0
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == 2_000_000_100.0
+
+
+def test_kubernetes_data_symlink_swap_is_a_change(tmp_path: Path, root: Issued, pki: PKI) -> None:
+    volume = tmp_path / "secret"
+    volume.mkdir()
+    old, new = pki.leaf(root), pki.leaf(root)
+    (volume / "..2026_01").mkdir()
+    (volume / "..2026_01" / "tls.crt").write_bytes(old.cert_pem)
+    (volume / "..data").symlink_to("..2026_01")
+    (volume / "tls.crt").symlink_to("..data/tls.crt")
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    wanted, _ = files.expand([FileSource(paths=[str(volume)])])
+    assert [w.path for w in wanted] == [str(volume / "tls.crt")]  # ..data and ..<ts> are not reported
+    before = scanner.scan(wanted)[0]
+    # What the kubelet does: write a new timestamped dir, then rename a new ..data link over the old one.
+    (volume / "..2026_02").mkdir()
+    (volume / "..2026_02" / "tls.crt").write_bytes(new.cert_pem)
+    (volume / "..data_tmp").symlink_to("..2026_02")
+    os.replace(volume / "..data_tmp", volume / "..data")
+    after = scanner.scan(wanted)[0]
+    assert before.certs[0].fingerprint_sha256 == old.fingerprint
+    assert after.certs[0].fingerprint_sha256 == new.fingerprint
+
+
+def test_pkcs12_passwords_come_from_file_or_env(tmp_path: Path, root: Issued, pki: PKI,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    leaf = pki.leaf(root)
+    p12 = tmp_path / "app.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(
+        b"app", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"hunter2")))
+    password_file = tmp_path / "pw"
+    password_file.write_text("hunter2\n")
+    assert scan(p12, password_file=str(password_file))[str(p12)] == (None, 1)
+    monkeypatch.setenv("P12_PW", "hunter2")
+    assert scan(p12, password_env="P12_PW")[str(p12)] == (None, 1)
+    assert scan(p12, password_env="NOT_SET_ANYWHERE")[str(p12)] == (FileReason.PASSWORD_UNAVAILABLE, 0)
+    password_file.write_text("wrong")
+    assert scan(p12, password_file=str(password_file))[str(p12)] == (FileReason.BAD_PASSWORD, 0)
+
+
+def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "f.pem"
+    os.mkfifo(path)
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    started = time.monotonic()
+    data, info = scanner._read(str(path))  # the open() a racing swap would reach
+    assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
