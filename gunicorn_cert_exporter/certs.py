@@ -231,4 +231,3 @@ def _self_signed(cert: x509.Certificate) -> bool:
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
         return False
     return True
-

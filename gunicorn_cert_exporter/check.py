@@ -61,7 +61,8 @@ def evaluate(snap: Snapshot, *, now: float, warning: float, critical: float) -> 
         if result.error is not None:
             rows.append(Row(Status.UNKNOWN, result.path, "", "", "", "", f"{result.error.value}: {result.detail}"))
         rows.extend(
-            _cert_row(result.path, i, c, now=now, warning=warning, critical=critical) for i, c in enumerate(result.certs)
+            _cert_row(result.path, i, c, now=now, warning=warning, critical=critical)
+            for i, c in enumerate(result.certs)
         )
     for endpoint in [*snap.endpoints, *(t.endpoint for t in snap.targets)]:
         if endpoint.error is not None:

@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the process exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version"):
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help", "--version")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
     # CA bundles carry old roots with negative serials; cryptography warns on each parse, we report them.
@@ -102,11 +102,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         return 2
     store = Store()
     service = Service(config=config, load=lambda: load_config(args.config), store=store, prober=Prober())
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(SnapshotCollector(lambda: store.snapshot))
+    app = service.app()
     for extra in (ProcessCollector, PlatformCollector, GCCollector):
-        extra(registry=registry)
-    app = web.App(registry=registry, snapshot=lambda: store.snapshot, probe=service.probe, reload=service.reload)
+        extra(registry=app.registry)
     tls = webconfig.ReloadingContext(web_config.tls_server_config) if web_config.tls_server_config else None
     try:
         server = web.listen(args.listen, app=app, auth=webconfig.BasicAuth(web_config.basic_auth_users), tls=tls)
@@ -125,7 +123,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         signal.signal(signum, on_signal)
     service.scheduler.start()
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
     stop.wait()
     _log.info("shutting down")

@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__
-from gunicorn_cert_exporter.metrics import CATALOGUE, BY_NAME
+from gunicorn_cert_exporter.metrics import BY_NAME, CATALOGUE
 from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, Snapshot, TargetState
 
 
@@ -136,8 +136,11 @@ def add_target(out: Families, target: TargetState) -> None:
             out.add("gunicorn_cert_fingerprint_mismatch_since_timestamp_seconds", where, drift.since)
     for result in target.endpoint.addresses:
         if result.leaf is not None:
-            out.add("gunicorn_cert_target_served_not_after_timestamp_seconds",
-                    [target.name, label(result.address)], result.leaf.not_after)
+            out.add(
+                "gunicorn_cert_target_served_not_after_timestamp_seconds",
+                [target.name, label(result.address)],
+                result.leaf.not_after,
+            )
     out.add("gunicorn_cert_key_match", name, 1.0 if target.key_match else 0.0)
     if target.file_leaf is not None:
         out.add("gunicorn_cert_target_file_not_after_timestamp_seconds", name, target.file_leaf.not_after)
@@ -160,6 +163,5 @@ def add_exporter(out: Families, snap: Snapshot) -> None:
     for kind, stats in snap.scans:
         out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind], stats.duration_seconds)
         out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind], stats.finished_at)
-    out.add("gunicorn_cert_exporter_config_last_reload_successful", [],
-            1.0 if snap.config_reload_successful else 0.0)
+    out.add("gunicorn_cert_exporter_config_last_reload_successful", [], 1.0 if snap.config_reload_successful else 0.0)
     out.add("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", [], snap.config_reload_at)

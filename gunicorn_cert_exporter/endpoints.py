@@ -96,9 +96,7 @@ class Prober:
         """Probe one endpoint on all its addresses."""
         return self.probe_all([config], concurrency=8)[0]
 
-    def _resolve(
-        self, config: EndpointConfig
-    ) -> tuple[EndpointConfig, EndpointReason | None, str, list[_Attempt]]:
+    def _resolve(self, config: EndpointConfig) -> tuple[EndpointConfig, EndpointReason | None, str, list[_Attempt]]:
         host, port = split_host_port(config.address)
         try:
             found = self._resolver(host, port)
@@ -176,9 +174,7 @@ class Prober:
         )
 
     def _context(self, config: EndpointConfig) -> ssl.SSLContext:
-        key = tuple(
-            (path, _mtime(path)) for path in (config.ca_file, config.client_cert, config.client_key) if path
-        )
+        key = tuple((path, _mtime(path)) for path in (config.ca_file, config.client_cert, config.client_key) if path)
         with self._lock:
             context = self._contexts.get(key)
             if context is None:
@@ -192,7 +188,7 @@ class Prober:
 def _served_chain(tls: ssl.SSLSocket) -> list[bytes]:
     """Return the chain as served, in order, whatever verification said."""
     public = getattr(tls, "get_unverified_chain", None)  # Python 3.13+
-    raw = public() if public is not None else tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]  # noqa: SLF001
+    raw = public() if public is not None else tls._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
     return [c if isinstance(c, bytes) else c.public_bytes(_ENCODING_DER) for c in raw or []]
 
 

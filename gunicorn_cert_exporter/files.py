@@ -14,11 +14,9 @@ from functools import lru_cache
 
 from gunicorn_cert_exporter import certs
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, PatternResult
+from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, Parsed, PatternResult
 
-_PASSWORD_REASONS = frozenset(
-    {FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE}
-)
+_PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
 
 
@@ -117,12 +115,10 @@ class FileScanner:
         finally:
             os.close(fd)
 
-    def _parse(
-        self, item: Wanted, data: bytes, identity: FileIdentity, previous: FileResult | None
-    ) -> FileResult:
+    def _parse(self, item: Wanted, data: bytes, identity: FileIdentity, previous: FileResult | None) -> FileResult:
         password, password_error = _password(item)
         if password_error is not None:
-            parsed = certs.Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
+            parsed = Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
         else:
             parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path)
         digest = hashlib.sha256(data).hexdigest()
@@ -150,9 +146,7 @@ def _matches(pattern: str) -> list[str]:
     if os.path.isdir(pattern):
         # Kubernetes Secret volumes hold ..data and ..<timestamp> entries next to the real names.
         with os.scandir(pattern) as entries:
-            return sorted(
-                e.path for e in entries if not e.name.startswith(".") and not e.is_dir(follow_symlinks=True)
-            )
+            return sorted(e.path for e in entries if not e.name.startswith(".") and not e.is_dir(follow_symlinks=True))
     return [pattern]
 
 
@@ -230,4 +224,3 @@ def _file_kind(mode: int) -> str:
         if test(mode):
             return name
     return "special file"
-

@@ -17,9 +17,9 @@ class FileReason(str, Enum):
     SYMLINK_LOOP = "symlink_loop"
     PARSE_ERROR = "parse_error"
     NO_CERTIFICATE = "no_certificate"
-    PASSWORD_REQUIRED = "password_required"
-    BAD_PASSWORD = "bad_password"
-    PASSWORD_UNAVAILABLE = "password_unavailable"
+    PASSWORD_REQUIRED = "password_required"  # noqa: S105  (a reason name, not a password)
+    BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason name, not a password)
+    PASSWORD_UNAVAILABLE = "password_unavailable"  # noqa: S105  (a reason name, not a password)
     READ_ERROR = "read_error"
 
 

@@ -13,13 +13,13 @@ from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter import probe as probe_mod
-from gunicorn_cert_exporter.collector import Families, add_endpoint
+from gunicorn_cert_exporter.collector import Families, SnapshotCollector, add_endpoint
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.model import EndpointResult
 from gunicorn_cert_exporter.scheduler import Scans, Scheduler
 from gunicorn_cert_exporter.store import Store
-from gunicorn_cert_exporter.web import Response
+from gunicorn_cert_exporter.web import App, Response
 
 _log = logging.getLogger("gunicorn_cert_exporter")
 
@@ -35,10 +35,12 @@ class _ProbeCollector(Collector):
         add_endpoint(out, self._result)
         yield from out
         success = self._result.error is None and any(a.up for a in self._result.addresses)
-        yield GaugeMetricFamily("gunicorn_cert_probe_success", "1 if every step of the probe succeeded.",
-                                value=1.0 if success else 0.0)
-        yield GaugeMetricFamily("gunicorn_cert_probe_duration_seconds", "How long the probe took.",
-                                value=self._duration)
+        yield GaugeMetricFamily(
+            "gunicorn_cert_probe_success", "1 if a TLS handshake completed on at least one address.", value=1.0 if success else 0.0
+        )
+        yield GaugeMetricFamily(
+            "gunicorn_cert_probe_duration_seconds", "How long the probe took.", value=self._duration
+        )
 
 
 class Service:
@@ -59,6 +61,12 @@ class Service:
         self._clock = clock
         self.scheduler = Scheduler(self._scans(config))
         store.update(config_reload_successful=True, config_reload_at=clock())
+
+    def app(self) -> App:
+        """Return what the HTTP layer serves: /metrics from the store's snapshot, /probe, /-/reload."""
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(SnapshotCollector(lambda: self._store.snapshot))
+        return App(registry=registry, snapshot=lambda: self._store.snapshot, probe=self.probe, reload=self.reload)
 
     @property
     def config(self) -> Config:

@@ -48,7 +48,8 @@ def render(snap: Snapshot, *, now: float) -> str:
     targets = (
         "<h2>Gunicorn targets</h2><table><tr><th>target</th><th>drift</th><th>key matches</th><th>master</th>"
         "<th>last reload</th><th>signals</th><th>failures</th></tr>" + "".join(rows) + "</table>"
-        if rows else ""
+        if rows
+        else ""
     )
     cert_rows = []
     for result in sorted(snap.files, key=lambda f: min((c.not_after for c in f.certs), default=float("inf"))):
@@ -81,7 +82,9 @@ def render(snap: Snapshot, *, now: float) -> str:
                 )
                 continue
             days, css = _days(leaf, now)
-            verified = "yes" if address.verified else escape(address.verify_error.value if address.verify_error else "no")
+            verified = (
+                "yes" if address.verified else escape(address.verify_error.value if address.verify_error else "no")
+            )
             endpoint_rows.append(
                 f"<tr class={css if address.verified else 'crit'}><td>{escape(endpoint.endpoint)}</td>"
                 f"<td>{escape(address.address)}</td><td>{escape(leaf.subject_cn or leaf.subject)}</td>"

@@ -53,7 +53,7 @@ class TargetWatcher:
 
     def inherit(self, other: TargetWatcher) -> None:
         """Keep what another watcher remembered (drift start, signal history, counters) across a config reload."""
-        self._memory = dict(other._memory)  # noqa: SLF001  (same class)
+        self._memory = dict(other._memory)
 
     def scan(self, targets: Sequence[GunicornTarget], *, concurrency: int = 8) -> tuple[TargetState, ...]:
         """Scan every target concurrently; a reload being confirmed on one never delays another."""
@@ -104,7 +104,8 @@ class TargetWatcher:
 
     def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
         master = state.master
-        assert master.pid is not None and master.start_time is not None  # noqa: S101  (decide() proved it)
+        if master.pid is None or master.start_time is None:  # decide() proved the master; keep mypy sure
+            return state
         identity = gunicorn.MasterIdentity(master.pid, master.start_time)
         sent_at = self._clock()
         try:
@@ -116,20 +117,10 @@ class TargetWatcher:
         memory.signals.append(sent_at)
         memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR]
         memory.signals_total += 1
-        wanted = state.file_leaf.fingerprint_sha256 if state.file_leaf else ""
-        deadline = sent_at + target.reload.verify_timeout
-        endpoint = state.endpoint
-        while True:
-            self._sleep(_VERIFY_INTERVAL)
-            endpoint = self._prober.probe(target.as_endpoint())
-            served = [a.leaf.fingerprint_sha256 for a in endpoint.addresses if a.leaf is not None]
-            if served and all(fp == wanted for fp in served):
-                outcome = "confirmed"
-                break
-            if self._clock() >= deadline:
-                outcome = "not_confirmed"
-                memory.failures_total += 1
-                break
+        endpoint, confirmed = self._confirm(target, state, identity)
+        outcome = "confirmed" if confirmed else "not_confirmed"
+        if not confirmed:
+            memory.failures_total += 1
         new_state = self._observe(target, memory, endpoint)
         if outcome == "confirmed":
             memory.last_reload = max(memory.last_reload or 0.0, sent_at)
@@ -138,6 +129,27 @@ class TargetWatcher:
         log = self._log.info if outcome == "confirmed" else self._log.warning
         log("reload", extra=_audit(target, new_state, outcome, f"SIGHUP sent to {identity.pid}, {took}"))
         return new_state
+
+    def _confirm(
+        self, target: GunicornTarget, state: TargetState, identity: gunicorn.MasterIdentity
+    ) -> tuple[EndpointResult, bool]:
+        """Re-probe until only the new leaf is served: every pre-HUP worker gone, every address on the new leaf."""
+        # Old workers keep accepting for a moment after HUP; one probe that sees the new leaf proves nothing.
+        old_workers = {w.pid for w in state.master.workers}
+        wanted = state.file_leaf.fingerprint_sha256 if state.file_leaf else ""
+        deadline = self._clock() + target.reload.verify_timeout
+        endpoint = state.endpoint
+        while True:
+            self._sleep(_VERIFY_INTERVAL)
+            master = gunicorn.inspect(identity.pid)
+            replaced = master.up and bool(master.workers) and not old_workers & {w.pid for w in master.workers}
+            if replaced:  # probe only once no old worker can answer
+                endpoint = self._prober.probe(target.as_endpoint())
+                served = [a.leaf.fingerprint_sha256 for a in endpoint.addresses if a.leaf is not None]
+                if served and all(fp == wanted for fp in served):
+                    return endpoint, True
+            if self._clock() >= deadline:
+                return endpoint, False
 
 
 def _audit(target: GunicornTarget, state: TargetState, outcome: str, reason: str) -> dict[str, object]:

@@ -68,7 +68,7 @@ class Server(ThreadingHTTPServer):
             self.server_close()
             raise
 
-    def get_request(self) -> tuple[Any, Any]:  # noqa: ANN401  (socketserver's own signature)
+    def get_request(self) -> tuple[Any, Any]:
         """Accept, and wrap in TLS with the current cert (the handshake runs later, in the handler)."""
         sock, addr = self.socket.accept()
         if self.tls is not None:
@@ -107,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
             self.request.do_handshake()
         super().setup()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ANN401
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: ANN401
         """Log requests at debug level only (the access log would hold probe targets)."""
         _log.debug("request", extra={"client": self.client_address[0], "line": format % args})
 

@@ -17,8 +17,12 @@ from gunicorn_cert_exporter.config import ConfigError
 
 # A real bcrypt hash to check against when the user does not exist, so both paths cost the same.
 _DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
-_TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
-                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
 
 
 class _Strict(BaseModel):
@@ -31,7 +35,10 @@ class TLSServerConfig(_Strict):
     cert_file: str
     key_file: str
     client_auth_type: Literal[
-        "NoClientCert", "RequestClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
+        "NoClientCert",
+        "RequestClientCert",
+        "RequireAnyClientCert",
+        "VerifyClientCertIfGiven",
         "RequireAndVerifyClientCert",
     ] = "NoClientCert"
     client_ca_file: str | None = None
@@ -58,13 +65,14 @@ def load(path: str) -> WebConfig:
     except yaml.YAMLError:
         raise ConfigError([f"{path}: invalid YAML"]) from None
     except ValidationError as exc:
-        raise ConfigError(
-            [f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        ) from None
+        raise ConfigError([f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
     tls = config.tls_server_config
-    if tls is not None and tls.client_auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-        if not tls.client_ca_file:
-            raise ConfigError([f"{path}: tls_server_config.client_ca_file is required for {tls.client_auth_type}"])
+    verifies_clients = tls is not None and tls.client_auth_type in (
+        "VerifyClientCertIfGiven",
+        "RequireAndVerifyClientCert",
+    )
+    if tls is not None and verifies_clients and not tls.client_ca_file:
+        raise ConfigError([f"{path}: tls_server_config.client_ca_file is required for {tls.client_auth_type}"])
     for user, hashed in config.basic_auth_users.items():
         if not hashed.startswith(("$2a$", "$2b$", "$2y$")):
             raise ConfigError([f"{path}: basic_auth_users.{user}: not a bcrypt hash"])
@@ -113,7 +121,7 @@ class ReloadingContext:
 
     def _files_stamp(self) -> tuple[int, ...]:
         paths = (self._tls.cert_file, self._tls.key_file, self._tls.client_ca_file)
-        stamp = []
+        stamp: list[int] = []
         for path in paths:
             try:
                 info = os.stat(path) if path else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -93,9 +94,15 @@ class PKI:
         if ca:
             builder = builder.add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                    key_encipherment=False, data_encipherment=False, key_agreement=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -197,10 +204,8 @@ class TLSServer:
             assert self.context is not None
             conn.settimeout(5)
             with self.context.wrap_socket(conn, server_side=True) as tls:
-                try:
+                with contextlib.suppress(OSError, ssl.SSLError):
                     tls.recv(1)
-                except (OSError, ssl.SSLError):
-                    pass
         except (OSError, ssl.SSLError):
             conn.close()
 
@@ -289,28 +294,32 @@ class RunningExporter:
 @pytest.fixture
 def run_exporter(tmp_path: Path) -> Iterator[object]:
     """Start exporters from config text; scans run when the test calls ``service.scheduler.scans.run_all()``."""
-    from prometheus_client import CollectorRegistry
 
     from gunicorn_cert_exporter import config, web, webconfig
-    from gunicorn_cert_exporter.collector import SnapshotCollector
     from gunicorn_cert_exporter.endpoints import Prober
     from gunicorn_cert_exporter.service import Service
     from gunicorn_cert_exporter.store import Store
 
     started: list[object] = []
 
-    def start(text: str, *, users: dict[str, str] | None = None, tls: object = None, schedule: bool = False,
-              prober: Prober | None = None) -> RunningExporter:
+    def start(
+        text: str,
+        *,
+        users: dict[str, str] | None = None,
+        tls: object = None,
+        schedule: bool = False,
+        prober: Prober | None = None,
+    ) -> RunningExporter:
         path = tmp_path / f"config-{len(started)}.yaml"
         path.write_text(text)
         store = Store()
-        service = Service(config=config.load_file(str(path)), load=lambda: config.load_file(str(path)),
-                          store=store, prober=prober or Prober())
-        registry = CollectorRegistry(auto_describe=True)
-        registry.register(SnapshotCollector(lambda: store.snapshot))
-        app = web.App(registry=registry, snapshot=lambda: store.snapshot, probe=service.probe,
-                      reload=service.reload)
-        server = web.listen("127.0.0.1:0", app=app, auth=webconfig.BasicAuth(users or {}), tls=tls)
+        service = Service(
+            config=config.load_file(str(path)),
+            load=lambda: config.load_file(str(path)),
+            store=store,
+            prober=prober or Prober(),
+        )
+        server = web.listen("127.0.0.1:0", app=service.app(), auth=webconfig.BasicAuth(users or {}), tls=tls)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         if schedule:
             service.scheduler.start()

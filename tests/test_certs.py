@@ -14,7 +14,11 @@ def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issu
     leaf = pki.leaf(intermediate, "app.example.com", sans=("app.example.com", "10.0.0.1"))
     parsed = certs.parse(leaf.cert_pem + b"garbage between blocks\n" + intermediate.cert_pem + root.cert_pem)
     assert parsed.error is None
-    assert [c.fingerprint_sha256 for c in parsed.certs] == [leaf.fingerprint, intermediate.fingerprint, root.fingerprint]
+    assert [c.fingerprint_sha256 for c in parsed.certs] == [
+        leaf.fingerprint,
+        intermediate.fingerprint,
+        root.fingerprint,
+    ]
     first = parsed.certs[0]
     assert first.subject_cn == "app.example.com"
     assert first.issuer_cn == "Test Intermediate CA"

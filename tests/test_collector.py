@@ -9,7 +9,13 @@ from gunicorn_cert_exporter import certs
 from gunicorn_cert_exporter.collector import SnapshotCollector
 from gunicorn_cert_exporter.metrics import CATALOGUE
 from gunicorn_cert_exporter.model import (
-    AddressResult, EndpointReason, EndpointResult, FileReason, FileResult, Snapshot, VerifyReason,
+    AddressResult,
+    EndpointReason,
+    EndpointResult,
+    FileReason,
+    FileResult,
+    Snapshot,
+    VerifyReason,
 )
 from gunicorn_cert_exporter.store import Store
 from tests.conftest import PKI, Issued
@@ -24,23 +30,36 @@ def registry_for(store: Store) -> CollectorRegistry:
 def test_file_series_per_certificate_and_error_series(root: Issued, intermediate: Issued) -> None:
     store = Store()
     parsed = certs.parse(intermediate.cert_pem + root.cert_pem)
-    store.update(files=(
-        FileResult(path="/b.pem", certs=parsed.certs, changed_at=123.0),
-        FileResult(path="/gone.pem", error=FileReason.NOT_FOUND),
-    ))
+    store.update(
+        files=(
+            FileResult(path="/b.pem", certs=parsed.certs, changed_at=123.0),
+            FileResult(path="/gone.pem", error=FileReason.NOT_FOUND),
+        )
+    )
     registry = registry_for(store)
     get = registry.get_sample_value
-    assert get("gunicorn_cert_file_not_after_timestamp_seconds", {"path": "/b.pem", "index": "1"}) == \
-        root.cert.not_valid_after_utc.timestamp()
+    assert (
+        get("gunicorn_cert_file_not_after_timestamp_seconds", {"path": "/b.pem", "index": "1"})
+        == root.cert.not_valid_after_utc.timestamp()
+    )
     assert get("gunicorn_cert_file_up", {"path": "/b.pem"}) == 1
     assert get("gunicorn_cert_file_certificates", {"path": "/b.pem"}) == 2
     assert get("gunicorn_cert_file_changed_timestamp_seconds", {"path": "/b.pem"}) == 123.0
     assert get("gunicorn_cert_file_up", {"path": "/gone.pem"}) == 0
     assert get("gunicorn_cert_file_error", {"path": "/gone.pem", "reason": "not_found"}) == 1
-    info = {"path": "/b.pem", "index": "0", "fingerprint_sha256": intermediate.fingerprint,
-            "serial": format(intermediate.cert.serial_number, "x"), "subject_cn": "Test Intermediate CA",
-            "issuer_cn": "Test Root CA", "key_type": "ecdsa", "key_bits": "256",
-            "signature_algorithm": "ecdsa-with-SHA256", "is_ca": "true", "self_signed": "false"}
+    info = {
+        "path": "/b.pem",
+        "index": "0",
+        "fingerprint_sha256": intermediate.fingerprint,
+        "serial": format(intermediate.cert.serial_number, "x"),
+        "subject_cn": "Test Intermediate CA",
+        "issuer_cn": "Test Root CA",
+        "key_type": "ecdsa",
+        "key_bits": "256",
+        "signature_algorithm": "ecdsa-with-SHA256",
+        "is_ca": "true",
+        "self_signed": "false",
+    }
     assert get("gunicorn_cert_file_info", info) == 1
 
 
@@ -56,14 +75,26 @@ def test_sources_that_leave_the_snapshot_leave_the_output(root: Issued) -> None:
 def test_endpoint_series_exist_whatever_verification_says(pki: PKI, root: Issued) -> None:
     chain = certs.parse(pki.leaf(root).cert_pem + root.cert_pem).certs
     store = Store()
-    store.update(endpoints=(
-        EndpointResult(endpoint="h:443", server_name="h", addresses=(
-            AddressResult(address="127.0.0.1", chain=chain, verify_error=VerifyReason.EXPIRED,
-                          tls_version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", handshake_seconds=0.01),
-            AddressResult(address="::1", error=EndpointReason.REFUSED),
-        )),
-        EndpointResult(endpoint="nx:443", server_name="nx", error=EndpointReason.DNS_FAILURE),
-    ))
+    store.update(
+        endpoints=(
+            EndpointResult(
+                endpoint="h:443",
+                server_name="h",
+                addresses=(
+                    AddressResult(
+                        address="127.0.0.1",
+                        chain=chain,
+                        verify_error=VerifyReason.EXPIRED,
+                        tls_version="TLSv1.3",
+                        cipher="TLS_AES_256_GCM_SHA384",
+                        handshake_seconds=0.01,
+                    ),
+                    AddressResult(address="::1", error=EndpointReason.REFUSED),
+                ),
+            ),
+            EndpointResult(endpoint="nx:443", server_name="nx", error=EndpointReason.DNS_FAILURE),
+        )
+    )
     get = registry_for(store).get_sample_value
     where = {"endpoint": "h:443", "server_name": "h", "address": "127.0.0.1"}
     assert get("gunicorn_cert_endpoint_up", where) == 1
@@ -71,8 +102,13 @@ def test_endpoint_series_exist_whatever_verification_says(pki: PKI, root: Issued
     assert get("gunicorn_cert_endpoint_verify_error", {**where, "reason": "expired"}) == 1
     assert get("gunicorn_cert_endpoint_not_after_timestamp_seconds", {**where, "index": "1"}) == chain[1].not_after
     assert get("gunicorn_cert_endpoint_error", {**where, "address": "::1", "reason": "refused"}) == 1
-    assert get("gunicorn_cert_endpoint_error", {"endpoint": "nx:443", "server_name": "nx", "address": "",
-                                                "reason": "dns_failure"}) == 1
+    assert (
+        get(
+            "gunicorn_cert_endpoint_error",
+            {"endpoint": "nx:443", "server_name": "nx", "address": "", "reason": "dns_failure"},
+        )
+        == 1
+    )
 
 
 def test_hostile_label_values_come_out_as_valid_exposition(pki: PKI, root: Issued) -> None:

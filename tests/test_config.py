@@ -29,10 +29,18 @@ gunicorn:
 """
     )
     keys = [p.split(":")[0] for p in found]
-    assert sorted(keys) == sorted([
-        "scan.interval", "scan.jitter", "scan.colour", "files[0].paths", "endpoints[0].address",
-        "endpoints[1].timeout", "gunicorn[0].reload.after", "gunicorn[0].reload.enabled",
-    ])
+    assert sorted(keys) == sorted(
+        [
+            "scan.interval",
+            "scan.jitter",
+            "scan.colour",
+            "files[0].paths",
+            "endpoints[0].address",
+            "endpoints[1].timeout",
+            "gunicorn[0].reload.after",
+            "gunicorn[0].reload.enabled",
+        ]
+    )
     assert "scan.colour: unknown key" in found
 
 
@@ -40,12 +48,12 @@ def test_cross_field_rules() -> None:
     assert problems("gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'}]") == [
         "gunicorn[0]: set exactly one of pidfile or pid"
     ]
-    assert "client_cert and client_key go together" in problems(
-        "endpoints: [{address: 'h:1', client_cert: c.pem}]"
-    )[0]
+    assert "client_cert and client_key go together" in problems("endpoints: [{address: 'h:1', client_cert: c.pem}]")[0]
     assert "not both" in problems("files: [{paths: [a], password_file: f, password_env: E}]")[0]
-    dup = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 5}, " \
-          "{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 6}]"
+    dup = (
+        "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 5}, "
+        "{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 6}]"
+    )
     assert "unique" in problems(dup)[0]
     assert "port" in problems("probe: {allow: ['*.example.com']}")[0]
 
@@ -74,7 +82,7 @@ def test_addresses_and_sni() -> None:
 
 def test_config_is_frozen() -> None:
     loaded = config.load("scan: {interval: 30s}")
-    with pytest.raises(Exception):  # noqa: B017, PT011  (pydantic raises its own ValidationError)
+    with pytest.raises(Exception):  # noqa: B017  (pydantic raises its own ValidationError)
         loaded.scan.interval = 5  # type: ignore[misc]
 
 

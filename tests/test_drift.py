@@ -7,7 +7,14 @@ from dataclasses import replace
 from gunicorn_cert_exporter import certs, drift
 from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
-    AddressDrift, AddressResult, EndpointResult, FileReason, FileResult, MasterState, ProcessInfo, TargetState,
+    AddressDrift,
+    AddressResult,
+    EndpointResult,
+    FileReason,
+    FileResult,
+    MasterState,
+    ProcessInfo,
+    TargetState,
 )
 from tests.conftest import DAY, NOW, PKI, Issued
 
@@ -69,8 +76,10 @@ def test_reload_allowed_only_when_every_rule_holds(pki: PKI, root: Issued) -> No
     state, _, _ = _state(pki, root)
     ok = drift.decide(rules=RULES, state=state, signals=[], same_master=True, now=T0)
     assert ok.action is drift.Action.SIGNAL
-    assert drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], same_master=True, now=T0).action \
+    assert (
+        drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], same_master=True, now=T0).action
         is drift.Action.DRY_RUN
+    )
 
 
 def replace_rules(**changes: object) -> ReloadConfig:
@@ -84,7 +93,12 @@ def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued) -> None:
     cases = {
         "reload disabled": (replace_rules(enabled=False), state, [], True),
         "waiting": (replace_rules(after=3600), state, [], True),
-        "cert_file does not parse": (RULES, replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)), [], True),
+        "cert_file does not parse": (
+            RULES,
+            replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)),
+            [],
+            True,
+        ),
         "key_file does not match": (RULES, replace(state, key_match=False), [], True),
         "not valid now": (RULES, replace(state, cert=_file(expired), key=_key(expired)), [], True),
         "master not proven": (RULES, state, [], False),
@@ -96,6 +110,8 @@ def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued) -> None:
         decision = drift.decide(rules=rules, state=case, signals=signals, same_master=same, now=T0)
         assert decision.action is not drift.Action.SIGNAL, expected
         assert expected in decision.reason, (expected, decision.reason)
-    assert drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], same_master=True, now=T0).action \
+    assert (
+        drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], same_master=True, now=T0).action
         is drift.Action.NONE
+    )
     del other

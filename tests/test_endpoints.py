@@ -25,18 +25,24 @@ def ca_file(tmp_path: Path, root: Issued) -> str:
     return str(path)
 
 
-def probe_one(server: TLSServer, *, ca_file: str | None = None, server_name: str | None = None,
-              timeout: float = 3.0, **extra: object) -> AddressResult:
-    config = EndpointConfig(address=server.address, server_name=server_name, ca_file=ca_file, timeout=timeout,
-                            **extra)  # type: ignore[arg-type]
+def probe_one(
+    server: TLSServer,
+    *,
+    ca_file: str | None = None,
+    server_name: str | None = None,
+    timeout: float = 3.0,
+    **extra: object,
+) -> AddressResult:
+    config = EndpointConfig(address=server.address, server_name=server_name, ca_file=ca_file, timeout=timeout, **extra)  # type: ignore[arg-type]
     result = Prober().probe(config)
     assert result.error is None and len(result.addresses) == 1
     return result.addresses[0]
 
 
 @pytest.mark.parametrize("host", HOSTS)
-def test_good_chain_is_served_whole_and_verified(host: str, tls_server: type[TLSServer], pki: PKI,
-                                                 root: Issued, intermediate: Issued, ca_file: str) -> None:
+def test_good_chain_is_served_whole_and_verified(
+    host: str, tls_server: type[TLSServer], pki: PKI, root: Issued, intermediate: Issued, ca_file: str
+) -> None:
     leaf = pki.leaf(intermediate)
     server = tls_server(host, context=server_context((leaf, intermediate)))
     result = probe_one(server, ca_file=ca_file, server_name="localhost")
@@ -60,8 +66,14 @@ def test_good_chain_is_served_whole_and_verified(host: str, tls_server: type[TLS
     ],
 )
 def test_unverifiable_chains_still_give_metrics_and_say_why(
-    host: str, case: str, reason: VerifyReason, tls_server: type[TLSServer], pki: PKI, root: Issued,
-    intermediate: Issued, ca_file: str,
+    host: str,
+    case: str,
+    reason: VerifyReason,
+    tls_server: type[TLSServer],
+    pki: PKI,
+    root: Issued,
+    intermediate: Issued,
+    ca_file: str,
 ) -> None:
     past = {"not_before": NOW - 30 * DAY, "not_after": NOW - DAY}
     if case == "expired_leaf":
@@ -89,29 +101,33 @@ def test_unverifiable_chains_still_give_metrics_and_say_why(
     assert result.chain[0].not_after == chain[0].cert.not_valid_after_utc.timestamp()
 
 
-def test_ip_literal_without_server_name_verifies_against_ip_sans(tls_server: type[TLSServer], pki: PKI,
-                                                                   root: Issued, ca_file: str) -> None:
+def test_ip_literal_without_server_name_verifies_against_ip_sans(
+    tls_server: type[TLSServer], pki: PKI, root: Issued, ca_file: str
+) -> None:
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     assert probe_one(server, ca_file=ca_file).verified
     no_ip = tls_server("127.0.0.1", context=server_context((pki.leaf(root, sans=("localhost",)),)))
     assert probe_one(no_ip, ca_file=ca_file).verify_error is VerifyReason.HOSTNAME_MISMATCH
 
 
-def test_client_certificate_is_presented_for_mtls(tmp_path: Path, tls_server: type[TLSServer], pki: PKI,
-                                                  root: Issued, ca_file: str) -> None:
+def test_client_certificate_is_presented_for_mtls(
+    tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued, ca_file: str
+) -> None:
     client = pki.leaf(root, "exporter", sans=())
     (tmp_path / "client.pem").write_bytes(client.cert_pem)
     (tmp_path / "client.key").write_bytes(client.key_pem)
     context = server_context((pki.leaf(root),), client_ca=root)
     context.maximum_version = ssl.TLSVersion.TLSv1_2  # the server's refusal then surfaces in the handshake
     server = tls_server("127.0.0.1", context=context)
-    with_cert = probe_one(server, ca_file=ca_file, client_cert=str(tmp_path / "client.pem"),
-                          client_key=str(tmp_path / "client.key"))
+    with_cert = probe_one(
+        server, ca_file=ca_file, client_cert=str(tmp_path / "client.pem"), client_key=str(tmp_path / "client.key")
+    )
     assert with_cert.up and with_cert.verified
     without = probe_one(server, ca_file=ca_file)
     assert without.error is EndpointReason.HANDSHAKE_FAILURE
-    missing = probe_one(server, ca_file=ca_file, client_cert=str(tmp_path / "nope.pem"),
-                        client_key=str(tmp_path / "nope.key"))
+    missing = probe_one(
+        server, ca_file=ca_file, client_cert=str(tmp_path / "nope.pem"), client_key=str(tmp_path / "nope.key")
+    )
     assert missing.error is EndpointReason.CLIENT_CERT_UNAVAILABLE
 
 
@@ -120,8 +136,9 @@ def test_client_certificate_is_presented_for_mtls(tmp_path: Path, tls_server: ty
     ("mode", "reason"),
     [("plaintext", EndpointReason.PLAINTEXT), ("stall", EndpointReason.STALLED), ("reset", EndpointReason.RESET)],
 )
-def test_broken_servers_each_have_a_reason(host: str, mode: str, reason: EndpointReason,
-                                           tls_server: type[TLSServer]) -> None:
+def test_broken_servers_each_have_a_reason(
+    host: str, mode: str, reason: EndpointReason, tls_server: type[TLSServer]
+) -> None:
     server = tls_server(host, mode=mode)
     started = time.monotonic()
     result = probe_one(server, timeout=1.0)
@@ -139,8 +156,9 @@ def test_refused_and_dns_failure() -> None:
     assert nx.error is EndpointReason.DNS_FAILURE and nx.addresses == ()
 
 
-def test_every_resolved_address_is_probed_separately(tls_server: type[TLSServer], pki: PKI, root: Issued,
-                                                     ca_file: str) -> None:
+def test_every_resolved_address_is_probed_separately(
+    tls_server: type[TLSServer], pki: PKI, root: Issued, ca_file: str
+) -> None:
     if not ipv6_available():
         pytest.skip("no IPv6 loopback")
     fresh, stale = pki.leaf(root), pki.leaf(root, not_after=NOW + 2 * DAY)
@@ -169,8 +187,7 @@ def _free6(port: int) -> bool:
     return True
 
 
-def test_stalled_endpoints_cost_one_timeout_not_their_sum(tls_server: type[TLSServer], pki: PKI,
-                                                          root: Issued) -> None:
+def test_stalled_endpoints_cost_one_timeout_not_their_sum(tls_server: type[TLSServer], pki: PKI, root: Issued) -> None:
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     stalled = tls_server("127.0.0.1", mode="stall")
     configs = [EndpointConfig(address=(stalled if i % 10 == 0 else good).address, timeout=1.0) for i in range(200)]
@@ -217,8 +234,9 @@ class _StartTLSServer:
 def test_starttls_protocols(protocol: str, pki: PKI, root: Issued, ca_file: str) -> None:
     leaf = pki.leaf(root)
     server = _StartTLSServer(protocol, server_context((leaf,)))
-    result = Prober().probe(EndpointConfig(address=f"127.0.0.1:{server.port}", starttls=protocol,
-                                           ca_file=ca_file, timeout=3))
+    result = Prober().probe(
+        EndpointConfig(address=f"127.0.0.1:{server.port}", starttls=protocol, ca_file=ca_file, timeout=3)
+    )
     address = result.addresses[0]
     assert address.verified and address.chain[0].fingerprint_sha256 == leaf.fingerprint
     server.sock.close()

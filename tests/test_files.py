@@ -93,8 +93,9 @@ def test_pattern_matches_are_counted(tmp_path: Path, root: Issued) -> None:
     assert [p.matches for p in patterns] == [1, 0]
 
 
-def test_unchanged_files_are_not_parsed_again(tmp_path: Path, root: Issued, pki: PKI,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchanged_files_are_not_parsed_again(
+    tmp_path: Path, root: Issued, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "c.pem"
     path.write_bytes(root.cert_pem)
     calls: list[str] = []
@@ -150,14 +151,18 @@ def test_kubernetes_data_symlink_swap_is_a_change(tmp_path: Path, root: Issued, 
     assert after.certs[0].fingerprint_sha256 == new.fingerprint
 
 
-def test_pkcs12_passwords_come_from_file_or_env(tmp_path: Path, root: Issued, pki: PKI,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pkcs12_passwords_come_from_file_or_env(
+    tmp_path: Path, root: Issued, pki: PKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from cryptography.hazmat.primitives import serialization
 
     leaf = pki.leaf(root)
     p12 = tmp_path / "app.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(
-        b"app", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"hunter2")))
+    p12.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"app", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"hunter2")
+        )
+    )
     password_file = tmp_path / "pw"
     password_file.write_text("hunter2\n")
     assert scan(p12, password_file=str(password_file))[str(p12)] == (None, 1)

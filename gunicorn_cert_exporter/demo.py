@@ -1,0 +1,258 @@
+"""The whole story on one machine: throwaway CA, a real TLS Gunicorn, rotation, drift, safe HUP, drift gone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+Scope = MutableMapping[str, Any]
+
+
+async def asgi_app(
+    scope: Scope, receive: Callable[[], Awaitable[Scope]], send: Callable[[Scope], Awaitable[None]]
+) -> None:
+    """Answer every request with 'ok' (the app Gunicorn serves in the demo and the tests)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok\n"})
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """Answer every request with 'ok' (for the WSGI worker classes)."""
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\n"]
+
+
+def free_port() -> int:
+    """Return a TCP port that is free on 127.0.0.1 now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gunicorn:
+    """A real Gunicorn serving TLS on loopback, started as a child process."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        worker_class: str,
+        cert: Path,
+        key: Path,
+        workers: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.port = free_port()
+        self.pidfile = directory / "gunicorn.pid"
+        self.log = directory / "gunicorn.log"
+        is_asgi = worker_class == "asgi" or "uvicorn" in worker_class.lower()
+        app = "gunicorn_cert_exporter.demo:" + ("asgi_app" if is_asgi else "wsgi_app")
+        command = [
+            sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+            "--certfile", str(cert), "--keyfile", str(key), "-b", f"127.0.0.1:{self.port}",
+            "--pid", str(self.pidfile), "--graceful-timeout", "5", app,
+        ]  # fmt: skip
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env={**os.environ, **(env or {})}
+            )
+        self._wait_ready()
+
+    @property
+    def address(self) -> str:
+        """Return host:port."""
+        return f"127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
+            if self.pidfile.exists():
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                        return
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        """Stop Gunicorn and its workers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _issue(
+    cn: str, *, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, days: int
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> None:
+    """Write a cert/key pair the way a careful renewer does: each file renamed into place."""
+    for path, data in (
+        (key_path, key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
+        (cert_path, cert.public_bytes(serialization.Encoding.PEM)),
+    ):  # fmt: skip
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+
+def _sample(metrics: str, name: str) -> float | None:
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", metrics, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+def _say(step: str, text: str) -> None:
+    print(f"{step:>6}  {text}", flush=True)
+
+
+def run() -> int:
+    """Run the demo; return 0 when the story ends with the drift gone, 1 otherwise."""
+    if not _importable("gunicorn"):
+        print("the demo needs Gunicorn: pip install 'gunicorn-cert-exporter[demo]'", file=sys.stderr)
+        return 3
+    work = Path(tempfile.mkdtemp(prefix="gce-demo-"))
+    launched: list[Gunicorn] = []
+    try:
+        return _story(work, launched)
+    except (TimeoutError, RuntimeError, OSError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for proc in launched:
+            proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _story(work: Path, launched: list[Gunicorn]) -> int:
+    from gunicorn_cert_exporter import config, web, webconfig
+    from gunicorn_cert_exporter.endpoints import Prober
+    from gunicorn_cert_exporter.service import Service
+    from gunicorn_cert_exporter.store import Store
+
+    started = time.monotonic()
+    ca = _issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
+    old = _issue("localhost", issuer=ca, days=20)
+    cert_path, key_path = work / "cert.pem", work / "key.pem"
+    write_pair(*old, cert_path, key_path)
+    (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
+    fp_old = old[0].fingerprint(hashes.SHA256()).hex()
+    _say("1/7", f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
+    server = Gunicorn(work, worker_class="asgi", cert=cert_path, key=key_path)
+    launched.append(server)
+    pid = server.pidfile.read_text().strip()
+    _say("2/7", f"Gunicorn (asgi worker: loads the cert once per worker) serves TLS on {server.address}, master {pid}")
+    (work / "config.yaml").write_text(
+        "scan: {interval: 1s, jitter: 0%}\n"
+        f"gunicorn:\n  - name: demo\n    cert_file: {cert_path}\n    key_file: {key_path}\n"
+        f"    endpoint: '{server.address}'\n    server_name: localhost\n    ca_file: {work / 'ca.pem'}\n"
+        f"    pidfile: {server.pidfile}\n"
+        "    reload: {enabled: true, after: 2s, cooldown: 1m, max_per_hour: 2, verify_timeout: 20s}\n"
+    )
+    loaded = config.load_file(str(work / "config.yaml"))
+    service = Service(config=loaded, load=lambda: loaded, store=Store(), prober=Prober())
+    http = web.listen("127.0.0.1:0", app=service.app(), auth=webconfig.BasicAuth({}), tls=None)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{http.socket.getsockname()[1]}/metrics"
+    service.scheduler.start()
+    try:
+        mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
+        metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0)
+        _say("3/7", f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
+                    f"key_match={_sample(metrics, 'gunicorn_cert_key_match')}, fingerprint_mismatch=0")  # fmt: skip
+        reload_before = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
+        new = _issue("localhost", issuer=ca, days=90)
+        fp_new = new[0].fingerprint(hashes.SHA256()).hex()
+        time.sleep(1.1)  # let the new file's mtime fall after the workers' start, as a real renewal would
+        write_pair(*new, cert_path, key_path)
+        _say("4/7", f"renewed on disk: 90-day leaf {fp_new[:16]} (key, then cert, each renamed into place)")
+        metrics = _wait(url, lambda m: _sample(m, mismatch) == 1.0)
+        _say("5/7", "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
+        metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
+        _say("6/7", f"drift outlasted reload.after, files parse, key matches, master {pid} proven: SIGHUP sent")
+        metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0, timeout=30)
+        served = Prober().probe(loaded.gunicorn[0].as_endpoint()).addresses[0].leaf
+        last_reload = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
+        signals = _sample(metrics, "gunicorn_cert_reload_signals_total")
+        failures = _sample(metrics, "gunicorn_cert_reload_failures_total")
+        ok = served is not None and served.fingerprint_sha256 == fp_new and failures == 0 and signals == 1
+        _say("7/7", f"drift gone: served leaf {served.fingerprint_sha256[:16] if served else '-'}, "
+                    f"signals_total={signals:.0f}, failures_total={failures:.0f}, "
+                    f"last_reload moved {last_reload - reload_before:+.1f}s, master still {server.pidfile.read_text().strip()}")  # fmt: skip # noqa: E501
+        print(f"\n{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
+        return 0 if ok else 1
+    finally:
+        service.scheduler.shutdown()
+        http.shutdown()
+        http.server_close()
+
+
+def _wait(url: str, done: Callable[[str], bool], timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (our own loopback URL)
+            metrics = str(response.read().decode())
+        if done(metrics):
+            return metrics
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo did not reach the next step within {timeout:.0f}s")
+        time.sleep(0.2)

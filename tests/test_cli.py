@@ -1,0 +1,131 @@
+"""cli.py as users run it: exit codes, outputs, serve with signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import DAY, NOW, PKI, Issued
+
+EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EXPORTER, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _config(tmp_path: Path, *certs: tuple[str, bytes]) -> str:
+    for name, pem in certs:
+        (tmp_path / name).write_bytes(pem)
+    path = tmp_path / "config.yaml"
+    path.write_text(f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n")
+    return str(path)
+
+
+def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    ok = _config(tmp_path, ("a.pem", root.cert_pem))
+    assert run("check", "--config", ok).returncode == 0
+    soon = pki.leaf(root, not_after=NOW + 10 * DAY)
+    (tmp_path / "soon.pem").write_bytes(soon.cert_pem)
+    warned = run("check", "--config", ok)
+    assert warned.returncode == 1 and "WARNING" in warned.stdout
+    assert run("check", "--config", ok, "--critical", "20d").returncode == 2
+    (tmp_path / "broken.pem").write_bytes(b"junk")
+    assert run("check", "--config", ok, "--warning", "1d").returncode == 3
+
+
+def test_check_json_and_prometheus_outputs(tmp_path: Path, root: Issued) -> None:
+    config = _config(tmp_path, ("a.pem", root.cert_pem))
+    document = json.loads(run("check", "--config", config, "--output", "json").stdout)
+    assert document["status"] == "OK" and document["checks"][0]["subject"] == "Test Root CA"
+    exposition = run("check", "--config", config, "--output", "prometheus").stdout
+    assert f'gunicorn_cert_file_up{{path="{tmp_path}/a.pem"}} 1.0' in exposition
+
+
+def test_bad_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("scan: {interval: x}\ngunicorn: [{name: a, cert_file: c, key_file: k, endpoint: nope}]\n")
+    result = run("check", "--config", str(path))
+    assert result.returncode == 2
+    assert "scan.interval" in result.stderr and "gunicorn[0].endpoint" in result.stderr
+    assert run("serve", "--config", str(tmp_path / "missing.yaml")).returncode == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_metrics(url: str, needle: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = response.read().decode()
+            if needle in body:
+                return body
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{needle!r} never appeared at {url}")
+        time.sleep(0.2)
+
+
+def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    config = _config(tmp_path, ("a.pem", root.cert_pem))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*EXPORTER, "--config", config, "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        _wait_metrics(url, f'path="{tmp_path}/a.pem"')
+        Path(config).write_text(f"files: [{{paths: ['{tmp_path}/b.pem']}}]\n")
+        (tmp_path / "b.pem").write_bytes(pki.leaf(root).cert_pem)
+        proc.send_signal(signal.SIGHUP)
+        body = _wait_metrics(url, f'path="{tmp_path}/b.pem"')
+        assert f'path="{tmp_path}/a.pem"' not in body  # left the config, left the output
+        Path(config).write_text("files: nonsense\n")
+        proc.send_signal(signal.SIGHUP)
+        body = _wait_metrics(url, "gunicorn_cert_exporter_config_last_reload_successful 0.0")
+        assert f'path="{tmp_path}/b.pem"' in body  # the old config keeps running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]  # type: ignore[union-attr]
+        assert {"listening", "config reloaded", "shutting down"} <= {entry["msg"] for entry in logs}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_default_config_serves_real_series_with_no_arguments() -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*EXPORTER, "--web.listen-address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        body = _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_file_not_after_timestamp_seconds{")
+        assert (
+            'gunicorn_cert_master_up{target="app"} 0.0'
+            in _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_master_up")
+            or body
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    assert run("--version").stdout.strip().endswith(os.environ.get("GCE_VERSION", "0.1.0"))

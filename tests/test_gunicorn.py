@@ -1,0 +1,126 @@
+"""gunicorn.py against real Gunicorn processes: prove the master, never a worker, a shell or a stranger."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from gunicorn_cert_exporter import gunicorn
+from gunicorn_cert_exporter.demo import Gunicorn, free_port
+from gunicorn_cert_exporter.model import MasterReason, MasterState
+from tests.conftest import PKI, Issued, write_chain
+
+
+def no_setproctitle(tmp_path: Path) -> dict[str, str]:
+    """An environment in which Gunicorn can't import setproctitle (master and workers look alike)."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir(exist_ok=True)
+    (shadow / "setproctitle.py").write_text("raise ImportError('hidden for the test')\n")
+    return {"PYTHONPATH": str(shadow)}
+
+
+@pytest.fixture(params=["setproctitle", "plain"])
+def running(request: pytest.FixtureRequest, tmp_path: Path, pki: PKI, root: Issued) -> Iterator[Gunicorn]:
+    cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
+    env = no_setproctitle(tmp_path) if request.param == "plain" else None
+    server = Gunicorn(tmp_path, worker_class="sync", cert=cert, key=key, workers=2, env=env)
+    yield server
+    server.stop()
+
+
+def _wait_workers(pid: int, count: int) -> MasterState:
+    deadline = time.monotonic() + 15
+    while True:
+        state = gunicorn.inspect(pid)
+        if len(state.workers) == count or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
+    state = gunicorn.locate(pidfile=str(running.pidfile), pid=None)
+    assert state.up and state.pid == running.process.pid
+    assert state.start_time == psutil.Process(running.process.pid).create_time()
+    state = _wait_workers(running.process.pid, 2)
+    assert len(state.workers) == 2 and all(w.ppid == running.process.pid for w in state.workers)
+
+
+def test_a_pidfile_naming_a_worker_is_refused(running: Gunicorn, tmp_path: Path) -> None:
+    worker = _wait_workers(running.process.pid, 2).workers[0]
+    pidfile = tmp_path / "worker.pid"
+    pidfile.write_text(f"{worker.pid}\n")
+    state = gunicorn.locate(pidfile=str(pidfile), pid=None)
+    assert not state.up and state.error is MasterReason.NOT_MASTER
+
+
+def test_stale_missing_and_garbage_pidfiles(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pidfile = tmp_path / "stale.pid"
+    pidfile.write_text(f"{dead.pid}\n")
+    assert gunicorn.locate(pidfile=str(pidfile), pid=None).error is MasterReason.NO_PROCESS
+    assert gunicorn.locate(pidfile=str(tmp_path / "missing.pid"), pid=None).error is MasterReason.PIDFILE_MISSING
+    pidfile.write_text("not a pid")
+    assert gunicorn.locate(pidfile=str(pidfile), pid=None).error is MasterReason.PIDFILE_INVALID
+
+
+def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
+    port = free_port()
+    # A shell that does not exec Gunicorn: HUP to it would kill the shell, not reload Gunicorn.
+    shell = subprocess.Popen(
+        [
+            "sh",
+            "-c",
+            f"{sys.executable} -m gunicorn --certfile {cert} --keyfile {key} "
+            f"-b 127.0.0.1:{port} gunicorn_cert_exporter.demo:wsgi_app; true",
+        ],
+        cwd=tmp_path,
+    )
+    try:
+        assert gunicorn.inspect(sleeper.pid).error is MasterReason.NOT_GUNICORN
+        time.sleep(0.5)
+        assert gunicorn.inspect(shell.pid).error is MasterReason.NOT_GUNICORN
+    finally:
+        sleeper.kill()
+        for child in psutil.Process(shell.pid).children(recursive=True):
+            child.terminate()
+        shell.wait(timeout=10)
+        sleeper.wait()
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [
+        (("gunicorn: master [app]",), True),
+        (("/usr/bin/gunicorn", "app:app"), True),
+        (("/venv/bin/python3", "/venv/bin/gunicorn", "app:app"), True),
+        (("python3", "-m", "gunicorn", "app:app"), True),
+        (("python3", "-u", "-m", "gunicorn", "app:app"), True),
+        (("sh", "-c", "gunicorn app:app"), False),
+        (("bash", "/usr/local/bin/run-gunicorn.sh"), False),
+        (("python3", "-m", "http.server"), False),
+        (("python3", "manage.py", "--gunicorn"), False),
+        ((), False),
+    ],
+)
+def test_is_gunicorn(cmdline: tuple[str, ...], expected: bool) -> None:
+    assert gunicorn.is_gunicorn(cmdline) is expected
+
+
+def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn) -> None:
+    real = gunicorn.inspect(running.process.pid)
+    assert real.start_time is not None
+    reused = gunicorn.MasterIdentity(running.process.pid, real.start_time + 1.0)  # as if the pid were reused
+    with pytest.raises(ProcessLookupError):
+        gunicorn.send_signal(reused, signal.SIGHUP)
+    time.sleep(0.5)
+    assert gunicorn.inspect(running.process.pid).workers == _wait_workers(running.process.pid, 2).workers

@@ -1,0 +1,194 @@
+"""watch.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gunicorn_cert_exporter import gunicorn
+from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.demo import Gunicorn
+from gunicorn_cert_exporter.endpoints import Prober
+from gunicorn_cert_exporter.files import FileScanner
+from gunicorn_cert_exporter.model import TargetState
+from gunicorn_cert_exporter.watch import TargetWatcher
+from tests.conftest import PKI, Issued
+
+RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
+
+
+class Recorder:
+    """The real signal sender, recording what it was asked to send."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, int]] = []
+
+    def __call__(self, identity: gunicorn.MasterIdentity, signum: int) -> None:
+        self.sent.append((identity.pid, signum))
+        gunicorn.send_signal(identity, signum)
+
+
+def rotate(directory: Path, leaf: Issued, key: Issued | None = None) -> None:
+    """Write key then cert, each renamed into place (what certbot-style renewers do)."""
+    for name, data in (("key.pem", (key or leaf).key_pem), ("cert.pem", leaf.cert_pem)):
+        tmp = directory / f"{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, directory / name)
+
+
+class Setup:
+    def __init__(self, directory: Path, pki: PKI, root: Issued, worker_class: str, reload: ReloadConfig) -> None:
+        self.directory, self.pki, self.root = directory, pki, root
+        self.first = pki.leaf(root)
+        rotate(directory, self.first)
+        (directory / "ca.pem").write_bytes(root.cert_pem)
+        self.server = Gunicorn(
+            directory, worker_class=worker_class, cert=directory / "cert.pem", key=directory / "key.pem"
+        )
+        self.target = GunicornTarget(
+            name="api",
+            cert_file=str(directory / "cert.pem"),
+            key_file=str(directory / "key.pem"),
+            endpoint=self.server.address,
+            server_name="localhost",
+            ca_file=str(directory / "ca.pem"),
+            pidfile=str(self.server.pidfile),
+            reload=reload,
+        )
+        self.sender = Recorder()
+        self.watcher = TargetWatcher(
+            prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20), sender=self.sender
+        )
+
+    def scan(self) -> TargetState:
+        return self.watcher.scan([self.target])[0]
+
+    def served(self) -> str:
+        leaf = Prober().probe(self.target.as_endpoint()).addresses[0].leaf
+        assert leaf is not None
+        return leaf.fingerprint_sha256
+
+
+@pytest.fixture
+def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[object]:
+    made: list[Setup] = []
+
+    def make(worker_class: str, reload: ReloadConfig = RELOAD) -> Setup:
+        made.append(Setup(tmp_path, pki, root, worker_class, reload))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.server.stop()
+
+
+@pytest.mark.parametrize("worker_class", ["sync", "gthread"])
+def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: object, worker_class: str) -> None:
+    s: Setup = setup(worker_class)  # type: ignore[operator]
+    assert s.scan().master.up
+    new = s.pki.leaf(s.root)
+    rotate(s.directory, new)
+    state = s.scan()
+    assert s.served() == new.fingerprint
+    assert [d.mismatch for d in state.drift] == [False]
+    assert s.sender.sent == [] and state.reload_signals == 0
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "asgi", "uvicorn_worker.UvicornWorker"])
+def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: object, worker_class: str) -> None:
+    s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))  # type: ignore[operator]
+    before = s.scan()
+    assert before.master.up and before.key_match is True and before.last_reload is not None
+    time.sleep(1.1)  # the renewal happens after the workers started, as in real life
+    new = s.pki.leaf(s.root)
+    rotate(s.directory, new)
+    drifting = s.scan()  # drift seen, but younger than reload.after: no signal yet
+    assert [d.mismatch for d in drifting.drift] == [True]
+    assert s.sender.sent == [] and s.served() == s.first.fingerprint
+    time.sleep(1.1)
+    after = s.scan()  # every rule holds now: one HUP, then re-probed until the new leaf is served
+    assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)]
+    assert s.served() == new.fingerprint
+    assert [d.mismatch for d in after.drift] == [False]
+    assert (after.reload_signals, after.reload_failures) == (1, 0)
+    assert after.last_reload is not None and after.last_reload > before.last_reload  # type: ignore[operator]
+    assert after.master.pid == before.master.pid
+    again = s.scan()
+    assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
+
+
+def test_a_key_that_does_not_match_never_gets_a_hup(setup: object) -> None:
+    s: Setup = setup("gevent")  # type: ignore[operator]
+    s.scan()
+    stranger = s.pki.leaf(s.root)
+    rotate(s.directory, s.pki.leaf(s.root), key=stranger)  # half-rotated: new cert, someone else's key
+    for _ in range(3):
+        state = s.scan()
+        assert state.key_match is False and [d.mismatch for d in state.drift] == [True]
+    assert s.sender.sent == []
+    assert s.served() == s.first.fingerprint  # Gunicorn keeps serving the old pair
+    assert s.server.process.poll() is None
+
+
+@pytest.mark.parametrize("case", ["stale", "stranger", "worker"])
+def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: object, case: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    s: Setup = setup("gevent")  # type: ignore[operator]
+    master = s.scan().master
+    fake = tmp_path / "fake.pid"
+    other = None
+    if case == "stale":
+        done = subprocess.Popen([sys.executable, "-c", "pass"])
+        done.wait()
+        fake.write_text(str(done.pid))
+    elif case == "stranger":
+        other = subprocess.Popen(["sleep", "60"])
+        fake.write_text(str(other.pid))
+    else:
+        fake.write_text(str(master.workers[0].pid))
+    s.target = s.target.model_copy(update={"pidfile": str(fake)})
+    try:
+        rotate(s.directory, s.pki.leaf(s.root))
+        for _ in range(2):
+            state = s.scan()
+            assert not state.master.up and [d.mismatch for d in state.drift] == [True]
+        assert s.sender.sent == []
+        assert other is None or other.poll() is None
+    finally:
+        if other is not None:
+            other.kill()
+            other.wait()
+
+
+def test_dry_run_logs_and_sends_nothing(setup: object, caplog: pytest.LogCaptureFixture) -> None:
+    s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))  # type: ignore[operator]
+    s.scan()
+    time.sleep(1.1)
+    rotate(s.directory, s.pki.leaf(s.root))
+    with caplog.at_level("INFO", logger="gunicorn_cert_exporter.reload"):
+        s.scan()
+    assert s.sender.sent == []
+    assert any(getattr(r, "outcome", "") == "dry_run" for r in caplog.records)
+
+
+def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: object) -> None:
+    s: Setup = setup("gevent", RELOAD.model_copy(update={"verify_timeout": 1.0}))  # type: ignore[operator]
+    swallowed: list[int] = []
+    s.watcher._sender = lambda identity, signum: swallowed.append(signum)  # a HUP that is lost on the way
+    s.scan()
+    time.sleep(1.1)
+    rotate(s.directory, s.pki.leaf(s.root))
+    failed = s.scan()
+    assert swallowed == [signal.SIGHUP]
+    assert (failed.reload_signals, failed.reload_failures) == (1, 1)
+    assert [d.mismatch for d in failed.drift] == [True]
+    for _ in range(3):  # cooldown: the drift remains, no second signal
+        assert s.scan().reload_signals == 1
+    assert swallowed == [signal.SIGHUP]

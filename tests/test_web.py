@@ -1,0 +1,168 @@
+"""web.py and service.py over real HTTP: routes, /probe allow-list, auth, TLS, config reload."""
+
+from __future__ import annotations
+
+import base64
+import ssl
+import time
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from gunicorn_cert_exporter import probe, webconfig
+from tests.conftest import PKI, Issued, RunningExporter, TLSServer, server_context, write_chain
+
+
+def test_routes(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "ca.pem").write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/ca.pem']}}]")  # type: ignore[operator]
+    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    assert exporter.get("/healthz") == (200, b"ok\n")
+    assert exporter.metrics()[f'gunicorn_cert_file_up{{path="{tmp_path}/ca.pem"}}'] == 1
+    status, page = exporter.get("/")
+    assert status == 200 and b"Test Root CA" in page
+    assert exporter.get("/nope")[0] == 404
+
+
+def test_status_page_escapes_hostile_subjects(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued) -> None:
+    evil = pki.leaf(root, "<script>alert(1)</script>")
+    (tmp_path / "evil.pem").write_bytes(evil.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/evil.pem']}}]")  # type: ignore[operator]
+    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    _, page = exporter.get("/")
+    assert b"<script>" not in page and b"&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("target", "ok"),
+    [
+        ("api.example.com:443", True),
+        ("API.Example.COM:443", True),
+        ("api.example.com:8443", False),  # other port
+        ("example.com:443", False),
+        ("evil-example.com:443", False),
+        ("api.example.com.evil.net:443", False),
+        ("user@api.example.com:443", False),  # userinfo
+        ("api.example.com:443/path", False),  # path
+        ("api.example.com:443?x=1", False),
+        ("10.1.2.3:8443", True),
+        ("10.1.2.3:443", False),
+        ("11.0.0.1:8443", False),
+        ("10.0.0.1.nip.io:8443", False),  # a name that starts like an allowed IP
+        ("[::ffff:10.0.0.1]:8443", False),
+        ("0x0a000001:8443", False),  # an IP spelled as a name that some resolvers accept
+        ("127.0.0.1:9000", True),
+        ("[::1]:9000", True),
+        ("localhost:9000", False),
+    ],
+)
+def test_probe_allow_list(target: str, ok: bool) -> None:
+    allow = ["*.example.com:443", "10.0.0.0/8:8443", "127.0.0.1:*", "[::1]:*"]
+    assert probe.allowed(target, allow) is ok
+
+
+def test_probe_endpoint_refuses_and_probes(
+    run_exporter: object, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    leaf = pki.leaf(root)
+    server = tls_server("127.0.0.1", context=server_context((leaf,)))
+    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
+        f"probe: {{allow: ['127.0.0.1:{server.port}'], timeout: 2s}}"
+    )
+    assert exporter.get(f"/probe?target=127.0.0.1:{server.port + 1}")[0] == 403
+    assert exporter.get(f"/probe?target=localhost:{server.port}")[0] == 403
+    assert exporter.get("/probe")[0] == 400
+    assert exporter.get(f"/probe?target=127.0.0.1:{server.port}&target=127.0.0.1:1")[0] == 400
+    assert exporter.get(f"/probe?target=127.0.0.1:{server.port}&server_name=a%0Ab")[0] == 400
+    status, body = exporter.get(f"/probe?target=127.0.0.1:{server.port}&server_name=localhost")
+    assert status == 200
+    text = body.decode()
+    assert "gunicorn_cert_probe_success 1.0" in text
+    assert leaf.fingerprint in text and "gunicorn_cert_file_" not in text  # its own registry
+
+
+def _auth(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth(run_exporter: object) -> None:
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode()
+    exporter: RunningExporter = run_exporter("{}", users={"prom": hashed})  # type: ignore[operator]
+    assert exporter.get("/metrics")[0] == 401
+    assert exporter.get("/metrics", Authorization=_auth("prom", "wrong"))[0] == 401
+    assert exporter.get("/metrics", Authorization=_auth("nobody", "right"))[0] == 401
+    assert exporter.get("/metrics", Authorization="Basic !!!")[0] == 401
+    assert exporter.get("/metrics", Authorization=_auth("prom", "right"))[0] == 200
+
+
+def test_unknown_user_costs_as_much_as_a_wrong_password() -> None:
+    auth = webconfig.BasicAuth({"prom": bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=10)).decode()})
+
+    def cost(user: str) -> float:
+        started = time.perf_counter()
+        for _ in range(3):
+            assert not auth.check(user, "wrong")
+        return time.perf_counter() - started
+
+    known, unknown = cost("prom"), cost("no-such-user")
+    assert 0.5 < unknown / known < 2.0, (known, unknown)
+
+
+def test_tls_listener_picks_up_a_renewed_certificate(
+    run_exporter: object, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    first, second = pki.leaf(root), pki.leaf(root)
+    cert_path, key_path = write_chain(tmp_path, "web", first)
+    tls = webconfig.ReloadingContext(webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path)))
+    exporter: RunningExporter = run_exporter("{}", tls=tls)  # type: ignore[operator]
+    client = ssl.create_default_context(cadata=root.cert_pem.decode())
+
+    def served() -> str:
+        with urllib.request.urlopen(exporter.url + "/healthz", context=client, timeout=5) as response:
+            der = response.fp.raw._sock.getpeercert(binary_form=True)
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        return x509.load_der_x509_certificate(der).fingerprint(hashes.SHA256()).hex()
+
+    assert served() == first.fingerprint
+    write_chain(tmp_path, "web", second)
+    assert served() == second.fingerprint
+
+
+def test_web_config_requires_client_ca_for_verified_client_auth(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    cert_path, key_path = write_chain(tmp_path, "web", pki.leaf(root))
+    path = tmp_path / "web.yml"
+    path.write_text(
+        f"tls_server_config: {{cert_file: {cert_path}, key_file: {key_path}, "
+        "client_auth_type: RequireAndVerifyClientCert}\n"
+    )
+    with pytest.raises(webconfig.ConfigError, match="client_ca_file"):
+        webconfig.load(str(path))
+    path.write_text("basic_auth_users: {prom: plaintext-password}\n")
+    with pytest.raises(webconfig.ConfigError, match="bcrypt"):
+        webconfig.load(str(path))
+
+
+def test_bad_config_reload_keeps_the_running_config(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "a.pem").write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")  # type: ignore[operator]
+    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter.config_path.write_text("scan: {interval: never}\n")  # type: ignore[attr-defined]
+    import urllib.error
+
+    request = urllib.request.Request(exporter.url + "/-/reload", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as failed:
+        urllib.request.urlopen(request, timeout=5)
+    assert failed.value.code == 500 and b"scan.interval" in failed.value.read()
+    metrics = exporter.metrics()
+    assert metrics["gunicorn_cert_exporter_config_last_reload_successful{}"] == 0
+    assert metrics[f'gunicorn_cert_file_up{{path="{tmp_path}/a.pem"}}'] == 1
+    assert exporter.service.config.scan.interval == 60  # type: ignore[attr-defined]
+    exporter.config_path.write_text("scan: {interval: 30s}\n")  # type: ignore[attr-defined]
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+    assert exporter.metrics()["gunicorn_cert_exporter_config_last_reload_successful{}"] == 1
+    assert exporter.service.config.scan.interval == 30  # type: ignore[attr-defined]
