@@ -73,6 +73,7 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
         signature_algorithm=_signature_algorithm(cert),
         is_ca=_is_ca(cert),
         self_signed=_self_signed(cert),
+        ca_issuers=_ca_issuers(cert),
     )
 
 
@@ -209,6 +210,19 @@ def _sans(cert: x509.Certificate) -> tuple[str, ...]:
     names.extend(f"email:{e}" for e in ext.get_values_for_type(x509.RFC822Name))
     names.extend(f"URI:{u}" for u in ext.get_values_for_type(x509.UniformResourceIdentifier))
     return tuple(names)
+
+
+def _ca_issuers(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return ()
+    return tuple(
+        str(d.access_location.value)
+        for d in aia
+        if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
+        and isinstance(d.access_location, x509.UniformResourceIdentifier)
+    )
 
 
 def _signature_algorithm(cert: x509.Certificate) -> str:

@@ -64,7 +64,7 @@ def evaluate(snap: Snapshot, *, now: float, warning: float, critical: float) -> 
             _cert_row(result.path, i, c, now=now, warning=warning, critical=critical)
             for i, c in enumerate(result.certs)
         )
-    for endpoint in [*snap.endpoints, *(t.endpoint for t in snap.targets)]:
+    for endpoint in snap.all_endpoints:
         if endpoint.error is not None:
             rows.append(Row(Status.UNKNOWN, endpoint.endpoint, "", "", "", "", endpoint.error.value))
         for address in endpoint.addresses:

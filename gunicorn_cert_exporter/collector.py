@@ -72,11 +72,8 @@ class SnapshotCollector(Collector):
         add_files(out, snap.files)
         for pattern in snap.patterns:
             out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
-        seen: set[tuple[str, str]] = set()
-        for endpoint in [*snap.endpoints, *(t.endpoint for t in snap.targets)]:
-            if (endpoint.endpoint, endpoint.server_name) not in seen:
-                seen.add((endpoint.endpoint, endpoint.server_name))
-                add_endpoint(out, endpoint)
+        for endpoint in snap.all_endpoints:
+            add_endpoint(out, endpoint)
         for target in snap.targets:
             add_target(out, target)
         add_exporter(out, snap)

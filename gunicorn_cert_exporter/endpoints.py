@@ -158,8 +158,9 @@ class Prober:
         if verify_code:
             verify_error = _VERIFY_CODES.get(verify_code)
             if verify_error is None and verify_code in _MISSING_ISSUER_CODES:
-                # Only the leaf was served: most likely the intermediate is missing, not the CA unknown.
-                alone = len(chain) == 1 and not chain[0].self_signed
+                # A leaf served alone that names where its issuer lives (AIA, as every public CA's leaf does) is
+                # missing its intermediate; without AIA the issuer is most likely a CA the client does not know.
+                alone = len(chain) == 1 and not chain[0].self_signed and bool(chain[0].ca_issuers)
                 verify_error = VerifyReason.INCOMPLETE_CHAIN if alone else VerifyReason.UNKNOWN_CA
             verify_error = verify_error or VerifyReason.INVALID
         cipher = tls.cipher()

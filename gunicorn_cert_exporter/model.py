@@ -83,6 +83,7 @@ class CertFacts:
     signature_algorithm: str
     is_ca: bool
     self_signed: bool
+    ca_issuers: tuple[str, ...] = ()  # AIA caIssuers URLs: where the issuer's certificate can be fetched
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,3 +262,14 @@ class Snapshot:
     scans: tuple[tuple[str, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
+
+    @property
+    def all_endpoints(self) -> tuple[EndpointResult, ...]:
+        """Return configured endpoints and those of Gunicorn targets, each (endpoint, server_name) once."""
+        seen: set[tuple[str, str]] = set()
+        out = []
+        for result in (*self.endpoints, *(t.endpoint for t in self.targets)):
+            if (result.endpoint, result.server_name) not in seen:
+                seen.add((result.endpoint, result.server_name))
+                out.append(result)
+        return tuple(out)

@@ -36,7 +36,9 @@ class _ProbeCollector(Collector):
         yield from out
         success = self._result.error is None and any(a.up for a in self._result.addresses)
         yield GaugeMetricFamily(
-            "gunicorn_cert_probe_success", "1 if a TLS handshake completed on at least one address.", value=1.0 if success else 0.0
+            "gunicorn_cert_probe_success",
+            "1 if a TLS handshake completed on at least one address.",
+            value=1.0 if success else 0.0,
         )
         yield GaugeMetricFamily(
             "gunicorn_cert_probe_duration_seconds", "How long the probe took.", value=self._duration

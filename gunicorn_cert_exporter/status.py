@@ -66,7 +66,7 @@ def render(snap: Snapshot, *, now: float) -> str:
                 f"<td class=num>{days}</td></tr>"
             )
     endpoint_rows = []
-    for endpoint in [*snap.endpoints, *(t.endpoint for t in snap.targets)]:
+    for endpoint in snap.all_endpoints:
         if endpoint.error is not None:
             endpoint_rows.append(
                 f"<tr class=crit><td>{escape(endpoint.endpoint)}</td><td>-</td><td colspan=4>"

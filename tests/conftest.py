@@ -78,6 +78,7 @@ class PKI:
         not_before: dt.datetime = NOW - DAY,
         not_after: dt.datetime = NOW + 90 * DAY,
         key_type: str = "ecdsa",
+        ca_issuers: str | None = None,
     ) -> Issued:
         key = _new_key(key_type)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -114,6 +115,18 @@ class PKI:
                 except ValueError:
                     names.append(x509.DNSName(san))
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        if ca_issuers:
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                            x509.UniformResourceIdentifier(ca_issuers),
+                        )
+                    ]
+                ),
+                critical=False,
+            )
         signer = issuer.key if issuer else key
         algorithm = None if isinstance(signer, ed25519.Ed25519PrivateKey) else hashes.SHA256()
         return Issued(builder.sign(signer, algorithm), key)

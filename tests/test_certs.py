@@ -28,6 +28,8 @@ def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issu
     assert first.serial == format(leaf.cert.serial_number, "x")
     assert (first.is_ca, first.self_signed) == (False, False)
     assert (parsed.certs[2].is_ca, parsed.certs[2].self_signed) == (True, True)
+    with_aia = pki.leaf(root, ca_issuers="http://ca.test/root.der")
+    assert certs.parse(with_aia.cert_pem).certs[0].ca_issuers == ("http://ca.test/root.der",)
 
 
 def test_key_types_and_sizes_are_reported(pki: PKI, root: Issued) -> None:

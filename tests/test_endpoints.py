@@ -63,6 +63,7 @@ def test_good_chain_is_served_whole_and_verified(
         ("wrong_hostname", VerifyReason.HOSTNAME_MISMATCH),
         ("incomplete_chain", VerifyReason.INCOMPLETE_CHAIN),
         ("unknown_ca", VerifyReason.UNKNOWN_CA),
+        ("unknown_private_ca", VerifyReason.UNKNOWN_CA),
     ],
 )
 def test_unverifiable_chains_still_give_metrics_and_say_why(
@@ -88,7 +89,9 @@ def test_unverifiable_chains_still_give_metrics_and_say_why(
     elif case == "wrong_hostname":
         chain = (pki.leaf(intermediate, "other.example", sans=("other.example",)), intermediate)
     elif case == "incomplete_chain":
-        chain = (pki.leaf(intermediate),)
+        chain = (pki.leaf(intermediate, ca_issuers="http://ca.test/intermediate.der"),)
+    elif case == "unknown_private_ca":
+        chain = (pki.leaf(pki.ca("Private Root")),)
     else:
         stranger = pki.ca("Stranger Root")
         stranger_int = pki.issue("Stranger Intermediate", issuer=stranger, ca=True)

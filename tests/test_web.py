@@ -22,7 +22,8 @@ def test_routes(run_exporter: object, tmp_path: Path, root: Issued) -> None:
     assert exporter.get("/healthz") == (200, b"ok\n")
     assert exporter.metrics()[f'gunicorn_cert_file_up{{path="{tmp_path}/ca.pem"}}'] == 1
     status, page = exporter.get("/")
-    assert status == 200 and b"Test Root CA" in page
+    assert status == 200
+    assert b"Test Root CA" in page
     assert exporter.get("/nope")[0] == 404
 
 
