@@ -96,7 +96,8 @@ def stack(
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/expiring.pem, key_file: {tmp_path}/key.pem, "
         f"endpoint: '{server.address}', server_name: localhost, pid: 999999}}, "
         f"{{name: live, cert_file: {live_dir}/cert.pem, key_file: {live_dir}/key.pem, endpoint: '{live.address}', "
-        f"server_name: localhost, pidfile: {live.pidfile}}}]\n",
+        f"server_name: localhost, pidfile: {live.pidfile}}}]\n"
+        "probe: {allow: ['127.0.0.1:*']}\n",
         schedule=True,
     )
     # The shipped rules with every `for:` at 0 so the test need not wait an hour; the expressions are unchanged.
@@ -113,11 +114,14 @@ def stack(
         "receivers": [{"name": "hook", "webhook_configs": [{"url": f"http://127.0.0.1:{webhook.port}/"}]}],
     }))  # fmt: skip
     exporter_address = exporter.url.removeprefix("http://")
+    probe_job = yaml.safe_load((ROOT / "deploy" / "prometheus" / "scrape-probe.yml").read_text())["scrape_configs"][0]
+    probe_job.update(scrape_interval="1s", scrape_timeout="1s", static_configs=[{"targets": [server.address]}])
+    probe_job["relabel_configs"][-1]["replacement"] = exporter_address
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp_path / "rules.yml")],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter_address]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [exporter_address]}]}, probe_job],
     }))  # fmt: skip
     processes = [
         subprocess.Popen(
@@ -198,6 +202,18 @@ def test_every_dashboard_query_runs_and_shows_the_seeded_data(stack: tuple[str, 
         assert answer["status"] == "success", (title, expr, answer)
         if title not in SEEDED_EMPTY_OK:
             assert answer["data"]["result"], (title, expr)  # type: ignore[index]
+
+
+def test_probe_relabeling_from_deploy_scrapes_each_target_through_the_exporter(
+    stack: tuple[str, Webhook, RunningExporter],
+) -> None:
+    prometheus, _, _ = stack
+    result = _wait(
+        lambda: _query(prometheus, 'gunicorn_cert_probe_success{job="gunicorn-cert-probe"} == 1')["data"]["result"],  # type: ignore[index]
+        "a /probe scrape through the shipped relabeling",
+    )
+    instance = result[0]["metric"]["instance"]  # type: ignore[index]
+    assert instance.startswith("127.0.0.1:")  # the probed target, not the exporter, names the series
 
 
 def test_dashboard_is_importable_as_is() -> None:

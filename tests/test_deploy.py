@@ -1,0 +1,56 @@
+"""deploy/: Prometheus configs pass promtool, the PrometheusRule is the rules file, manifests are coherent."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gunicorn_cert_exporter import config
+from tests.conftest import require_tool
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+
+
+@pytest.mark.parametrize("name", ["scrape-static.yml", "scrape-probe.yml", "scrape-sharded.yml"])
+def test_prometheus_scrape_configs_pass_promtool(name: str) -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "config", str(DEPLOY / "prometheus" / name)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING" not in result.stdout + result.stderr
+
+
+def test_prometheusrule_holds_exactly_the_rules_file() -> None:
+    rule = yaml.safe_load((DEPLOY / "kubernetes" / "prometheusrule.yaml").read_text())
+    rules = yaml.safe_load((ROOT / "rules" / "gunicorn-cert-exporter.rules.yml").read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == rules["groups"]
+
+
+def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "deployment.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    containers = {c["name"]: c for c in pod["containers"]}
+    app_command = containers["app"]["command"]
+    exporter_config = config.load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    target = exporter_config.gunicorn[0]
+    assert app_command[0] == "gunicorn"  # exec form: the pidfile names Gunicorn, not a shell
+    assert app_command[app_command.index("--pid") + 1] == target.pidfile
+    assert app_command[app_command.index("--certfile") + 1] == target.cert_file
+    mounts = {m["name"]: m["mountPath"] for m in containers["cert-exporter"]["volumeMounts"]}
+    assert target.cert_file.startswith(mounts["tls"]) and target.pidfile.startswith(mounts["run"])
+    assert containers["cert-exporter"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_dockerfile_matches_the_readme_install() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install --no-cache-dir --prefix=/install ." in dockerfile
+    assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
+    assert "USER 65532" in dockerfile
