@@ -124,8 +124,7 @@ class Prober:
                 return _failure(attempt, _connect_reason(exc), _short(exc))
             if config.starttls:
                 try:
-                    sock.settimeout(max(deadline - self._clock(), 0.001))
-                    starttls.PROTOCOLS[config.starttls](sock)
+                    starttls.PROTOCOLS[config.starttls](sock, lambda: deadline - self._clock())
                 except (starttls.StartTLSError, OSError) as exc:
                     reason = EndpointReason.STALLED if isinstance(exc, TimeoutError) else None
                     return _failure(attempt, reason or EndpointReason.STARTTLS_FAILED, _short(exc))

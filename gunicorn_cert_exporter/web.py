@@ -8,6 +8,7 @@ import gzip
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,12 +53,14 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
     request_queue_size = 128
+    max_connections = 64  # each connection holds a thread; idle or dripping clients must not exhaust the host
 
     def __init__(
         self, address: tuple[str, int], *, app: App, auth: BasicAuth, tls: ReloadingContext | None, family: int
     ) -> None:
         self.address_family = family
         self.app, self.auth, self.tls = app, auth, tls
+        self._slots = threading.BoundedSemaphore(self.max_connections)
         super().__init__(address, Handler, bind_and_activate=False)
         if family == socket.AF_INET6:
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -74,6 +77,25 @@ class Server(ThreadingHTTPServer):
         if self.tls is not None:
             sock = self.tls.current().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
+
+    def process_request(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+        """Serve in a thread if a connection slot is free; otherwise close at once."""
+        if not self._slots.acquire(blocking=False):
+            _log.warning("too many connections; closing one", extra={"client": str(client_address[0])})
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
+        """Serve one connection, then give its slot back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
         """Log a failed connection without a traceback on stderr."""

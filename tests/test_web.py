@@ -167,3 +167,26 @@ def test_bad_config_reload_keeps_the_running_config(run_exporter: object, tmp_pa
         assert response.status == 200
     assert exporter.metrics()["gunicorn_cert_exporter_config_last_reload_successful{}"] == 1
     assert exporter.service.config.scan.interval == 30  # type: ignore[attr-defined]
+
+
+def test_idle_connections_cannot_exhaust_the_server(run_exporter: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from gunicorn_cert_exporter import web
+
+    monkeypatch.setattr(web.Server, "max_connections", 4)
+    exporter: RunningExporter = run_exporter("{}")  # type: ignore[operator]
+    host, port = exporter.url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port))) for _ in range(4)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection((host, int(port)), timeout=5) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert extra.recv(100) == b""  # closed at once, no thread spent on it
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while exporter.get("/healthz")[0] != 200:  # slots come back as the idle clients leave
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
