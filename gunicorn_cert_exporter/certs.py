@@ -26,6 +26,8 @@ _KEY_LABELS = frozenset({b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", 
 _ENCRYPTED_KEY_LABEL = b"ENCRYPTED PRIVATE KEY"
 _PKCS12_SUFFIXES = (".p12", ".pfx")
 _SHA256 = hashes.SHA256()
+# What cryptography raises for malformed or unsupported input (InvalidVersion is not a ValueError).
+_LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
 def parse(data: bytes, *, fmt: Format = "auto", password: bytes | None = None, name: str = "") -> Parsed:
@@ -37,9 +39,11 @@ def parse(data: bytes, *, fmt: Format = "auto", password: bytes | None = None, n
     if fmt == "der":
         return _parse_der(data)
     if fmt == "pkcs12" or name.lower().endswith(_PKCS12_SUFFIXES):
+        if not _der_complete(data):
+            return Parsed(error=FileReason.PARSE_ERROR, detail="truncated or not DER")
         return _parse_pkcs12(data, password)
     der = _parse_der(data)
-    if der.error is None or not _looks_like_pkcs12(data):
+    if der.error is None or not _looks_like_pkcs12(data) or not _der_complete(data):
         return der
     return _parse_pkcs12(data, password)
 
@@ -53,23 +57,40 @@ def _looks_like_pkcs12(data: bytes) -> bool:
     return data[offset : offset + 3] == b"\x02\x01\x03"
 
 
+def _der_complete(data: bytes) -> bool:
+    """Tell whether the outer DER element is exactly as long as the data (a truncated file is not)."""
+    if len(data) < 2:
+        return False
+    first = data[1]
+    if first < 0x80:
+        return 2 + first == len(data)
+    count = first & 0x7F
+    if not 0 < count <= 4 or len(data) < 2 + count:
+        return False
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big") == len(data)
+
+
 def cert_facts(cert: x509.Certificate) -> CertFacts:
     """Describe one certificate; never raises for a certificate cryptography could load."""
-    public_key = cert.public_key()
-    key_type, key_bits = _key_shape(public_key)
+    try:
+        public_key: types.PublicKeyTypes | None = cert.public_key()
+    except _LOAD_ERRORS:  # a curve or algorithm this build can't load: still report the certificate
+        public_key = None
+    key_type, key_bits = _key_shape(public_key) if public_key is not None else ("unknown", 0)
+    subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
     return CertFacts(
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
         fingerprint_sha256=cert.fingerprint(_SHA256).hex(),
         serial=format(cert.serial_number, "x"),
-        subject_cn=_common_name(cert.subject),
-        issuer_cn=_common_name(cert.issuer),
-        subject=_rfc4514(cert.subject),
-        issuer=_rfc4514(cert.issuer),
+        subject_cn=_common_name(subject),
+        issuer_cn=_common_name(issuer),
+        subject=_rfc4514(subject),
+        issuer=_rfc4514(issuer),
         sans=_sans(cert),
         key_type=key_type,
         key_bits=key_bits,
-        spki_sha256=_spki_sha256(public_key),
+        spki_sha256=_spki_sha256(public_key) if public_key is not None else "",
         signature_algorithm=_signature_algorithm(cert),
         is_ca=_is_ca(cert),
         self_signed=_self_signed(cert),
@@ -83,7 +104,7 @@ def der_chain_facts(chain: Iterable[bytes]) -> tuple[CertFacts, ...]:
     for der in chain:
         try:
             facts.append(cert_facts(x509.load_der_x509_certificate(der)))
-        except ValueError:
+        except _LOAD_ERRORS:
             break
     return tuple(facts)
 
@@ -98,7 +119,7 @@ def _parse_pem(data: bytes) -> Parsed:
             try:
                 der = base64.b64decode(b"".join(body.split()), validate=True)
                 certs.append(cert_facts(x509.load_der_x509_certificate(der)))
-            except (ValueError, binascii.Error):
+            except (*_LOAD_ERRORS, binascii.Error):
                 broken += 1
         elif label in _KEY_LABELS:
             key = _pem_key(match.group(0))
@@ -122,7 +143,7 @@ def _pem_key(block: bytes) -> KeyFacts | None:
         key = serialization.load_pem_private_key(block, password=None)
     except TypeError:  # encrypted in the legacy OpenSSL way (Proc-Type header)
         return KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True)
-    except (ValueError, UnsupportedAlgorithm):
+    except _LOAD_ERRORS:
         return None
     return _key_facts(key)
 
@@ -130,11 +151,11 @@ def _pem_key(block: bytes) -> KeyFacts | None:
 def _parse_der(data: bytes) -> Parsed:
     try:
         return Parsed(certs=(cert_facts(x509.load_der_x509_certificate(data)),))
-    except ValueError:
+    except _LOAD_ERRORS:
         pass
     try:
         key = serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+    except _LOAD_ERRORS:
         return Parsed(error=FileReason.PARSE_ERROR, detail="not a DER certificate or private key")
     return Parsed(keys=(_key_facts(key),))
 
@@ -185,7 +206,16 @@ def _spki_sha256(public: types.PublicKeyTypes) -> str:
     return hashlib.sha256(spki).hexdigest()
 
 
-def _common_name(name: x509.Name) -> str:
+def _name(cert: x509.Certificate, which: Literal["subject", "issuer"]) -> x509.Name | None:
+    try:  # names are decoded lazily; an unknown string type raises here, not at load
+        return cert.subject if which == "subject" else cert.issuer
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _common_name(name: x509.Name | None) -> str:
+    if name is None:
+        return ""
     values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
     if not values:
         return ""
@@ -193,10 +223,12 @@ def _common_name(name: x509.Name) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def _rfc4514(name: x509.Name) -> str:
+def _rfc4514(name: x509.Name | None) -> str:
+    if name is None:
+        return ""
     try:
         return name.rfc4514_string()
-    except ValueError:
+    except (ValueError, KeyError):
         return ""
 
 
@@ -238,7 +270,8 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def _self_signed(cert: x509.Certificate) -> bool:
-    if cert.subject != cert.issuer:
+    subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
+    if subject is None or subject != issuer:
         return False
     try:
         cert.verify_directly_issued_by(cert)

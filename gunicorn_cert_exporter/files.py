@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import glob
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ from gunicorn_cert_exporter.config import FileSource
 from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, Parsed, PatternResult
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
+_log = logging.getLogger("gunicorn_cert_exporter.files")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
 
 
@@ -120,7 +122,11 @@ class FileScanner:
         if password_error is not None:
             parsed = Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
         else:
-            parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path)
+            try:
+                parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path)
+            except Exception as exc:  # noqa: BLE001  (hostile bytes meet a third-party parser: report, don't die)
+                _log.warning("parser raised on hostile input", extra={"path": item.path, "error": type(exc).__name__})
+                parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
         digest = hashlib.sha256(data).hexdigest()
         if previous is None or previous.content_sha256 is None:
             changed_at: float | None = identity.mtime_ns / 1e9
