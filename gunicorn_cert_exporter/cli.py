@@ -104,7 +104,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     service = Service(config=config, load=lambda: load_config(args.config), store=store, prober=Prober())
     app = service.app()
     for extra in (ProcessCollector, PlatformCollector, GCCollector):
-        extra(registry=app.registry)
+        extra(registry=app.exposition.live)
     tls = webconfig.ReloadingContext(web_config.tls_server_config) if web_config.tls_server_config else None
     try:
         server = web.listen(args.listen, app=app, auth=webconfig.BasicAuth(web_config.basic_auth_users), tls=tls)

@@ -16,6 +16,7 @@ from gunicorn_cert_exporter import probe as probe_mod
 from gunicorn_cert_exporter.collector import Families, SnapshotCollector, add_endpoint
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.endpoints import Prober
+from gunicorn_cert_exporter.exposition import Exposition
 from gunicorn_cert_exporter.model import EndpointResult
 from gunicorn_cert_exporter.scheduler import Scans, Scheduler
 from gunicorn_cert_exporter.store import Store
@@ -68,7 +69,8 @@ class Service:
         """Return what the HTTP layer serves: /metrics from the store's snapshot, /probe, /-/reload."""
         registry = CollectorRegistry(auto_describe=True)
         registry.register(SnapshotCollector(lambda: self._store.snapshot))
-        return App(registry=registry, snapshot=lambda: self._store.snapshot, probe=self.probe, reload=self.reload)
+        exposition = Exposition(snapshot=lambda: self._store.snapshot, registry=registry, live=CollectorRegistry())
+        return App(exposition=exposition, snapshot=lambda: self._store.snapshot, probe=self.probe, reload=self.reload)
 
     @property
     def config(self) -> Config:

@@ -8,6 +8,7 @@ import gzip
 import logging
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.exposition import Exposition
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.webconfig import BasicAuth, ReloadingContext
 
@@ -41,7 +43,7 @@ class Response:
 class App:
     """What the HTTP layer serves; everything it may call, injected."""
 
-    registry: CollectorRegistry
+    exposition: Exposition
     snapshot: Callable[[], Snapshot]
     probe: Callable[[dict[str, list[str]]], tuple[Response, CollectorRegistry | None]]
     reload: Callable[[], list[str]]
@@ -98,8 +100,12 @@ class Server(ThreadingHTTPServer):
             self._slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # noqa: ANN401
-        """Log a failed connection without a traceback on stderr."""
-        _log.debug("connection failed", extra={"client": str(client_address[0])})
+        """Log a dropped connection quietly, and anything else as the bug it is."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # resets, TLS handshake failures, timeouts: the client's business
+            _log.debug("connection failed", extra={"client": str(client_address[0]), "error": type(error).__name__})
+        else:
+            _log.exception("request failed", extra={"client": str(client_address[0])})
 
 
 def listen(address: str, **kwargs: Any) -> Server:  # noqa: ANN401
@@ -140,7 +146,10 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         app = self.server.app
         if url.path == "/metrics":
-            self._metrics(app.registry)
+            gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
+            parts, content_type = app.exposition.render(self.headers.get("Accept", ""), gzip_ok=gzip_ok)
+            headers = {"Content-Encoding": "gzip"} if gzip_ok else {}
+            self._send(Response(HTTPStatus.OK, parts[0], content_type), headers, more=parts[1:])
         elif url.path == "/probe":
             response, registry = app.probe(parse_qs(url.query, keep_blank_values=True))
             if registry is None:
@@ -193,13 +202,14 @@ class Handler(BaseHTTPRequestHandler):
             body, headers = gzip.compress(body, compresslevel=5), {"Content-Encoding": "gzip"}
         self._send(Response(HTTPStatus.OK, body, content_type), headers)
 
-    def _send(self, response: Response, headers: dict[str, str] | None = None) -> None:
+    def _send(self, response: Response, headers: dict[str, str] | None = None, more: tuple[bytes, ...] = ()) -> None:
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Content-Length", str(len(response.body) + sum(len(part) for part in more)))
         self.send_header("X-Content-Type-Options", "nosniff")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(response.body)
+            for part in (response.body, *more):
+                self.wfile.write(part)

@@ -190,3 +190,35 @@ def test_idle_connections_cannot_exhaust_the_server(run_exporter: object, monkey
     while exporter.get("/healthz")[0] != 200:  # slots come back as the idle clients leave
         assert time.monotonic() < deadline
         time.sleep(0.1)
+
+
+def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
+    run_exporter: object, root: Issued, tmp_path: Path
+) -> None:
+    import gzip
+
+    from prometheus_client import Gauge
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families
+
+    (tmp_path / "a.pem").write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")  # type: ignore[operator]
+    Gauge("live_probe_gauge", "a live series", registry=exporter.server.app.exposition.live).set(7)  # type: ignore[attr-defined]
+    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    for accept in (openmetrics, ""):
+        for encoding in ("gzip", "identity"):
+            request = urllib.request.Request(
+                exporter.url + "/metrics", headers={"Accept": accept, "Accept-Encoding": encoding}
+            )
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = response.read()
+                if encoding == "gzip":
+                    assert response.headers["Content-Encoding"] == "gzip"
+                    body = gzip.decompress(body)  # every member, as Prometheus reads them
+            text = body.decode()
+            parse = parse_openmetrics if accept else text_string_to_metric_families
+            names = {f.name for f in parse(text)}
+            assert {"gunicorn_cert_file_up", "live_probe_gauge"} <= names, (accept, encoding)
+            if accept:
+                assert text.endswith("# EOF\n") and text.count("# EOF") == 1

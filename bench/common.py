@@ -1,0 +1,211 @@
+"""Shared pieces of the benchmarks: certificate trees, a TLS fleet in its own process, an exporter process."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+NOW = dt.datetime.now(dt.timezone.utc)
+
+
+def issue(
+    cn: str,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    *,
+    ca: bool = False,
+    days: int = 90,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(issuer[1] if issuer else key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def make_tree(directory: Path, count: int) -> None:
+    """Write ``count`` PEM files: two thirds single leaves, one third 3-cert bundles, each leaf distinct."""
+    root = issue("bench root", ca=True, days=3650)
+    inter = issue("bench intermediate", root, ca=True, days=1000)
+    tail = pem(inter[0]) + pem(root[0])
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder_base = x509.CertificateBuilder().issuer_name(inter[0].subject).public_key(key.public_key())
+    for i in range(count):
+        leaf = (
+            builder_base.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"host-{i}.bench")]))
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=30 + i % 300))
+            .sign(inter[1], hashes.SHA256())
+        )
+        data = pem(leaf) + (tail if i % 3 == 2 else b"")
+        sub = directory / f"d{i // 1000:03}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"c{i:06}.pem").write_bytes(data)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    )
+
+
+FLEET_CODE = r"""
+import asyncio, ssl, sys, json
+cert, key, count, stall = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+async def hold(reader, writer):
+    try:
+        await reader.read(1)
+    except Exception:
+        pass
+    writer.close()
+async def never(reader, writer):
+    await asyncio.sleep(3600)
+async def main():
+    servers = []
+    for i in range(count):
+        handler, tls = (never, None) if i < stall else (hold, ctx)
+        servers.append(await asyncio.start_server(handler, "127.0.0.1", 0, ssl=tls, backlog=256))
+    print(json.dumps([s.sockets[0].getsockname()[1] for s in servers]), flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+class Fleet:
+    """``count`` TLS listeners on 127.0.0.1 in a separate process; the first ``stall`` accept and never answer."""
+
+    def __init__(self, count: int, *, stall: int = 0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="gce-fleet-"))
+        cert, key = issue("localhost")
+        (self.dir / "c.pem").write_bytes(pem(cert))
+        (self.dir / "k.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                FLEET_CODE,
+                str(self.dir / "c.pem"),
+                str(self.dir / "k.pem"),
+                str(count),
+                str(stall),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.ports: list[int] = json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Exporter:
+    """The exporter as users run it: its own process, its own scheduler."""
+
+    def __init__(self, config_text: str, workdir: Path) -> None:
+        self.port = free_port()
+        config = workdir / "exporter.yaml"
+        config.write_text(config_text)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn_cert_exporter",
+                "--config",
+                str(config),
+                "--web.listen-address",
+                f"127.0.0.1:{self.port}",
+                "--log.level",
+                "error",
+            ]
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:
+            return response.read().decode()
+
+    def wait_for(self, needle: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                text = self.metrics()
+                if needle in text:
+                    return text
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(needle)
+            time.sleep(0.5)
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def close(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def ssl_client_context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
