@@ -6,6 +6,8 @@ import base64
 import binascii
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Literal
 
@@ -30,22 +32,29 @@ _SHA256 = hashes.SHA256()
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 
 
-def parse(data: bytes, *, fmt: Format = "auto", password: bytes | None = None, name: str = "") -> Parsed:
+def parse(
+    data: bytes,
+    *,
+    fmt: Format = "auto",
+    password: bytes | None = None,
+    name: str = "",
+    cache: FactsCache | None = None,
+) -> Parsed:
     """Parse the content of one file into certificate and key facts, or a reason it can't be."""
     if not data.strip():
         return Parsed(error=FileReason.EMPTY)
     if fmt == "pem" or (fmt == "auto" and b"-----BEGIN " in data):
-        return _parse_pem(data)
+        return _parse_pem(data, cache)
     if fmt == "der":
-        return _parse_der(data)
+        return _parse_der(data, cache)
     if fmt == "pkcs12" or name.lower().endswith(_PKCS12_SUFFIXES):
         if not _der_complete(data):
             return Parsed(error=FileReason.PARSE_ERROR, detail="truncated or not DER")
-        return _parse_pkcs12(data, password)
-    der = _parse_der(data)
+        return _parse_pkcs12(data, password, cache)
+    der = _parse_der(data, cache)
     if der.error is None or not _looks_like_pkcs12(data) or not _der_complete(data):
         return der
-    return _parse_pkcs12(data, password)
+    return _parse_pkcs12(data, password, cache)
 
 
 def _looks_like_pkcs12(data: bytes) -> bool:
@@ -70,7 +79,42 @@ def _der_complete(data: bytes) -> bool:
     return 2 + count + int.from_bytes(data[2 : 2 + count], "big") == len(data)
 
 
-def cert_facts(cert: x509.Certificate) -> CertFacts:
+class FactsCache:
+    """Facts are a pure function of the DER bytes: remember the latest ones by SHA-256 of the DER.
+
+    Real trees repeat certificates (every fullchain.pem carries the same intermediates, trust bundles the same
+    roots), and a self-signed root costs a signature check; bounded, so memory stays flat.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._facts: OrderedDict[bytes, CertFacts] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, der: bytes) -> CertFacts:
+        """Describe the certificate in ``der``; raises ValueError (or another load error) if it isn't one."""
+        digest = hashlib.sha256(der).digest()
+        with self._lock:
+            found = self._facts.get(digest)
+            if found is not None:
+                self._facts.move_to_end(digest)
+                return found
+        facts = cert_facts(x509.load_der_x509_certificate(der), fingerprint=digest.hex())
+        with self._lock:
+            self._facts[digest] = facts
+            if len(self._facts) > self._size:
+                self._facts.popitem(last=False)
+        return facts
+
+
+def der_facts(der: bytes, cache: FactsCache | None = None) -> CertFacts:
+    """Describe the certificate in ``der``, through ``cache`` if given; raises a load error if it isn't one."""
+    if cache is not None:
+        return cache.get(der)
+    return cert_facts(x509.load_der_x509_certificate(der))
+
+
+def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> CertFacts:
     """Describe one certificate; never raises for a certificate cryptography could load."""
     try:
         public_key: types.PublicKeyTypes | None = cert.public_key()
@@ -78,38 +122,39 @@ def cert_facts(cert: x509.Certificate) -> CertFacts:
         public_key = None
     key_type, key_bits = _key_shape(public_key) if public_key is not None else ("unknown", 0)
     subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
+    sans, is_ca, ca_issuers = _extensions(cert)
     return CertFacts(
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
-        fingerprint_sha256=cert.fingerprint(_SHA256).hex(),
+        fingerprint_sha256=fingerprint or cert.fingerprint(_SHA256).hex(),
         serial=format(cert.serial_number, "x"),
         subject_cn=_common_name(subject),
         issuer_cn=_common_name(issuer),
         subject=_rfc4514(subject),
         issuer=_rfc4514(issuer),
-        sans=_sans(cert),
+        sans=sans,
         key_type=key_type,
         key_bits=key_bits,
         spki_sha256=_spki_sha256(public_key) if public_key is not None else "",
         signature_algorithm=_signature_algorithm(cert),
-        is_ca=_is_ca(cert),
-        self_signed=_self_signed(cert),
-        ca_issuers=_ca_issuers(cert),
+        is_ca=is_ca,
+        self_signed=subject is not None and subject == issuer and _signed_by_itself(cert),
+        ca_issuers=ca_issuers,
     )
 
 
-def der_chain_facts(chain: Iterable[bytes]) -> tuple[CertFacts, ...]:
+def der_chain_facts(chain: Iterable[bytes], cache: FactsCache | None = None) -> tuple[CertFacts, ...]:
     """Describe a served chain given as DER blobs; a blob that does not parse ends the chain."""
     facts: list[CertFacts] = []
     for der in chain:
         try:
-            facts.append(cert_facts(x509.load_der_x509_certificate(der)))
+            facts.append(der_facts(der, cache))
         except _LOAD_ERRORS:
             break
     return tuple(facts)
 
 
-def _parse_pem(data: bytes) -> Parsed:
+def _parse_pem(data: bytes, cache: FactsCache | None) -> Parsed:
     certs: list[CertFacts] = []
     keys: list[KeyFacts] = []
     broken = 0
@@ -117,8 +162,7 @@ def _parse_pem(data: bytes) -> Parsed:
         label, body = match.group(1), match.group(2)
         if label in _CERT_LABELS:
             try:
-                der = base64.b64decode(b"".join(body.split()), validate=True)
-                certs.append(cert_facts(x509.load_der_x509_certificate(der)))
+                certs.append(der_facts(base64.b64decode(b"".join(body.split()), validate=True), cache))
             except (*_LOAD_ERRORS, binascii.Error):
                 broken += 1
         elif label in _KEY_LABELS:
@@ -148,9 +192,9 @@ def _pem_key(block: bytes) -> KeyFacts | None:
     return _key_facts(key)
 
 
-def _parse_der(data: bytes) -> Parsed:
+def _parse_der(data: bytes, cache: FactsCache | None) -> Parsed:
     try:
-        return Parsed(certs=(cert_facts(x509.load_der_x509_certificate(data)),))
+        return Parsed(certs=(der_facts(data, cache),))
     except _LOAD_ERRORS:
         pass
     try:
@@ -160,7 +204,7 @@ def _parse_der(data: bytes) -> Parsed:
     return Parsed(keys=(_key_facts(key),))
 
 
-def _parse_pkcs12(data: bytes, password: bytes | None) -> Parsed:
+def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None) -> Parsed:
     try:
         bundle = pkcs12.load_pkcs12(data, password)
     except ValueError:
@@ -178,7 +222,7 @@ def _parse_pkcs12(data: bytes, password: bytes | None) -> Parsed:
     keys = (_key_facts(bundle.key),) if bundle.key is not None else ()
     if not certs and not keys:
         return Parsed(error=FileReason.NO_CERTIFICATE, detail="PKCS#12 holds no certificate or key")
-    return Parsed(certs=tuple(cert_facts(c) for c in certs), keys=keys)
+    return Parsed(certs=tuple(der_facts(c.public_bytes(serialization.Encoding.DER), cache) for c in certs), keys=keys)
 
 
 def _key_facts(key: types.PrivateKeyTypes) -> KeyFacts:
@@ -232,29 +276,33 @@ def _rfc4514(name: x509.Name | None) -> str:
         return ""
 
 
-def _sans(cert: x509.Certificate) -> tuple[str, ...]:
+def _extensions(cert: x509.Certificate) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
+    """Read SANs, CA flag and AIA caIssuers in one pass over the extensions."""
+    sans: tuple[str, ...] = ()
+    is_ca = False
+    ca_issuers: tuple[str, ...] = ()
     try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
-        return ()
-    names: list[str] = [f"DNS:{n}" for n in ext.get_values_for_type(x509.DNSName)]
-    names.extend(f"IP:{ip}" for ip in ext.get_values_for_type(x509.IPAddress))
-    names.extend(f"email:{e}" for e in ext.get_values_for_type(x509.RFC822Name))
-    names.extend(f"URI:{u}" for u in ext.get_values_for_type(x509.UniformResourceIdentifier))
-    return tuple(names)
-
-
-def _ca_issuers(cert: x509.Certificate) -> tuple[str, ...]:
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (x509.ExtensionNotFound, ValueError):
-        return ()
-    return tuple(
-        str(d.access_location.value)
-        for d in aia
-        if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
-        and isinstance(d.access_location, x509.UniformResourceIdentifier)
-    )
+        extensions = list(cert.extensions)
+    except (ValueError, KeyError, TypeError):  # duplicate or malformed extensions: report the rest of the cert
+        return sans, is_ca, ca_issuers
+    for extension in extensions:
+        value = extension.value
+        if isinstance(value, x509.SubjectAlternativeName):
+            names = [f"DNS:{n}" for n in value.get_values_for_type(x509.DNSName)]
+            names.extend(f"IP:{ip}" for ip in value.get_values_for_type(x509.IPAddress))
+            names.extend(f"email:{e}" for e in value.get_values_for_type(x509.RFC822Name))
+            names.extend(f"URI:{u}" for u in value.get_values_for_type(x509.UniformResourceIdentifier))
+            sans = tuple(names)
+        elif isinstance(value, x509.BasicConstraints):
+            is_ca = bool(value.ca)
+        elif isinstance(value, x509.AuthorityInformationAccess):
+            ca_issuers = tuple(
+                str(d.access_location.value)
+                for d in value
+                if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
+                and isinstance(d.access_location, x509.UniformResourceIdentifier)
+            )
+    return sans, is_ca, ca_issuers
 
 
 def _signature_algorithm(cert: x509.Certificate) -> str:
@@ -262,17 +310,7 @@ def _signature_algorithm(cert: x509.Certificate) -> str:
     return name if isinstance(name, str) and name else cert.signature_algorithm_oid.dotted_string
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
-def _self_signed(cert: x509.Certificate) -> bool:
-    subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
-    if subject is None or subject != issuer:
-        return False
+def _signed_by_itself(cert: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(cert)
     except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):

@@ -66,6 +66,7 @@ class Prober:
         self._resolver = resolver
         self._clock = clock
         self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
+        self._facts = certs.FactsCache()
         self._lock = threading.Lock()
 
     def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
@@ -151,7 +152,7 @@ class Prober:
         except OSError as exc:
             return _failure(attempt, _connect_reason(exc), _short(exc))
         elapsed = self._clock() - started
-        chain = certs.der_chain_facts(_served_chain(tls))
+        chain = certs.der_chain_facts(_served_chain(tls), self._facts)
         if not chain:
             return _failure(attempt, EndpointReason.HANDSHAKE_FAILURE, "no certificate served")
         if verify_code:

@@ -32,21 +32,99 @@ class Wanted:
     password_env: str | None = None
 
 
+class Finder:
+    """Expand paths, globs and directories into files; a directory is listed again only when it changed.
+
+    A directory's listing is kept with its inode and mtime: entries added, removed or renamed (a Kubernetes
+    ``..data`` swap included) change the mtime, so an unchanged tree costs one stat per directory.
+    """
+
+    def __init__(self) -> None:
+        self._listings: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
+        self._seen: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
+
+    def expand(self, sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternResult]]:
+        """Resolve configured paths, globs and directories into files, each once, in a stable order."""
+        self._seen = {}
+        wanted: dict[str, Wanted] = {}
+        patterns: list[PatternResult] = []
+        for source in sources:
+            excludes = [_glob_regex(p) for p in source.exclude]
+            for pattern in source.paths:
+                matches = self._matches(pattern)
+                if excludes:
+                    matches = [p for p in matches if not _excluded(p, excludes)]
+                patterns.append(PatternResult(pattern=pattern, matches=len(matches)))
+                for path in matches:
+                    wanted.setdefault(path, Wanted(path, source.format, source.password_file, source.password_env))
+        self._listings = self._seen  # directories that left every pattern are forgotten
+        return list(wanted.values()), patterns
+
+    def _matches(self, pattern: str) -> list[str]:
+        if not glob.has_magic(pattern):
+            listing = self._list(pattern)
+            if listing is None:
+                return [pattern]  # a file, or missing: scan_one says which
+            # A directory: its files (Kubernetes Secret volumes hold ..data and ..<timestamp> beside them).
+            return sorted(os.path.join(pattern, name) for name, is_dir in listing if not is_dir)
+        parts = pattern.split("/")
+        static = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        base = "/".join(parts[:static]) or ("/" if pattern.startswith("/") else ".")
+        rest = parts[static:]
+        depth = None if any("**" in part for part in rest) else len(rest)
+        regex = _glob_regex(pattern if base != "." or pattern.startswith("./") else "./" + pattern)
+        found: list[str] = []
+        self._walk(base, regex, depth, frozenset(), found)
+        if base == "." and not pattern.startswith("./"):
+            found = [p[2:] for p in found]
+        return sorted(found)
+
+    def _walk(
+        self, directory: str, regex: re.Pattern[str], depth: int | None, ancestors: frozenset[str], out: list[str]
+    ) -> None:
+        listing = self._list(directory)
+        real = os.path.realpath(directory)
+        if listing is None or real in ancestors:  # a symlink back up the tree: follow it once, never loop
+            return
+        ancestors = ancestors | {real}
+        for name, is_dir in listing:
+            path = directory.rstrip("/") + "/" + name
+            if is_dir:
+                if depth is None or depth > 1:
+                    self._walk(path, regex, None if depth is None else depth - 1, ancestors, out)
+            elif (depth is None or depth == 1) and regex.match(path):
+                out.append(path)
+
+    def _list(self, directory: str) -> tuple[tuple[str, bool], ...] | None:
+        try:
+            info = os.stat(directory)
+        except OSError:
+            return None
+        if not stat.S_ISDIR(info.st_mode):
+            return None
+        stamp = (info.st_ino, info.st_mtime_ns)
+        cached = self._listings.get(directory) or self._seen.get(directory)
+        if cached is None or cached[0] != stamp:
+            try:
+                with os.scandir(directory) as entries:
+                    listing = tuple(sorted((e.name, _is_dir(e)) for e in entries if not e.name.startswith(".")))
+            except OSError:
+                return None
+            cached = (stamp, listing)
+        self._seen[directory] = cached
+        return cached[1]
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
 def expand(sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternResult]]:
-    """Resolve configured paths, globs and directories into files, each once, in a stable order."""
-    wanted: dict[str, Wanted] = {}
-    patterns: list[PatternResult] = []
-    for source in sources:
-        excludes = [_glob_regex(p) for p in source.exclude]
-        for pattern in source.paths:
-            matches = [p for p in _matches(pattern) if not _excluded(p, excludes)]
-            patterns.append(PatternResult(pattern=pattern, matches=len(matches)))
-            for path in matches:
-                wanted.setdefault(
-                    path,
-                    Wanted(path, source.format, source.password_file, source.password_env),
-                )
-    return list(wanted.values()), patterns
+    """Resolve configured paths, globs and directories into files, each once (no listing cache)."""
+    return Finder().expand(sources)
 
 
 class FileScanner:
@@ -56,6 +134,7 @@ class FileScanner:
         self._clock = clock
         self._max_size = max_size
         self._cache: dict[str, FileResult] = {}
+        self._facts = certs.FactsCache()
 
     def scan(self, wanted: Iterable[Wanted]) -> tuple[FileResult, ...]:
         """Scan each file; one broken file never stops the others."""
@@ -123,7 +202,7 @@ class FileScanner:
             parsed = Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
         else:
             try:
-                parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path)
+                parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path, cache=self._facts)
             except Exception as exc:  # noqa: BLE001  (hostile bytes meet a third-party parser: report, don't die)
                 _log.warning("parser raised on hostile input", extra={"path": item.path, "error": type(exc).__name__})
                 parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
@@ -144,16 +223,6 @@ class FileScanner:
             identity=identity,
             content_sha256=digest,
         )
-
-
-def _matches(pattern: str) -> list[str]:
-    if glob.has_magic(pattern):
-        return sorted(p for p in glob.glob(pattern, recursive=True) if not os.path.isdir(p))
-    if os.path.isdir(pattern):
-        # Kubernetes Secret volumes hold ..data and ..<timestamp> entries next to the real names.
-        with os.scandir(pattern) as entries:
-            return sorted(e.path for e in entries if not e.name.startswith(".") and not e.is_dir(follow_symlinks=True))
-    return [pattern]
 
 
 @lru_cache(maxsize=256)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 
 class FileReason(str, Enum):
@@ -106,9 +107,8 @@ class Parsed:
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class FileIdentity:
-    """What tells that a file's content may have changed, without reading it."""
+class FileIdentity(NamedTuple):
+    """What tells that a file's content may have changed, without reading it (a tuple: built every rescan)."""
 
     device: int
     inode: int

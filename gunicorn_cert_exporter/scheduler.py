@@ -39,6 +39,7 @@ class Scans:
         self._clock = clock
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
         self._scanner = FileScanner(clock=clock, max_size=config.scan.max_file_size)
+        self._finder = files.Finder()
         self.watcher = TargetWatcher(
             prober=prober, scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size), clock=clock
         )
@@ -49,7 +50,7 @@ class Scans:
         sources = list(self.config.files)
         for target in self.config.gunicorn:
             sources.append(FileSource(paths=[target.cert_file, target.key_file]))
-        wanted, patterns = files.expand(sources)
+        wanted, patterns = self._finder.expand(sources)
         results = self._scanner.scan(wanted)
         self._publish("files", started, files=results, patterns=tuple(patterns))
 

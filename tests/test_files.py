@@ -180,3 +180,45 @@ def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> No
     started = time.monotonic()
     data, info = scanner._read(str(path))  # the open() a racing swap would reach
     assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
+
+
+def _tree(base: Path, root: Issued) -> None:
+    for rel in ("a.pem", "b.crt", "x/c.pem", "x/y/d.pem", "x/y/z/e.pem", "x/.hid.pem", ".hdir/f.pem", "w/g.pem"):
+        (base / rel).parent.mkdir(parents=True, exist_ok=True)
+        (base / rel).write_bytes(root.cert_pem)
+    (base / "link").symlink_to(base / "x" / "y")
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*.pem", "**/*.pem", "*/*.pem", "x/*/*.pem", "**", "x/**", "x/**/e.pem", "*/y/*.pem", "link/*.pem"]
+)
+def test_finder_matches_what_glob_finds(tmp_path: Path, root: Issued, pattern: str) -> None:
+    import glob
+
+    _tree(tmp_path, root)
+    full = f"{tmp_path}/{pattern}"
+    expected = sorted(p for p in glob.glob(full, recursive=True) if not os.path.isdir(p))
+    found, _ = files.Finder().expand([FileSource(paths=[full])])
+    assert [w.path for w in found] == expected
+
+
+def test_finder_lists_again_only_what_changed(tmp_path: Path, root: Issued) -> None:
+    _tree(tmp_path, root)
+    finder = files.Finder()
+    source = [FileSource(paths=[f"{tmp_path}/**/*.pem"])]
+    before = {w.path for w in finder.expand(source)[0]}
+    (tmp_path / "x" / "y" / "new.pem").write_bytes(root.cert_pem)
+    (tmp_path / "w" / "g.pem").unlink()
+    after = {w.path for w in finder.expand(source)[0]}
+    assert after - before == {f"{tmp_path}/x/y/new.pem", f"{tmp_path}/link/new.pem"}
+    assert before - after == {f"{tmp_path}/w/g.pem"}
+
+
+def test_symlink_loops_in_a_recursive_glob_terminate(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "e" / "c.pem").write_bytes(root.cert_pem)
+    (tmp_path / "d" / "e" / "up").symlink_to(tmp_path / "d")  # d/e/up -> d: a loop
+    started = time.monotonic()
+    found, _ = files.Finder().expand([FileSource(paths=[f"{tmp_path}/**/*.pem"])])
+    assert time.monotonic() - started < 5
+    assert f"{tmp_path}/d/e/c.pem" in [w.path for w in found]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ssl
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -222,3 +223,50 @@ def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
             assert {"gunicorn_cert_file_up", "live_probe_gauge"} <= names, (accept, encoding)
             if accept:
                 assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+
+
+def _tls_exporter(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued, **tls: str) -> RunningExporter:
+    cert_path, key_path = write_chain(tmp_path, "web", pki.leaf(root))
+    (tmp_path / "clients.pem").write_bytes(root.cert_pem)
+    config = webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path), **tls)  # type: ignore[arg-type]
+    return run_exporter("{}", tls=webconfig.ReloadingContext(config))  # type: ignore[operator, no-any-return]
+
+
+def test_client_certificates_are_required_and_verified(
+    run_exporter: object, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    exporter = _tls_exporter(
+        run_exporter,
+        tmp_path,
+        pki,
+        root,
+        client_auth_type="RequireAndVerifyClientCert",
+        client_ca_file=str(tmp_path / "clients.pem"),
+    )
+    trusted, stranger = pki.leaf(root, "prometheus", sans=()), pki.leaf(pki.ca("Other CA"), "intruder", sans=())
+
+    def status(client: Issued | None) -> int | str:
+        context = ssl.create_default_context(cadata=root.cert_pem.decode())
+        if client is not None:
+            write_chain(tmp_path, "client", client)
+            context.load_cert_chain(tmp_path / "client.pem", tmp_path / "client.key")
+        try:
+            with urllib.request.urlopen(exporter.url + "/healthz", context=context, timeout=5) as response:
+                return int(response.status)
+        except (ssl.SSLError, ConnectionError, urllib.error.URLError) as exc:
+            return type(exc).__name__
+
+    assert status(trusted) == 200
+    assert status(None) != 200
+    assert status(stranger) != 200
+
+
+def test_min_version_refuses_older_clients(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued) -> None:
+    exporter = _tls_exporter(run_exporter, tmp_path, pki, root, min_version="TLS13")
+    old = ssl.create_default_context(cadata=root.cert_pem.decode())
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+        urllib.request.urlopen(exporter.url + "/healthz", context=old, timeout=5)
+    new = ssl.create_default_context(cadata=root.cert_pem.decode())
+    with urllib.request.urlopen(exporter.url + "/healthz", context=new, timeout=5) as response:
+        assert response.status == 200
