@@ -30,6 +30,8 @@ _PKCS12_SUFFIXES = (".p12", ".pfx")
 _SHA256 = hashes.SHA256()
 # What cryptography raises for malformed or unsupported input (InvalidVersion is not a ValueError).
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+# What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
+_DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 def parse(
@@ -253,7 +255,7 @@ def _spki_sha256(public: types.PublicKeyTypes) -> str:
 def _name(cert: x509.Certificate, which: Literal["subject", "issuer"]) -> x509.Name | None:
     try:  # names are decoded lazily; an unknown string type raises here, not at load
         return cert.subject if which == "subject" else cert.issuer
-    except (ValueError, KeyError, TypeError):
+    except _DECODE_ERRORS:
         return None
 
 
@@ -272,7 +274,7 @@ def _rfc4514(name: x509.Name | None) -> str:
         return ""
     try:
         return name.rfc4514_string()
-    except (ValueError, KeyError):
+    except _DECODE_ERRORS:
         return ""
 
 
@@ -283,7 +285,7 @@ def _extensions(cert: x509.Certificate) -> tuple[tuple[str, ...], bool, tuple[st
     ca_issuers: tuple[str, ...] = ()
     try:
         extensions = list(cert.extensions)
-    except (ValueError, KeyError, TypeError):  # duplicate or malformed extensions: report the rest of the cert
+    except _DECODE_ERRORS:  # duplicate or malformed extensions: report the rest of the certificate
         return sans, is_ca, ca_issuers
     for extension in extensions:
         value = extension.value
