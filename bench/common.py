@@ -21,31 +21,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gunicorn_cert_exporter.demo import issue
+
 NOW = dt.datetime.now(dt.timezone.utc)
-
-
-def issue(
-    cn: str,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-    *,
-    ca: bool = False,
-    days: int = 90,
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer[0].subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(days=1))
-        .not_valid_after(NOW + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(issuer[1] if issuer else key, hashes.SHA256())
-    )
-    return cert, key
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -54,8 +32,8 @@ def pem(cert: x509.Certificate) -> bytes:
 
 def make_tree(directory: Path, count: int) -> None:
     """Write ``count`` PEM files: two thirds single leaves, one third 3-cert bundles, each leaf distinct."""
-    root = issue("bench root", ca=True, days=3650)
-    inter = issue("bench intermediate", root, ca=True, days=1000)
+    root = issue("bench root", issuer=None, days=3650)
+    inter = issue("bench intermediate", issuer=root, days=1000, ca=True)
     tail = pem(inter[0]) + pem(root[0])
     key = ec.generate_private_key(ec.SECP256R1())
     builder_base = x509.CertificateBuilder().issuer_name(inter[0].subject).public_key(key.public_key())
@@ -115,7 +93,7 @@ class Fleet:
 
     def __init__(self, count: int, *, stall: int = 0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gce-fleet-"))
-        cert, key = issue("localhost")
+        cert, key = issue("localhost", issuer=issue("bench fleet CA", issuer=None, days=30), days=30)
         (self.dir / "c.pem").write_bytes(pem(cert))
         (self.dir / "k.pem").write_bytes(
             key.private_bytes(

@@ -227,9 +227,9 @@ def drift_figures(work: Path) -> dict[str, float]:
     from gunicorn_cert_exporter import demo
     from gunicorn_cert_exporter.service import Service
 
-    ca = demo._issue("bench CA", issuer=None, days=30)
+    ca = demo.issue("bench CA", issuer=None, days=30)
     cert_path, key_path = work / "cert.pem", work / "key.pem"
-    demo.write_pair(*demo._issue("localhost", issuer=ca, days=10), cert_path, key_path)
+    demo.write_pair(*demo.issue("localhost", issuer=ca, days=10), cert_path, key_path)
     (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
     server = demo.Gunicorn(work, worker_class="asgi", cert=cert_path, key=key_path)
     try:
@@ -246,7 +246,7 @@ def drift_figures(work: Path) -> dict[str, float]:
         try:
             _until(lambda: store.snapshot.targets and store.snapshot.targets[0].master.up)
             time.sleep(1.1)
-            new = demo._issue("localhost", issuer=ca, days=90)
+            new = demo.issue("localhost", issuer=ca, days=90)
             fingerprint = new[0].fingerprint(hashes.SHA256()).hex()
             swapped = time.monotonic()
             demo.write_pair(*new, cert_path, key_path)

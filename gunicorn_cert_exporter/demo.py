@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,7 @@ class Gunicorn:
         env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
+        self.workers = workers
         self.pidfile = directory / "gunicorn.pid"
         self.log = directory / "gunicorn.log"
         is_asgi = worker_class == "asgi" or "uvicorn" in worker_class.lower()
@@ -90,18 +93,40 @@ class Gunicorn:
         return f"127.0.0.1:{self.port}"
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every worker has booted and a TLS handshake completes.
+
+        The listening socket accepts before any worker exists, so a connection proves nothing; a worker still
+        booting while the cert/key pair is rotated would load half of it and be replaced.
+        """
+        import psutil
+
         deadline = time.monotonic() + timeout
+        first_seen: dict[int, float] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
-            if self.pidfile.exists():
-                try:
-                    with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                        return
-                except OSError:
-                    pass
+            now = time.monotonic()
+            children = [c.pid for c in psutil.Process(self.process.pid).children()]
+            for pid in children:
+                first_seen.setdefault(pid, now)
+            settled = len(children) >= self.workers and all(now - first_seen[pid] >= 1.0 for pid in children)
+            if settled and self.pidfile.exists() and self._handshake():
+                return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")
+
+    def _handshake(self) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with (
+                socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
+                context.wrap_socket(sock) as tls,
+            ):
+                return tls.version() is not None
+        except OSError:
+            return False
 
     def stop(self) -> None:
         """Stop Gunicorn and its workers."""
@@ -114,9 +139,18 @@ class Gunicorn:
                 self.process.wait()
 
 
-def _issue(
-    cn: str, *, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None, days: int
+def issue(
+    cn: str,
+    *,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    days: int,
+    ca: bool | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Issue a throwaway certificate valid from 5 minutes ago; a root when ``issuer`` is None.
+
+    Leaves (``ca`` false, the default for issued certificates) name localhost and 127.0.0.1.
+    """
+    is_ca = issuer is None if ca is None else ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -128,13 +162,11 @@ def _issue(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
     )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+    if not is_ca:
+        loopback = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(loopback), critical=False)
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
 
 
@@ -164,6 +196,8 @@ def run() -> int:
     if not _importable("gunicorn"):
         print("the demo needs Gunicorn: pip install 'gunicorn-cert-exporter[demo]'", file=sys.stderr)
         return 3
+    # The demo scans every second; a reload being confirmed overruns that, which APScheduler would narrate.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="gce-demo-"))
     launched: list[Gunicorn] = []
     try:
@@ -190,8 +224,8 @@ def _story(work: Path, launched: list[Gunicorn]) -> int:
     from gunicorn_cert_exporter.store import Store
 
     started = time.monotonic()
-    ca = _issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
-    old = _issue("localhost", issuer=ca, days=20)
+    ca = issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
+    old = issue("localhost", issuer=ca, days=20)
     cert_path, key_path = work / "cert.pem", work / "key.pem"
     write_pair(*old, cert_path, key_path)
     (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
@@ -220,7 +254,7 @@ def _story(work: Path, launched: list[Gunicorn]) -> int:
         _say("3/7", f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
                     f"key_match={_sample(metrics, 'gunicorn_cert_key_match')}, fingerprint_mismatch=0")  # fmt: skip
         reload_before = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
-        new = _issue("localhost", issuer=ca, days=90)
+        new = issue("localhost", issuer=ca, days=90)
         fp_new = new[0].fingerprint(hashes.SHA256()).hex()
         time.sleep(1.1)  # let the new file's mtime fall after the workers' start, as a real renewal would
         write_pair(*new, cert_path, key_path)

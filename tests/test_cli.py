@@ -8,11 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import DAY, NOW, PKI, Issued
+from tests.conftest import DAY, NOW, PKI, Issued, eventually
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
 
@@ -65,18 +64,12 @@ def _free_port() -> int:
 
 
 def _wait_metrics(url: str, needle: str, timeout: float = 20) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                body = response.read().decode()
-            if needle in body:
-                return body
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{needle!r} never appeared at {url}")
-        time.sleep(0.2)
+    def fetch() -> str | None:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            body = response.read().decode()
+        return body if needle in body else None
+
+    return eventually(fetch, f"{needle!r} at {url}", timeout=timeout)
 
 
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, pki: PKI, root: Issued) -> None:

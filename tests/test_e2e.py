@@ -7,10 +7,9 @@ import json
 import re
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -18,26 +17,22 @@ import pytest
 import yaml
 
 from gunicorn_cert_exporter.demo import Gunicorn, free_port
-from tests.conftest import DAY, NOW, PKI, Issued, RunningExporter, TLSServer, require_tool, server_context
+from tests.conftest import (
+    DAY,
+    NOW,
+    PKI,
+    Issued,
+    RunningExporter,
+    TLSServer,
+    eventually,
+    require_tool,
+    server_context,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "gunicorn-cert-exporter.rules.yml"
 DASHBOARD = ROOT / "dashboards" / "gunicorn-cert-exporter.json"
 JOB = "gunicorn-cert-exporter"
-
-
-def _wait(check: Callable[[], object], what: str, timeout: float = 60.0) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
 
 
 class Webhook:
@@ -137,11 +132,11 @@ def stack(
     ]  # fmt: skip
     prometheus = f"http://127.0.0.1:{prom_port}"
     try:
-        _wait(
+        eventually(
             lambda: _query(prometheus, f'up{{job="{JOB}"}} == 1')["data"]["result"],  # type: ignore[index]
             "Prometheus to scrape the exporter",
         )
-        _wait(
+        eventually(
             lambda: _query(prometheus, "gunicorn_cert_fingerprint_mismatch == 1")["data"]["result"],  # type: ignore[index]
             "drift to be scraped",
         )
@@ -165,7 +160,7 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
             if alert["labels"]["alertname"] == "GunicornCertFileExpiringCritical"
         ]
 
-    alerts = _wait(delivered, "the expiring-cert alert to reach the Alertmanager webhook")
+    alerts = eventually(delivered, "the expiring-cert alert to reach the Alertmanager webhook")
     labels = alerts[0]["labels"]  # type: ignore[index]
     assert labels["severity"] == "critical" and labels["path"].endswith("expiring.pem")
     assert labels["job"] == JOB
@@ -208,7 +203,7 @@ def test_probe_relabeling_from_deploy_scrapes_each_target_through_the_exporter(
     stack: tuple[str, Webhook, RunningExporter],
 ) -> None:
     prometheus, _, _ = stack
-    result = _wait(
+    result = eventually(
         lambda: _query(prometheus, 'gunicorn_cert_probe_success{job="gunicorn-cert-probe"} == 1')["data"]["result"],  # type: ignore[index]
         "a /probe scrape through the shipped relabeling",
     )
