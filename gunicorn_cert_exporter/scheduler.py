@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gunicorn_cert_exporter import files
+from gunicorn_cert_exporter import files, gunicorn
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.files import FileScanner
@@ -32,6 +32,7 @@ class Scans:
         prober: Prober,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
+        sender: gunicorn.SignalSender = gunicorn.send_signal,
     ) -> None:
         self.config = config
         self._store = store
@@ -41,7 +42,11 @@ class Scans:
         self._scanner = FileScanner(clock=clock, max_size=config.scan.max_file_size)
         self._finder = files.Finder()
         self.watcher = TargetWatcher(
-            prober=prober, scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size), clock=clock
+            prober=prober,
+            scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size),
+            clock=clock,
+            sender=sender,
+            on_observed=store.update_target,
         )
 
     def scan_files(self) -> None:

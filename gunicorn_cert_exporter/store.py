@@ -6,7 +6,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from gunicorn_cert_exporter.model import ScanStats, Snapshot
+from gunicorn_cert_exporter.model import ScanStats, Snapshot, TargetState
 
 
 class Store:
@@ -25,6 +25,12 @@ class Store:
         """Replace some parts of the snapshot in one step."""
         with self._lock:
             self._snapshot = replace(self._snapshot, **parts)
+
+    def update_target(self, state: TargetState) -> None:
+        """Publish one target's state ahead of its scan's end (a reload is about to be confirmed)."""
+        with self._lock:
+            others = tuple(t for t in self._snapshot.targets if t.name != state.name)
+            self._snapshot = replace(self._snapshot, targets=(*others, state))
 
     def record_scan(self, kind: str, stats: ScanStats, **parts: Any) -> None:  # noqa: ANN401
         """Publish the results of one scan together with its timing."""

@@ -41,7 +41,9 @@ class TargetWatcher:
         sender: gunicorn.SignalSender = gunicorn.send_signal,
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
+        on_observed: Callable[[TargetState], None] | None = None,
     ) -> None:
+        self._on_observed = on_observed or (lambda _state: None)
         self._prober = prober
         self._scanner = scanner
         self._clock = clock
@@ -76,6 +78,7 @@ class TargetWatcher:
         if decision.action is not drift.Action.SIGNAL:
             self._log.info("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
             return state
+        self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
         return self._reload(target, memory, state)
 
     def _observe(self, target: GunicornTarget, memory: _Memory, endpoint: EndpointResult) -> TargetState:

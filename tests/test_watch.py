@@ -192,3 +192,26 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
     for _ in range(3):  # cooldown: the drift remains, no second signal
         assert s.scan().reload_signals == 1
     assert swallowed == [signal.SIGHUP]
+
+
+def test_drift_is_published_before_the_reload_is_confirmed(setup: object) -> None:
+    from gunicorn_cert_exporter.config import Config
+    from gunicorn_cert_exporter.scheduler import Scans
+    from gunicorn_cert_exporter.store import Store
+
+    s: Setup = setup("gevent")  # type: ignore[operator]
+    store = Store()
+    published_at_signal: list[list[bool]] = []
+
+    def sender(identity: gunicorn.MasterIdentity, signum: int) -> None:
+        published_at_signal.append([d.mismatch for t in store.snapshot.targets for d in t.drift])
+        gunicorn.send_signal(identity, signum)
+
+    scans = Scans(config=Config(gunicorn=[s.target]), store=store, prober=Prober(), sender=sender)
+    scans.scan_targets()
+    time.sleep(1.1)
+    rotate(s.directory, s.pki.leaf(s.root))
+    scans.scan_targets()
+    assert published_at_signal == [[True]]  # what /metrics showed while the reload was being confirmed
+    assert [d.mismatch for t in store.snapshot.targets for d in t.drift] == [False]
+    assert store.snapshot.targets[0].reload_signals == 1
