@@ -58,10 +58,12 @@ def compare(
     return tuple(out)
 
 
-def decide(
-    *, rules: ReloadConfig, state: TargetState, signals: Sequence[float], same_master: bool, now: float
-) -> Decision:
-    """Apply every safety rule of a reload, in order; the first that fails explains the decision."""
+def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float) -> Decision:
+    """Apply every safety rule of a reload, in order; the first that fails explains the decision.
+
+    ``signals`` are the times of earlier attempts. That the master is still the one proven here (pid and start
+    time) is checked again when the signal is sent, through a pidfd.
+    """
     drifting = [d for d in state.drift if d.mismatch]
     if not drifting:
         return Decision(Action.NONE, "no drift")
@@ -79,8 +81,8 @@ def decide(
         return Decision(Action.BLOCKED, "key_file does not match cert_file")
     if not leaf.not_before <= now < leaf.not_after:
         return Decision(Action.BLOCKED, "cert_file is not valid now")
-    if not state.master.up or not same_master:
-        return Decision(Action.BLOCKED, "master not proven the same Gunicorn master")
+    if not state.master.up:
+        return Decision(Action.BLOCKED, "master not proven a live Gunicorn master")
     workers_since = state.master.workers_since
     if workers_since is not None and state.cert.changed_at is not None and workers_since > state.cert.changed_at:
         # Every worker started after the file changed and still serves another leaf: a HUP would not help.

@@ -75,10 +75,11 @@ class Prober:
             return ()
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe") as pool:
             resolved = [pool.submit(self._resolve, c) for c in configs]
+            started = time.monotonic()  # one deadline per endpoint from the start: stalled resolvers don't add up
             plans = []
             for config, future in zip(configs, resolved, strict=True):
                 try:
-                    plans.append(future.result(timeout=config.timeout))
+                    plans.append(future.result(timeout=max(started + config.timeout - time.monotonic(), 0.0)))
                 except FutureTimeout:
                     plans.append((config, EndpointReason.DNS_FAILURE, "resolver timed out", []))
             futures = [[pool.submit(self.probe_address, a) for a in attempts] for *_, attempts in plans]

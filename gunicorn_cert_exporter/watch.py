@@ -69,9 +69,7 @@ class TargetWatcher:
         """Observe one target, then act on the decision."""
         memory = self._memory.setdefault(target.name, _Memory())
         state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
-        decision = drift.decide(
-            rules=target.reload, state=state, signals=memory.signals, same_master=state.master.up, now=self._clock()
-        )
+        decision = drift.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
         if decision.action in (drift.Action.NONE, drift.Action.WAIT):
             self._log.debug("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
             return state
@@ -88,7 +86,8 @@ class TargetWatcher:
         self._files[target.cert_file], self._files[target.key_file] = cert, key
         master = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
         if master.up and master.workers_since is not None:
-            memory.last_reload = master.workers_since
+            # Never backwards: process start times carry the boot time's one-second rounding.
+            memory.last_reload = max(master.workers_since, memory.last_reload or 0.0)
         leaf = cert.certs[0] if cert.certs else None
         drifts = drift.compare(endpoint=endpoint, file_leaf=leaf, previous=memory.drift, now=now)
         memory.drift = drifts
@@ -111,14 +110,14 @@ class TargetWatcher:
             return state
         identity = gunicorn.MasterIdentity(master.pid, master.start_time)
         sent_at = self._clock()
+        # Every attempt counts toward cooldown and max_per_hour, failed ones too: nothing may retry in a loop.
+        memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR] + [sent_at]
         try:
             self._sender(identity, signal.SIGHUP)
         except (ProcessLookupError, PermissionError, OSError) as exc:
             memory.failures_total += 1
             self._log.warning("reload failed", extra=_audit(target, state, "signal_failed", type(exc).__name__))
             return replace(state, reload_failures=memory.failures_total)
-        memory.signals.append(sent_at)
-        memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR]
         memory.signals_total += 1
         endpoint, confirmed = self._confirm(target, state, identity)
         outcome = "confirmed" if confirmed else "not_confirmed"

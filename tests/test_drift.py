@@ -12,6 +12,7 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
+    MasterReason,
     MasterState,
     ProcessInfo,
     TargetState,
@@ -74,11 +75,10 @@ def test_key_match(pki: PKI, root: Issued) -> None:
 
 def test_reload_allowed_only_when_every_rule_holds(pki: PKI, root: Issued) -> None:
     state, _, _ = _state(pki, root)
-    ok = drift.decide(rules=RULES, state=state, signals=[], same_master=True, now=T0)
+    ok = drift.decide(rules=RULES, state=state, signals=[], now=T0)
     assert ok.action is drift.Action.SIGNAL
     assert (
-        drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], same_master=True, now=T0).action
-        is drift.Action.DRY_RUN
+        drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], now=T0).action is drift.Action.DRY_RUN
     )
 
 
@@ -88,30 +88,20 @@ def replace_rules(**changes: object) -> ReloadConfig:
 
 def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued) -> None:
     state, _, new = _state(pki, root)
-    other = pki.leaf(root)
     expired = pki.leaf(root, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
     cases = {
-        "reload disabled": (replace_rules(enabled=False), state, [], True),
-        "waiting": (replace_rules(after=3600), state, [], True),
-        "cert_file does not parse": (
-            RULES,
-            replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)),
-            [],
-            True,
-        ),
-        "key_file does not match": (RULES, replace(state, key_match=False), [], True),
-        "not valid now": (RULES, replace(state, cert=_file(expired), key=_key(expired)), [], True),
-        "master not proven": (RULES, state, [], False),
-        "workers already restarted": (RULES, replace(state, cert=_file(new, changed_at=T0 - 9999)), [], True),
-        "cooldown": (RULES, state, [T0 - 60], True),
-        "max_per_hour": (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000], True),
+        "reload disabled": (replace_rules(enabled=False), state, []),
+        "waiting": (replace_rules(after=3600), state, []),
+        "cert_file does not parse": (RULES, replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)), []),
+        "key_file does not match": (RULES, replace(state, key_match=False), []),
+        "not valid now": (RULES, replace(state, cert=_file(expired), key=_key(expired)), []),
+        "master not proven": (RULES, replace(state, master=MasterState(error=MasterReason.NO_PROCESS)), []),
+        "workers already restarted": (RULES, replace(state, cert=_file(new, changed_at=T0 - 9999)), []),
+        "cooldown": (RULES, state, [T0 - 60]),
+        "max_per_hour": (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000]),
     }
-    for expected, (rules, case, signals, same) in cases.items():
-        decision = drift.decide(rules=rules, state=case, signals=signals, same_master=same, now=T0)
+    for expected, (rules, case, signals) in cases.items():
+        decision = drift.decide(rules=rules, state=case, signals=signals, now=T0)
         assert decision.action is not drift.Action.SIGNAL, expected
         assert expected in decision.reason, (expected, decision.reason)
-    assert (
-        drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], same_master=True, now=T0).action
-        is drift.Action.NONE
-    )
-    del other
+    assert drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], now=T0).action is drift.Action.NONE

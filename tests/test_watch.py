@@ -215,3 +215,21 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: object) -> Non
     assert published_at_signal == [[True]]  # what /metrics showed while the reload was being confirmed
     assert [d.mismatch for t in store.snapshot.targets for d in t.drift] == [False]
     assert store.snapshot.targets[0].reload_signals == 1
+
+
+def test_a_signal_that_fails_still_counts_toward_cooldown(setup: object) -> None:
+    s: Setup = setup("gevent")  # type: ignore[operator]
+    attempts: list[int] = []
+
+    def refused(identity: gunicorn.MasterIdentity, signum: int) -> None:
+        attempts.append(signum)
+        raise PermissionError(1, "Operation not permitted")
+
+    s.watcher._sender = refused
+    s.scan()
+    time.sleep(1.1)
+    rotate(s.directory, s.pki.leaf(s.root))
+    for _ in range(3):
+        state = s.scan()
+    assert attempts == [signal.SIGHUP]  # one attempt, then cooldown: no retry on every scan
+    assert (state.reload_signals, state.reload_failures) == (0, 1)
