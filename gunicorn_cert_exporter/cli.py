@@ -86,7 +86,9 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
     rows = check.evaluate(snap, now=time.time(), warning=args.warning, critical=args.critical)
-    sys.stdout.write(check.as_json(rows) if args.output == "json" else check.as_table(rows))
+    text = check.as_json(rows) if args.output == "json" else check.as_table(rows)
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))  # file names may not be UTF-8
+    sys.stdout.flush()
     return int(check.verdict(rows))
 
 

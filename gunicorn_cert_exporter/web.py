@@ -160,7 +160,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(Response(HTTPStatus.OK, b"ok\n"))
         elif url.path == "/":
             page = status.render(app.snapshot(), now=app.clock())
-            self._send(Response(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8"))
+            # File names may hold bytes that are not UTF-8 (surrogates here): show them escaped, never fail.
+            self._send(Response(HTTPStatus.OK, page.encode("utf-8", "backslashreplace"), "text/html; charset=utf-8"))
         else:
             self._send(Response(HTTPStatus.NOT_FOUND, b"not found\n"))
 

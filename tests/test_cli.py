@@ -122,3 +122,14 @@ def test_default_config_serves_real_series_with_no_arguments() -> None:
 
 def test_python_dash_m_and_console_script_agree() -> None:
     assert run("--version").stdout.strip().endswith(os.environ.get("GCE_VERSION", "0.1.0"))
+
+
+def test_check_prints_file_names_that_are_not_utf8(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
+    (tmp_path / "config.yaml").write_text("files: [{paths: ['*.pem']}]\n")  # relative: the name shows whole
+    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    for output in ("table", "json"):
+        result = subprocess.run([*EXPORTER, "check", "--config", "config.yaml", "--output", output], cwd=tmp_path,
+                                capture_output=True, timeout=60, check=False, env=strict)  # fmt: skip
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+        assert b"bad\\udcff.pem" in result.stdout

@@ -277,3 +277,15 @@ def test_min_version_refuses_older_clients(run_exporter: object, tmp_path: Path,
     new = ssl.create_default_context(cadata=root.cert_pem.decode())
     with urllib.request.urlopen(exporter.url + "/healthz", context=new, timeout=5) as response:
         assert response.status == 200
+
+
+def test_file_names_that_are_not_utf8_are_shown_escaped(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+    import os
+
+    (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/*.pem']}}]")  # type: ignore[operator]
+    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    status, page = exporter.get("/")
+    assert status == 200
+    assert b"bad\\udcff.pem" in page
+    assert any("bad\\udcff.pem" in key for key in exporter.metrics())
