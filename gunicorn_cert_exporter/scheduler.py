@@ -35,6 +35,7 @@ class Scans:
         sender: gunicorn.SignalSender = gunicorn.send_signal,
     ) -> None:
         self.config = config
+        self._retired = False
         self._store = store
         self._prober = prober
         self._clock = clock
@@ -76,7 +77,13 @@ class Scans:
         for job in (self.scan_files, self.scan_endpoints, self.scan_targets):
             job()
 
+    def retire(self) -> None:
+        """Stop publishing: a scan of a replaced config that ends late must not bring back its sources."""
+        self._retired = True
+
     def _publish(self, kind: str, started: float, **parts: object) -> None:
+        if self._retired:
+            return
         took = time.monotonic() - started
         self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})
@@ -103,7 +110,8 @@ class Scheduler:
 
     def replace(self, scans: Scans) -> None:
         """Swap the scheduled scans for those of a new config; the new ones run at once."""
-        self._scans = scans
+        old, self._scans = self._scans, scans
+        old.retire()
         self._schedule(scans)
 
     def shutdown(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
@@ -59,6 +60,7 @@ class Service:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._load = load
+        self._reloading = threading.Lock()  # SIGHUP and POST /-/reload may arrive together
         self._store = store
         self._prober = prober
         self._clock = clock
@@ -82,6 +84,10 @@ class Service:
 
     def reload(self) -> list[str]:
         """Load the config again; on any problem keep the running one and report the problems."""
+        with self._reloading:
+            return self._reload()
+
+    def _reload(self) -> list[str]:
         try:
             new = self._load()
         except ConfigError as exc:

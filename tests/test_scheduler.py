@@ -65,3 +65,21 @@ def test_scheduler_runs_every_scan_at_start(run_exporter: object, tmp_path: Path
     assert kinds == {
         f'gunicorn_cert_exporter_last_scan_timestamp_seconds{{kind="{k}"}}' for k in ("files", "endpoints", "gunicorn")
     }
+
+
+def test_a_scan_of_a_replaced_config_does_not_publish_when_it_ends(tmp_path: Path, root: Issued) -> None:
+    from gunicorn_cert_exporter.config import load
+    from gunicorn_cert_exporter.endpoints import Prober
+    from gunicorn_cert_exporter.scheduler import Scans, Scheduler
+    from gunicorn_cert_exporter.store import Store
+
+    (tmp_path / "old.pem").write_bytes(root.cert_pem)
+    (tmp_path / "new.pem").write_bytes(root.cert_pem)
+    store = Store()
+    old = Scans(config=load(f"files: [{{paths: ['{tmp_path}/old.pem']}}]"), store=store, prober=Prober())
+    new = Scans(config=load(f"files: [{{paths: ['{tmp_path}/new.pem']}}]"), store=store, prober=Prober())
+    scheduler = Scheduler(old)
+    new.scan_files()
+    scheduler.replace(new)  # (not started: only the swap matters here)
+    old.scan_files()  # the old config's scan, still running at the swap, ends now
+    assert [f.path for f in store.snapshot.files] == [f"{tmp_path}/new.pem"]
