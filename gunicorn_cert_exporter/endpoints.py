@@ -113,10 +113,9 @@ class Prober:
         config = attempt.config
         started = self._clock()
         deadline = started + config.timeout
-        try:
-            context = self._context(config)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            return _failure(attempt, EndpointReason.CLIENT_CERT_UNAVAILABLE, f"TLS setup: {_short(exc)}")
+        context = self._context(config)
+        if isinstance(context, tuple):
+            return _failure(attempt, *context)
         sock = socket.socket(attempt.family, socket.SOCK_STREAM)
         try:
             sock.settimeout(config.timeout)
@@ -175,15 +174,23 @@ class Prober:
             handshake_seconds=elapsed,
         )
 
-    def _context(self, config: EndpointConfig) -> ssl.SSLContext:
+    def _context(self, config: EndpointConfig) -> ssl.SSLContext | tuple[EndpointReason, str]:
+        """Return the client context for these files as they are now (rebuilt when one changes), or why not."""
         key = tuple((path, _mtime(path)) for path in (config.ca_file, config.client_cert, config.client_key) if path)
         with self._lock:
             context = self._contexts.get(key)
-            if context is None:
+            if context is not None:
+                return context
+            try:
                 context = ssl.create_default_context(cafile=config.ca_file)
-                if config.client_cert:
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                return EndpointReason.CA_FILE_UNAVAILABLE, f"ca_file: {_short(exc)}"
+            if config.client_cert:
+                try:
                     context.load_cert_chain(config.client_cert, config.client_key)
-                self._contexts[key] = context
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    return EndpointReason.CLIENT_CERT_UNAVAILABLE, f"client_cert/client_key: {_short(exc)}"
+            self._contexts[key] = context
             return context
 
 

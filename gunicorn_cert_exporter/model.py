@@ -37,6 +37,7 @@ class EndpointReason(str, Enum):
     HANDSHAKE_FAILURE = "handshake_failure"
     STARTTLS_FAILED = "starttls_failed"
     CLIENT_CERT_UNAVAILABLE = "client_cert_unavailable"
+    CA_FILE_UNAVAILABLE = "ca_file_unavailable"
     ERROR = "error"
 
 

@@ -132,6 +132,8 @@ def test_client_certificate_is_presented_for_mtls(
         server, ca_file=ca_file, client_cert=str(tmp_path / "nope.pem"), client_key=str(tmp_path / "nope.key")
     )
     assert missing.error is EndpointReason.CLIENT_CERT_UNAVAILABLE
+    no_ca = probe_one(server, ca_file=str(tmp_path / "no-such-ca.pem"))
+    assert no_ca.error is EndpointReason.CA_FILE_UNAVAILABLE
 
 
 @pytest.mark.parametrize("host", HOSTS)
