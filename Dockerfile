@@ -3,7 +3,8 @@ FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gunicorn_cert_exporter ./gunicorn_cert_exporter
-RUN pip install --no-cache-dir --prefix=/install .
+# The README's install: the exporter with its `demo` extra (Gunicorn), so `docker run IMAGE demo` works too.
+RUN pip install --no-cache-dir --prefix=/install '.[demo]'
 
 FROM python:3.12-slim
 COPY --from=build /install /usr/local

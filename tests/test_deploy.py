@@ -51,6 +51,8 @@ def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
 
 def test_dockerfile_matches_the_readme_install() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "pip install --no-cache-dir --prefix=/install ." in dockerfile
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install '.[demo]'" in readme
+    assert "pip install --no-cache-dir --prefix=/install '.[demo]'" in dockerfile
     assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
     assert "USER 65532" in dockerfile
