@@ -14,7 +14,7 @@ from gunicorn_cert_exporter import files, gunicorn
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.files import FileScanner
-from gunicorn_cert_exporter.model import ScanStats
+from gunicorn_cert_exporter.model import ScanStats, TargetState
 from gunicorn_cert_exporter.store import Store
 from gunicorn_cert_exporter.watch import TargetWatcher
 
@@ -22,7 +22,10 @@ KINDS = ("files", "endpoints", "gunicorn")
 
 
 class Scans:
-    """The three scans of a config; each publishes a whole part of the snapshot when it ends."""
+    """The three scans of a config; each publishes a whole part of the snapshot when it ends.
+
+    The one exception: a target about to be reloaded is published first, so its drift shows during the reload.
+    """
 
     def __init__(
         self,
@@ -47,7 +50,7 @@ class Scans:
             scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size),
             clock=clock,
             sender=sender,
-            on_observed=store.update_target,
+            on_observed=self._observed,
         )
 
     def scan_files(self) -> None:
@@ -76,6 +79,10 @@ class Scans:
         """Run each scan once, in order (used by `check` and at start-up)."""
         for job in (self.scan_files, self.scan_endpoints, self.scan_targets):
             job()
+
+    def _observed(self, state: TargetState) -> None:
+        if not self._retired:
+            self._store.update_target(state)
 
     def retire(self) -> None:
         """Stop publishing: a scan of a replaced config that ends late must not bring back its sources."""
