@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
 _PIDFILE_RETRIES = 10
 _PIDFILE_RETRY_SECONDS = 0.05  # Gunicorn unlinks and rewrites its pidfile on every HUP
 _PYTHON_NAMES = ("python", "pypy")
+_GUNICORN_SCRIPT = re.compile(r"^gunicorn3?$")  # the console script; Debian's package names it gunicorn3
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +67,14 @@ def is_gunicorn(cmdline: tuple[str, ...]) -> bool:
     if cmdline[0].startswith("gunicorn: "):  # setproctitle installed
         return True
     first = os.path.basename(cmdline[0])
-    if first.startswith("gunicorn"):
+    if _GUNICORN_SCRIPT.match(first):
         return True
     if first.startswith(_PYTHON_NAMES):
         args = [a for a in cmdline[1:] if not a.startswith("-") or a == "-m"]
         if args[:2] == ["-m", "gunicorn"]:
             return True
-        return bool(args) and os.path.basename(args[0]).startswith("gunicorn")
+        # The script's exact name: "gunicorn-cert-exporter" or "gunicorn_start" are other programs.
+        return bool(args) and bool(_GUNICORN_SCRIPT.match(os.path.basename(args[0])))
     return False
 
 

@@ -109,6 +109,11 @@ def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki
         (("bash", "/usr/local/bin/run-gunicorn.sh"), False),
         (("python3", "-m", "http.server"), False),
         (("python3", "manage.py", "--gunicorn"), False),
+        (("/usr/bin/gunicorn3", "app:app"), True),
+        (("/venv/bin/python3", "/venv/bin/gunicorn-cert-exporter", "demo"), False),  # this exporter
+        (("/usr/local/bin/gunicorn-cert-exporter", "serve"), False),
+        (("python3", "-m", "gunicorn_cert_exporter"), False),
+        (("/usr/local/bin/gunicorn_start",), False),
         ((), False),
     ],
 )
