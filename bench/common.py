@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gunicorn_cert_exporter.demo import issue
+from gunicorn_cert_exporter.demo import free_port, issue
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -119,12 +118,6 @@ class Fleet:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Exporter:

@@ -34,6 +34,7 @@ from common import Exporter, Fleet, machine, make_tree, percentile, ssl_client_c
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter import files
 from gunicorn_cert_exporter.collector import SnapshotCollector
+from gunicorn_cert_exporter.demo import free_port
 from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.files import FileScanner
 from gunicorn_cert_exporter.store import Store
@@ -170,7 +171,7 @@ class _Blackbox:
             "modules:\n  tls:\n    prober: tcp\n    timeout: 10s\n    tcp:\n      tls: true\n"
             "      tls_config: {insecure_skip_verify: true}\n"
         )
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [binary, f"--config.file={work / 'bb.yml'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=subprocess.DEVNULL,
@@ -195,12 +196,6 @@ class _Blackbox:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape_figures(directory: Path, endpoints: int, work: Path) -> dict[str, float]:

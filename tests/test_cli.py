@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
+from gunicorn_cert_exporter.demo import free_port
 from tests.conftest import DAY, NOW, PKI, Issued, eventually
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
@@ -57,12 +57,6 @@ def test_bad_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     assert run("serve", "--config", str(tmp_path / "missing.yaml")).returncode == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_metrics(url: str, needle: str, timeout: float = 20) -> str:
     def fetch() -> str | None:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -74,7 +68,7 @@ def _wait_metrics(url: str, needle: str, timeout: float = 20) -> str:
 
 def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, pki: PKI, root: Issued) -> None:
     config = _config(tmp_path, ("a.pem", root.cert_pem))
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*EXPORTER, "--config", config, "--web.listen-address", f"127.0.0.1:{port}", "--log.format", "json"],
         stdout=subprocess.PIPE,
@@ -104,7 +98,7 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, pki: PKI, 
 
 
 def test_default_config_serves_real_series_with_no_arguments() -> None:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*EXPORTER, "--web.listen-address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
