@@ -20,9 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gunicorn_cert_exporter.demo import free_port, issue
-
-NOW = dt.datetime.now(dt.timezone.utc)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the benchmarks share the tests' helpers
+from tests.support import NOW, PKI, free_port, write_pair
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -31,18 +30,19 @@ def pem(cert: x509.Certificate) -> bytes:
 
 def make_tree(directory: Path, count: int) -> None:
     """Write ``count`` PEM files: two thirds single leaves, one third 3-cert bundles, each leaf distinct."""
-    root = issue("bench root", issuer=None, days=3650)
-    inter = issue("bench intermediate", issuer=root, days=1000, ca=True)
-    tail = pem(inter[0]) + pem(root[0])
+    pki = PKI()
+    root = pki.ca("bench root")
+    inter = pki.issue("bench intermediate", issuer=root, ca=True, not_after=NOW + dt.timedelta(days=1000))
+    tail = inter.cert_pem + root.cert_pem
     key = ec.generate_private_key(ec.SECP256R1())
-    builder_base = x509.CertificateBuilder().issuer_name(inter[0].subject).public_key(key.public_key())
+    builder_base = x509.CertificateBuilder().issuer_name(inter.cert.subject).public_key(key.public_key())
     for i in range(count):
         leaf = (
             builder_base.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"host-{i}.bench")]))
             .serial_number(x509.random_serial_number())
             .not_valid_before(NOW - dt.timedelta(days=1))
             .not_valid_after(NOW + dt.timedelta(days=30 + i % 300))
-            .sign(inter[1], hashes.SHA256())
+            .sign(inter.key, hashes.SHA256())
         )
         data = pem(leaf) + (tail if i % 3 == 2 else b"")
         sub = directory / f"d{i // 1000:03}"
@@ -92,13 +92,8 @@ class Fleet:
 
     def __init__(self, count: int, *, stall: int = 0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="gce-fleet-"))
-        cert, key = issue("localhost", issuer=issue("bench fleet CA", issuer=None, days=30), days=30)
-        (self.dir / "c.pem").write_bytes(pem(cert))
-        (self.dir / "k.pem").write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
+        pki = PKI()
+        write_pair(pki.leaf(pki.ca("bench fleet CA")), self.dir / "c.pem", self.dir / "k.pem")
         self.proc = subprocess.Popen(
             [
                 sys.executable,

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gunicorn_cert_exporter import certs
+from gunicorn_cert_exporter.sources import certs
 from tests.test_hostile_input import _RICH_DER, _SAMPLE_DER, _well_formed
 
 

@@ -25,19 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import Exporter, Fleet, machine, make_tree, percentile, ssl_client_context
 
 from gunicorn_cert_exporter import config as config_mod
-from gunicorn_cert_exporter import files
-from gunicorn_cert_exporter.collector import SnapshotCollector
-from gunicorn_cert_exporter.demo import free_port
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.files import FileScanner
-from gunicorn_cert_exporter.store import Store
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import files
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
+from tests.support import DAY, NOW, PKI, Gunicorn, free_port, write_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
@@ -235,14 +234,14 @@ def scrape_figures(directory: Path, endpoints: int, work: Path) -> dict[str, flo
 
 
 def drift_figures(work: Path) -> dict[str, float]:
-    from gunicorn_cert_exporter import demo
     from gunicorn_cert_exporter.service import Service
 
-    ca = demo.issue("bench CA", issuer=None, days=30)
+    pki = PKI()
+    ca = pki.ca("bench CA")
     cert_path, key_path = work / "cert.pem", work / "key.pem"
-    demo.write_pair(*demo.issue("localhost", issuer=ca, days=10), cert_path, key_path)
-    (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
-    server = demo.Gunicorn(work, worker_class="asgi", cert=cert_path, key=key_path)
+    write_pair(pki.leaf(ca, not_after=NOW + 10 * DAY), cert_path, key_path)
+    (work / "ca.pem").write_bytes(ca.cert_pem)
+    server = Gunicorn(work, worker_class="asgi", cert=cert_path, key=key_path)
     try:
         config_text = (
             "scan: {interval: 1s, jitter: 0%}\n"
@@ -253,14 +252,14 @@ def drift_figures(work: Path) -> dict[str, float]:
         loaded = config_mod.load(config_text)
         store = Store()
         service = Service(config=loaded, load=lambda: loaded, store=store, prober=Prober())
-        service.scheduler.start()
+        service.start()
         try:
             _until(lambda: store.snapshot.targets and store.snapshot.targets[0].master.up)
             time.sleep(1.1)
-            new = demo.issue("localhost", issuer=ca, days=90)
-            fingerprint = new[0].fingerprint(hashes.SHA256()).hex()
+            new = pki.leaf(ca)
+            fingerprint = new.fingerprint
             swapped = time.monotonic()
-            demo.write_pair(*new, cert_path, key_path)
+            write_pair(new, cert_path, key_path)
             _until(lambda: any(d.mismatch for t in store.snapshot.targets for d in t.drift)
                    or store.snapshot.targets[0].reload_signals > 0)  # fmt: skip
             seen = time.monotonic() - swapped
@@ -269,7 +268,7 @@ def drift_figures(work: Path) -> dict[str, float]:
                                for a in Prober().probe(probe_config).addresses), timeout=60)  # fmt: skip
             served = time.monotonic() - swapped
         finally:
-            service.scheduler.shutdown()
+            service.stop()
         return {"seen": seen, "served": served, "interval": 1.0}
     finally:
         server.stop()

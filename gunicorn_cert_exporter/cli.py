@@ -18,13 +18,13 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from gunicorn_cert_exporter import __version__, check, logs, webconfig
-from gunicorn_cert_exporter.collector import SnapshotCollector
+from gunicorn_cert_exporter import __version__, check, logs
 from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.scheduler import Scans
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service, load_config
-from gunicorn_cert_exporter.store import Store
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.web import webconfig
 
 DEFAULT_LISTEN = ":9793"
 _log = logging.getLogger("gunicorn_cert_exporter")
@@ -77,9 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, config: Config) -> int:
     logs.setup(level="error", fmt="logfmt")
-    store = Store()
-    Scans(config=config, store=store, prober=Prober()).run_all()
-    snap = store.snapshot
+    service = Service(config=config, load=lambda: config, store=Store(), prober=Prober())
+    service.scan_now()
+    snap = service.snapshot()
     if args.output == "prometheus":
         registry = CollectorRegistry(auto_describe=True)
         registry.register(SnapshotCollector(lambda: snap))
@@ -93,7 +93,7 @@ def _check(args: argparse.Namespace, config: Config) -> int:
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
-    from gunicorn_cert_exporter import web
+    from gunicorn_cert_exporter.web import server as web
 
     logs.setup(level=args.log_level, fmt=args.log_format)
     try:
@@ -104,9 +104,10 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         return 2
     store = Store()
     service = Service(config=config, load=lambda: load_config(args.config), store=store, prober=Prober())
-    app = service.app()
+    live = CollectorRegistry()  # series read at each scrape, beside the snapshot's pre-rendered ones
     for extra in (ProcessCollector, PlatformCollector, GCCollector):
-        extra(registry=app.exposition.live)
+        extra(registry=live)
+    app = web.app_for(service, live=live)
     tls = webconfig.ReloadingContext(web_config.tls_server_config) if web_config.tls_server_config else None
     try:
         server = web.listen(args.listen, app=app, auth=webconfig.BasicAuth(web_config.basic_auth_users), tls=tls)
@@ -123,7 +124,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    service.scheduler.start()
+    service.start()
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     host, port = server.socket.getsockname()[:2]
     _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
@@ -131,5 +132,5 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     _log.info("shutting down")
     server.shutdown()
     server.server_close()
-    service.scheduler.shutdown()
+    service.stop()
     return 0

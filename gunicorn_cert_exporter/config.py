@@ -79,13 +79,12 @@ def split_host_port(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def is_ip_literal(host: str) -> bool:
-    """Tell whether a host is an IPv4 or IPv6 literal rather than a name."""
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Return the address if a host is an IPv4 or IPv6 literal; None for a name."""
     try:
-        ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -161,7 +160,7 @@ class EndpointConfig(_Frozen):
         if self.server_name:
             return self.server_name
         host, _ = split_host_port(self.address)
-        return None if is_ip_literal(host) else host
+        return None if parse_ip(host) is not None else host
 
 
 class ReloadConfig(_Frozen):

@@ -16,115 +16,59 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-Scope = MutableMapping[str, Any]
+from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.service import Service
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.web import server as web
+from gunicorn_cert_exporter.web import webconfig
 
 
-async def asgi_app(
-    scope: Scope, receive: Callable[[], Awaitable[Scope]], send: Callable[[Scope], Awaitable[None]]
-) -> None:
-    """Answer every request with 'ok' (the app Gunicorn serves in the demo and the tests)."""
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok\n"})
+class _Gunicorn:
+    """The demo's Gunicorn: TLS on a loopback port, ``asgi`` workers, a pidfile; stopped at the end of the story."""
 
-
-def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """Answer every request with 'ok' (for the WSGI worker classes)."""
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\n"]
-
-
-def free_port() -> int:
-    """Return a TCP port that is free on 127.0.0.1 now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Gunicorn:
-    """A real Gunicorn serving TLS on loopback, started as a child process."""
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        worker_class: str,
-        cert: Path,
-        key: Path,
-        workers: int = 2,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.port = free_port()
-        self.workers = workers
+    def __init__(self, directory: Path, *, cert: Path, key: Path, workers: int = 2) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.address = f"127.0.0.1:{self.port}"
         self.pidfile = directory / "gunicorn.pid"
-        self.log = directory / "gunicorn.log"
-        is_asgi = worker_class == "asgi" or "uvicorn" in worker_class.lower()
-        app = "gunicorn_cert_exporter.demo:" + ("asgi_app" if is_asgi else "wsgi_app")
+        self._log = directory / "gunicorn.log"
         command = [
-            sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
-            "--certfile", str(cert), "--keyfile", str(key), "-b", f"127.0.0.1:{self.port}",
-            "--pid", str(self.pidfile), "--graceful-timeout", "5", app,
+            sys.executable, "-m", "gunicorn", "-k", "asgi", "-w", str(workers), "--certfile", str(cert),
+            "--keyfile", str(key), "-b", self.address, "--pid", str(self.pidfile), "--graceful-timeout", "5",
+            "gunicorn_cert_exporter.demo_app:asgi_app",
         ]  # fmt: skip
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env={**os.environ, **(env or {})}
-            )
-        self._wait_ready()
+        with open(self._log, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+        self._wait_booted(workers)
 
-    @property
-    def address(self) -> str:
-        """Return host:port."""
-        return f"127.0.0.1:{self.port}"
-
-    def _wait_ready(self, timeout: float = 30.0) -> None:
-        """Wait until every worker has booted and a TLS handshake completes.
-
-        The listening socket accepts before any worker exists, so a connection proves nothing; a worker still
-        booting while the cert/key pair is rotated would load half of it and be replaced.
-        """
-        import psutil
-
+    def _wait_booted(self, workers: int, timeout: float = 30.0) -> None:
+        """Wait for every worker to boot: one still booting while the pair is renewed would load half of it."""
         deadline = time.monotonic() + timeout
-        first_seen: dict[int, float] = {}
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.log.read_text()[-2000:]}")
-            now = time.monotonic()
-            children = [c.pid for c in psutil.Process(self.process.pid).children()]
-            for pid in children:
-                first_seen.setdefault(pid, now)
-            settled = len(children) >= self.workers and all(now - first_seen[pid] >= 1.0 for pid in children)
-            if settled and self.pidfile.exists() and self._handshake():
+                raise RuntimeError(f"gunicorn exited: {self._log.read_text()[-2000:]}")
+            if self._log.read_text().count("Booting worker") >= workers and self._serves_tls():
+                time.sleep(1.0)  # a booted worker still imports the app and loads the cert
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"gunicorn not ready after {timeout:.0f}s: {self._log.read_text()[-2000:]}")
 
-    def _handshake(self) -> bool:
+    def _serves_tls(self) -> bool:
         context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         try:
-            with (
-                socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
-                context.wrap_socket(sock) as tls,
-            ):
-                return tls.version() is not None
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock, context.wrap_socket(sock):
+                return True
         except OSError:
             return False
 
@@ -199,7 +143,7 @@ def run() -> int:
     # The demo scans every second; a reload being confirmed overruns that, which APScheduler would narrate.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     work = Path(tempfile.mkdtemp(prefix="gce-demo-"))
-    launched: list[Gunicorn] = []
+    launched: list[_Gunicorn] = []
     try:
         return _story(work, launched)
     except (TimeoutError, RuntimeError, OSError) as exc:
@@ -217,11 +161,7 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _story(work: Path, launched: list[Gunicorn]) -> int:
-    from gunicorn_cert_exporter import config, web, webconfig
-    from gunicorn_cert_exporter.endpoints import Prober
-    from gunicorn_cert_exporter.service import Service
-    from gunicorn_cert_exporter.store import Store
+def _story(work: Path, launched: list[_Gunicorn]) -> int:
 
     started = time.monotonic()
     ca = issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
@@ -231,7 +171,7 @@ def _story(work: Path, launched: list[Gunicorn]) -> int:
     (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
     fp_old = old[0].fingerprint(hashes.SHA256()).hex()
     _say("1/7", f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
-    server = Gunicorn(work, worker_class="asgi", cert=cert_path, key=key_path)
+    server = _Gunicorn(work, cert=cert_path, key=key_path)
     launched.append(server)
     pid = server.pidfile.read_text().strip()
     _say("2/7", f"Gunicorn (asgi worker: loads the cert once per worker) serves TLS on {server.address}, master {pid}")
@@ -244,10 +184,10 @@ def _story(work: Path, launched: list[Gunicorn]) -> int:
     )
     loaded = config.load_file(str(work / "config.yaml"))
     service = Service(config=loaded, load=lambda: loaded, store=Store(), prober=Prober())
-    http = web.listen("127.0.0.1:0", app=service.app(), auth=webconfig.BasicAuth({}), tls=None)
+    http = web.listen("127.0.0.1:0", app=web.app_for(service), auth=webconfig.BasicAuth({}), tls=None)
     threading.Thread(target=http.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{http.socket.getsockname()[1]}/metrics"
-    service.scheduler.start()
+    service.start()
     try:
         mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
         metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0)
@@ -275,7 +215,7 @@ def _story(work: Path, launched: list[Gunicorn]) -> int:
         print(f"\n{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
         return 0 if ok else 1
     finally:
-        service.scheduler.shutdown()
+        service.stop()
         http.shutdown()
         http.server_close()
 

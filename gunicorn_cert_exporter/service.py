@@ -1,4 +1,4 @@
-"""The running exporter: current config, scans, config reload and /probe, as the HTTP layer sees them."""
+"""The running exporter: its config, store and scheduled scans, config reload and one-off probes."""
 
 from __future__ import annotations
 
@@ -6,24 +6,41 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from http import HTTPStatus
+from dataclasses import dataclass
+from enum import Enum
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gunicorn_cert_exporter import allowlist
 from gunicorn_cert_exporter import config as config_mod
-from gunicorn_cert_exporter import probe as probe_mod
-from gunicorn_cert_exporter.collector import Families, SnapshotCollector, add_endpoint
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.exposition import Exposition
-from gunicorn_cert_exporter.model import EndpointResult
-from gunicorn_cert_exporter.scheduler import Scans, Scheduler
-from gunicorn_cert_exporter.store import Store
-from gunicorn_cert_exporter.web import App, Response
+from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
+from gunicorn_cert_exporter.model import EndpointResult, Snapshot
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.scheduler import Scheduler
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.sources.endpoints import Prober
 
 _log = logging.getLogger("gunicorn_cert_exporter")
+
+
+class ProbeRefusal(str, Enum):
+    """Why a /probe request was not carried out (the web layer turns these into status codes)."""
+
+    MALFORMED = "malformed"
+    NOT_ALLOWED = "not_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeOutcome:
+    """A probe's own registry, or why there was no probe."""
+
+    registry: CollectorRegistry | None = None
+    refusal: ProbeRefusal | None = None
+    message: str = ""
 
 
 class _ProbeCollector(Collector):
@@ -48,7 +65,11 @@ class _ProbeCollector(Collector):
 
 
 class Service:
-    """Own the config, the store and the scheduler; reload the config without losing the old one on error."""
+    """Own the config, the store and the scheduler; reload the config without losing the old one on error.
+
+    Lifecycle: ``start()`` schedules the scans (the first run at once), ``scan_now()`` runs each scan once in the
+    caller's thread, ``stop()`` stops scheduling.
+    """
 
     def __init__(
         self,
@@ -58,29 +79,40 @@ class Service:
         store: Store,
         prober: Prober,
         clock: Callable[[], float] = time.time,
+        sender: gunicorn.SignalSender = gunicorn.send_signal,
     ) -> None:
         self._load = load
         self._reloading = threading.Lock()  # SIGHUP and POST /-/reload may arrive together
         self._store = store
         self._prober = prober
         self._clock = clock
-        self.scheduler = Scheduler(self._scans(config))
+        self._sender = sender
+        self._scheduler = Scheduler(self._scans(config))
         store.update(config_reload_successful=True, config_reload_at=clock())
-
-    def app(self) -> App:
-        """Return what the HTTP layer serves: /metrics from the store's snapshot, /probe, /-/reload."""
-        registry = CollectorRegistry(auto_describe=True)
-        registry.register(SnapshotCollector(lambda: self._store.snapshot))
-        exposition = Exposition(snapshot=lambda: self._store.snapshot, registry=registry, live=CollectorRegistry())
-        return App(exposition=exposition, snapshot=lambda: self._store.snapshot, probe=self.probe, reload=self.reload)
 
     @property
     def config(self) -> Config:
         """Return the config in force."""
-        return self.scheduler.scans.config
+        return self._scheduler.scans.config
+
+    def snapshot(self) -> Snapshot:
+        """Return the last completed snapshot."""
+        return self._store.snapshot
+
+    def start(self) -> None:
+        """Schedule every scan of the config in force; the first runs start now."""
+        self._scheduler.start()
+
+    def scan_now(self) -> None:
+        """Run each scan of the config in force once, in this thread."""
+        self._scheduler.scans.run_all()
+
+    def stop(self) -> None:
+        """Stop scheduling scans."""
+        self._scheduler.shutdown()
 
     def _scans(self, config: Config) -> Scans:
-        return Scans(config=config, store=self._store, prober=self._prober, clock=self._clock)
+        return Scans(config=config, store=self._store, prober=self._prober, clock=self._clock, sender=self._sender)
 
     def reload(self) -> list[str]:
         """Load the config again; on any problem keep the running one and report the problems."""
@@ -94,32 +126,31 @@ class Service:
             self._store.update(config_reload_successful=False)
             _log.error("config reload failed; keeping the running config", extra={"problems": "; ".join(exc.problems)})
             return exc.problems
-        old = self.scheduler.scans
+        old = self._scheduler.scans
         scans = self._scans(new)
         scans.watcher.inherit(old.watcher)
-        self.scheduler.replace(scans)
+        self._scheduler.replace(scans)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")
         return []
 
-    def probe(self, query: dict[str, list[str]]) -> tuple[Response, CollectorRegistry | None]:
-        """Probe one target if ``probe.allow`` permits it; 400 for a malformed request, 403 if not allowed."""
-        targets, names = query.get("target", []), query.get("server_name", [])
-        if len(targets) != 1 or len(names) > 1:
-            return Response(HTTPStatus.BAD_REQUEST, b"exactly one target=host:port is required\n"), None
-        target, server_name = targets[0], (names[0] if names else None)
-        if probe_mod.parse_target(target) is None:
-            return Response(HTTPStatus.BAD_REQUEST, b"target must be host:port or [ipv6]:port\n"), None
-        if server_name is not None and not probe_mod.valid_server_name(server_name):
-            return Response(HTTPStatus.BAD_REQUEST, b"server_name must be a DNS name\n"), None
+    def probe(self, targets: list[str], server_names: list[str]) -> ProbeOutcome:
+        """Probe one target if ``probe.allow`` permits it; refuse a malformed or disallowed request."""
+        if len(targets) != 1 or len(server_names) > 1:
+            return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="exactly one target=host:port is required")
+        target, server_name = targets[0], (server_names[0] if server_names else None)
+        if allowlist.parse_target(target) is None:
+            return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="target must be host:port or [ipv6]:port")
+        if server_name is not None and not allowlist.valid_server_name(server_name):
+            return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="server_name must be a DNS name")
         allow = self.config.probe
-        if not probe_mod.allowed(target, allow.allow):
-            return Response(HTTPStatus.FORBIDDEN, b"target not allowed by probe.allow\n"), None
+        if not allowlist.allowed(target, allow.allow):
+            return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="target not allowed by probe.allow")
         started = time.monotonic()
         result = self._prober.probe(EndpointConfig(address=target, server_name=server_name, timeout=allow.timeout))
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_ProbeCollector(result, time.monotonic() - started))
-        return Response(HTTPStatus.OK, b""), registry
+        return ProbeOutcome(registry=registry)
 
 
 def load_config(path: str | None) -> Config:

@@ -8,8 +8,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from gunicorn_cert_exporter.demo import free_port
-from tests.conftest import DAY, NOW, PKI, Issued, RunningExporter, TLSServer, require_tool, server_context
+from tests.support import (
+    DAY,
+    NOW,
+    PKI,
+    Issued,
+    RunningExporter,
+    StartExporter,
+    TLSServer,
+    free_port,
+    require_tool,
+    server_context,
+)
 
 
 def _blackbox(binary: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -36,7 +46,12 @@ def _blackbox(binary: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int
 
 
 def test_leaf_expiry_and_fingerprint_agree_with_blackbox_exporter(
-    run_exporter: object, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued, intermediate: Issued
+    run_exporter: StartExporter,
+    tmp_path: Path,
+    tls_server: type[TLSServer],
+    pki: PKI,
+    root: Issued,
+    intermediate: Issued,
 ) -> None:
     binary = require_tool("prometheus-blackbox-exporter")
     leaf = pki.leaf(intermediate, not_after=NOW + 17 * DAY)  # expires before its issuers: the chain's earliest
@@ -54,8 +69,8 @@ def test_leaf_expiry_and_fingerprint_agree_with_blackbox_exporter(
     their_expiry = re.search(r"^probe_ssl_earliest_cert_expiry (\S+)$", theirs, re.MULTILINE)
     assert their_fingerprint and their_expiry, theirs
 
-    exporter: RunningExporter = run_exporter(f"endpoints: [{{address: '{server.address}'}}]")  # type: ignore[operator]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"endpoints: [{{address: '{server.address}'}}]")
+    exporter.scan_now()
     metrics = exporter.metrics()
     where = f'address="127.0.0.1",endpoint="{server.address}",index="0",server_name=""'
     ours_expiry = metrics[f"gunicorn_cert_endpoint_not_after_timestamp_seconds{{{where}}}"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from gunicorn_cert_exporter import certs
 from gunicorn_cert_exporter.model import FileReason
-from tests.conftest import DAY, NOW, PKI, Issued
+from gunicorn_cert_exporter.sources import certs
+from tests.support import DAY, NOW, PKI, Issued
 
 
 def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issued, intermediate: Issued) -> None:

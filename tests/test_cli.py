@@ -10,8 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from gunicorn_cert_exporter.demo import free_port
-from tests.conftest import DAY, NOW, PKI, Issued, eventually
+from tests.support import DAY, NOW, PKI, Issued, eventually, free_port
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
 

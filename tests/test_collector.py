@@ -5,9 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gunicorn_cert_exporter import certs
-from gunicorn_cert_exporter.collector import SnapshotCollector
-from gunicorn_cert_exporter.metrics import CATALOGUE
+from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import (
     AddressResult,
     EndpointReason,
@@ -17,8 +16,9 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     VerifyReason,
 )
-from gunicorn_cert_exporter.store import Store
-from tests.conftest import PKI, Issued
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import certs
+from tests.support import PKI, Issued
 
 
 def registry_for(store: Store) -> CollectorRegistry:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gunicorn_cert_exporter import config
-from tests.conftest import require_tool
+from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

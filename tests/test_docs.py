@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gunicorn_cert_exporter.metrics import CATALOGUE
+from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.model import EndpointReason, FileReason, MasterReason, VerifyReason
 
 ROOT = Path(__file__).resolve().parent.parent

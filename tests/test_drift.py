@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gunicorn_cert_exporter import certs, drift
 from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
     AddressDrift,
@@ -17,7 +16,9 @@ from gunicorn_cert_exporter.model import (
     ProcessInfo,
     TargetState,
 )
-from tests.conftest import DAY, NOW, PKI, Issued
+from gunicorn_cert_exporter.reload import drift
+from gunicorn_cert_exporter.sources import certs
+from tests.support import DAY, NOW, PKI, Issued
 
 T0 = NOW.timestamp()
 RULES = ReloadConfig(enabled=True, after=120, cooldown=900, max_per_hour=2)

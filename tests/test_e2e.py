@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gunicorn_cert_exporter.demo import Gunicorn, free_port
-from tests.conftest import (
+from tests.support import (
     DAY,
     NOW,
     PKI,
+    Gunicorn,
     Issued,
     RunningExporter,
+    StartExporter,
     TLSServer,
     eventually,
+    free_port,
     require_tool,
     server_context,
 )
@@ -62,12 +64,14 @@ def _query(prometheus: str, expr: str) -> dict[str, object]:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())  # type: ignore[no-any-return]
     except urllib.error.HTTPError as exc:
+        if exc.code == 503:  # Prometheus is still starting (TSDB): not an answer yet
+            raise ConnectionError("Prometheus not ready") from exc
         return json.loads(exc.read())  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 def stack(
-    run_exporter: object, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+    run_exporter: StartExporter, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> Iterator[tuple[str, Webhook, RunningExporter]]:
     """An exporter with seeded data, scraped by Prometheus, alerting to Alertmanager, which calls a webhook."""
     prometheus_bin, alertmanager_bin = require_tool("prometheus"), require_tool("prometheus-alertmanager")
@@ -83,7 +87,7 @@ def stack(
     (live_dir / "cert.pem").write_bytes(live_leaf.cert_pem)
     (live_dir / "key.pem").write_bytes(live_leaf.key_pem)
     live = Gunicorn(live_dir, worker_class="sync", cert=live_dir / "cert.pem", key=live_dir / "key.pem")
-    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
         f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
@@ -156,7 +160,7 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
         return [
             alert
             for note in webhook.received
-            for alert in note["alerts"]  # type: ignore[attr-defined]
+            for alert in note["alerts"]
             if alert["labels"]["alertname"] == "GunicornCertFileExpiringCritical"
         ]
 
@@ -164,7 +168,7 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
     labels = alerts[0]["labels"]  # type: ignore[index]
     assert labels["severity"] == "critical" and labels["path"].endswith("expiring.pem")
     assert labels["job"] == JOB
-    names = {a["labels"]["alertname"] for n in webhook.received for a in n["alerts"]}  # type: ignore[attr-defined]
+    names = {a["labels"]["alertname"] for n in webhook.received for a in n["alerts"]}
     assert "GunicornCertDrift" not in names  # drift is minutes old, the rule wants 15 of them
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, VerifyReason
-from tests.conftest import DAY, NOW, PKI, Issued, TLSServer, ipv6_available, server_context
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from tests.support import DAY, NOW, PKI, Issued, TLSServer, ipv6_available, server_context
 
 HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback"))]
 

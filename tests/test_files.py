@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from gunicorn_cert_exporter import certs, files
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.files import FileScanner, Wanted
 from gunicorn_cert_exporter.model import FileReason
-from tests.conftest import PKI, Issued
+from gunicorn_cert_exporter.sources import certs, files
+from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
+from tests.support import PKI, Issued
 
 
 def scan(*paths: Path | str, max_size: int = 1 << 20, **source: object) -> dict[str, tuple[FileReason | None, int]]:
@@ -176,9 +176,8 @@ def test_pkcs12_passwords_come_from_file_or_env(
 def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "f.pem"
     os.mkfifo(path)
-    scanner = FileScanner(clock=time.time, max_size=1 << 20)
     started = time.monotonic()
-    data, info = scanner._read(str(path))  # the open() a racing swap would reach
+    data, info = files.read_capped(str(path), 1 << 20)  # the open() a racing swap would reach
     assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gunicorn_cert_exporter import gunicorn
-from gunicorn_cert_exporter.demo import Gunicorn, free_port
 from gunicorn_cert_exporter.model import MasterReason, MasterState
-from tests.conftest import PKI, Issued, write_chain
+from gunicorn_cert_exporter.sources import gunicorn
+from tests.support import PKI, Gunicorn, Issued, free_port, write_chain
 
 
 def no_setproctitle(tmp_path: Path) -> dict[str, str]:
@@ -81,7 +80,7 @@ def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki
             "sh",
             "-c",
             f"{sys.executable} -m gunicorn --certfile {cert} --keyfile {key} "
-            f"-b 127.0.0.1:{port} gunicorn_cert_exporter.demo:wsgi_app; true",
+            f"-b 127.0.0.1:{port} gunicorn_cert_exporter.demo_app:wsgi_app; true",
         ],
         cwd=tmp_path,
     )

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gunicorn_cert_exporter import certs
-from gunicorn_cert_exporter.files import FileScanner, Wanted
 from gunicorn_cert_exporter.model import FileReason, Parsed
-from tests.conftest import PKI, Issued
+from gunicorn_cert_exporter.sources import certs, files
+from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
+from tests.support import PKI, Issued
 
 # Deterministic in the suite (CI must not turn red on a new random draw); bench/fuzz_parser.py runs the long
 # random campaign by hand.
@@ -137,7 +137,7 @@ def test_memory_is_bounded_by_the_size_cap_even_if_the_file_grows(tmp_path: Path
     scanner = FileScanner(clock=time.time, max_size=1 << 20)
     tracemalloc.start()
     try:
-        data, _ = scanner._read(str(huge))  # the read a file that grew after stat() would reach
+        data, _ = files.read_capped(str(huge), 1 << 20)  # the read a file that grew after stat() would reach
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -188,3 +188,19 @@ def test_data_symlink_swapped_during_scans_never_gives_a_broken_result(tmp_path:
         stop.set()
         swapper.join()
     assert seen <= {leaf.fingerprint for leaf in leaves} and seen
+
+
+def test_a_file_that_grows_between_stat_and_read_is_refused_as_too_large(tmp_path: Path, root: Issued) -> None:
+    """The size check after the read: stat saw a small file, the read found more than the cap."""
+    path = tmp_path / "growing.pem"
+    path.write_bytes(root.cert_pem)
+    cap = 4096
+
+    def read_after_growth(name: str, max_size: int) -> tuple[bytes, os.stat_result]:
+        info = os.stat(name)  # what the scanner saw, small
+        return root.cert_pem + b"\n" * (max_size + 1 - len(root.cert_pem)), info
+
+    scanner = FileScanner(clock=time.time, max_size=cap, reader=read_after_growth)
+    result = scanner.scan_one(Wanted(str(path)))
+    assert result.error is FileReason.TOO_LARGE
+    assert result.certs == ()

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.endpoints import Prober
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason
-from tests.conftest import PKI, Issued, TLSServer, server_context
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from tests.support import PKI, Issued, TLSServer, server_context
 
 
 def _read_record(sock: socket.socket) -> bytes:

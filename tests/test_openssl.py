@@ -7,7 +7,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.conftest import RunningExporter, require_tool
+from tests.support import RunningExporter, StartExporter, require_tool
 
 
 def _openssl(openssl: str, *args: str, cwd: Path) -> None:
@@ -27,7 +27,7 @@ def _facts(openssl: str, pem: Path) -> tuple[float, str]:
     return when, fingerprint
 
 
-def test_openssl_made_directory_matches_metrics(run_exporter: object, tmp_path: Path) -> None:
+def test_openssl_made_directory_matches_metrics(run_exporter: StartExporter, tmp_path: Path) -> None:
     openssl = require_tool("openssl")
     d = tmp_path / "certs"
     d.mkdir()
@@ -104,12 +104,12 @@ def test_openssl_made_directory_matches_metrics(run_exporter: object, tmp_path: 
         cwd=d,
     )
     (tmp_path / "pw").write_text("p12pass\n")
-    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter(
         f"files:\n"
         f"  - {{paths: ['{d}/*.pem', '{d}/*.der', '{d}/*.key']}}\n"
         f"  - {{paths: ['{d}/ed.p12'], format: pkcs12, password_file: '{tmp_path}/pw'}}\n"
     )
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter.scan_now()
     metrics = exporter.metrics()
     expected = {
         ("ca.pem", 0): "ca.pem",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import require_tool
+from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "gunicorn-cert-exporter.rules.yml"

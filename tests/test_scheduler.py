@@ -6,22 +6,23 @@ import threading
 import time
 from pathlib import Path
 
-from gunicorn_cert_exporter import files
-from gunicorn_cert_exporter.files import FileScanner
-from tests.conftest import PKI, Issued, RunningExporter
+import pytest
+
+from gunicorn_cert_exporter.sources import files
+from gunicorn_cert_exporter.sources.files import FileScanner
+from tests.support import PKI, Issued, RunningExporter, StartExporter
 
 
 def test_scrape_during_a_slow_scan_of_10000_files_answers_from_the_last_snapshot(
-    run_exporter: object, tmp_path: Path, pki: PKI, root: Issued, monkeypatch: object
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = tmp_path / "many"
     d.mkdir()
     pem = pki.leaf(root).cert_pem
     for i in range(10_000):
         (d / f"{i:05}.pem").write_bytes(pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{d}/*.pem']}}]")  # type: ignore[operator]
-    scans = exporter.service.scheduler.scans  # type: ignore[attr-defined]
-    scans.scan_files()
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{d}/*.pem']}}]")
+    exporter.scan_now()
     assert sum(1 for k in exporter.metrics() if k.startswith("gunicorn_cert_file_up{")) == 10_000
 
     # Slow the next scan: it stops halfway until the test lets it go.
@@ -34,9 +35,9 @@ def test_scrape_during_a_slow_scan_of_10000_files_answers_from_the_last_snapshot
             release.wait(60)
         return real_scan_one(self, item, previous)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(FileScanner, "scan_one", slow_scan_one)  # type: ignore[attr-defined]
+    monkeypatch.setattr(FileScanner, "scan_one", slow_scan_one)
     (d / "00000.pem").unlink()
-    worker = threading.Thread(target=scans.scan_files)
+    worker = threading.Thread(target=exporter.scan_now)
     worker.start()
     try:
         assert entered.wait(30)
@@ -51,11 +52,9 @@ def test_scrape_during_a_slow_scan_of_10000_files_answers_from_the_last_snapshot
     assert f'gunicorn_cert_file_up{{path="{d}/00000.pem"}}' not in exporter.metrics()
 
 
-def test_scheduler_runs_every_scan_at_start(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+def test_scheduler_runs_every_scan_at_start(run_exporter: StartExporter, tmp_path: Path, root: Issued) -> None:
     (tmp_path / "a.pem").write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
-        f"files: [{{paths: ['{tmp_path}/a.pem']}}]", schedule=True
-    )
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]", schedule=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         kinds = {k for k in exporter.metrics() if k.startswith("gunicorn_cert_exporter_last_scan_timestamp_seconds")}
@@ -69,9 +68,10 @@ def test_scheduler_runs_every_scan_at_start(run_exporter: object, tmp_path: Path
 
 def test_a_scan_of_a_replaced_config_does_not_publish_when_it_ends(tmp_path: Path, root: Issued) -> None:
     from gunicorn_cert_exporter.config import load
-    from gunicorn_cert_exporter.endpoints import Prober
-    from gunicorn_cert_exporter.scheduler import Scans, Scheduler
-    from gunicorn_cert_exporter.store import Store
+    from gunicorn_cert_exporter.scanning.scans import Scans
+    from gunicorn_cert_exporter.scanning.scheduler import Scheduler
+    from gunicorn_cert_exporter.scanning.store import Store
+    from gunicorn_cert_exporter.sources.endpoints import Prober
 
     (tmp_path / "old.pem").write_bytes(root.cert_pem)
     (tmp_path / "new.pem").write_bytes(root.cert_pem)

@@ -15,8 +15,7 @@ import bcrypt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from gunicorn_cert_exporter.demo import free_port
-from tests.conftest import PKI, Issued, TLSServer, server_context
+from tests.support import PKI, Issued, TLSServer, free_port, server_context
 
 PASSWORD = "Tr0ub4dor-secret-7731"
 WEB_PASSWORD = "scrape-pass-5521"

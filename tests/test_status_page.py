@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.conftest import DAY, NOW, PKI, Issued, RunningExporter, TLSServer, require_tool, server_context
+from tests.support import DAY, NOW, PKI, Issued, RunningExporter, StartExporter, TLSServer, require_tool, server_context
 
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -14,7 +14,7 @@ CHROMIUM_FLAGS = [
 
 
 def _seeded(
-    run_exporter: object, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+    run_exporter: StartExporter, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> RunningExporter:
     (tmp_path / "ok.pem").write_bytes(pki.leaf(root, "fine.example").cert_pem)
     (tmp_path / "soon.pem").write_bytes(pki.leaf(root, "soon.example", not_after=NOW + 5 * DAY).cert_pem)
@@ -22,18 +22,18 @@ def _seeded(
     (tmp_path / "evil.pem").write_bytes(evil.cert_pem)
     (tmp_path / "broken.pem").write_bytes(b"junk")
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root, "old.example"),)))
-    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter(
         f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/ok.pem, key_file: {tmp_path}/ok.pem, "
         f"endpoint: '{server.address}', server_name: localhost, pid: 999999}}]\n"
     )
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter.scan_now()
     return exporter
 
 
 def test_status_page_in_headless_chromium(
-    run_exporter: object, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+    run_exporter: StartExporter, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
     chromium = require_tool("chromium")
     exporter = _seeded(run_exporter, tmp_path, tls_server, pki, root)

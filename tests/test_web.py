@@ -12,14 +12,15 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from gunicorn_cert_exporter import probe, webconfig
-from tests.conftest import PKI, Issued, RunningExporter, TLSServer, server_context, write_chain
+from gunicorn_cert_exporter import allowlist as probe
+from gunicorn_cert_exporter.web import webconfig
+from tests.support import PKI, Issued, RunningExporter, StartExporter, TLSServer, server_context, write_chain
 
 
-def test_routes(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+def test_routes(run_exporter: StartExporter, tmp_path: Path, root: Issued) -> None:
     (tmp_path / "ca.pem").write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/ca.pem']}}]")  # type: ignore[operator]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/ca.pem']}}]")
+    exporter.scan_now()
     assert exporter.get("/healthz") == (200, b"ok\n")
     assert exporter.metrics()[f'gunicorn_cert_file_up{{path="{tmp_path}/ca.pem"}}'] == 1
     status, page = exporter.get("/")
@@ -28,11 +29,13 @@ def test_routes(run_exporter: object, tmp_path: Path, root: Issued) -> None:
     assert exporter.get("/nope")[0] == 404
 
 
-def test_status_page_escapes_hostile_subjects(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued) -> None:
+def test_status_page_escapes_hostile_subjects(
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
     evil = pki.leaf(root, "<script>alert(1)</script>")
     (tmp_path / "evil.pem").write_bytes(evil.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/evil.pem']}}]")  # type: ignore[operator]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/evil.pem']}}]")
+    exporter.scan_now()
     _, page = exporter.get("/")
     assert b"<script>" not in page and b"&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -66,13 +69,11 @@ def test_probe_allow_list(target: str, ok: bool) -> None:
 
 
 def test_probe_endpoint_refuses_and_probes(
-    run_exporter: object, tls_server: type[TLSServer], pki: PKI, root: Issued
+    run_exporter: StartExporter, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
     leaf = pki.leaf(root)
     server = tls_server("127.0.0.1", context=server_context((leaf,)))
-    exporter: RunningExporter = run_exporter(  # type: ignore[operator]
-        f"probe: {{allow: ['127.0.0.1:{server.port}'], timeout: 2s}}"
-    )
+    exporter: RunningExporter = run_exporter(f"probe: {{allow: ['127.0.0.1:{server.port}'], timeout: 2s}}")
     assert exporter.get(f"/probe?target=127.0.0.1:{server.port + 1}")[0] == 403
     assert exporter.get(f"/probe?target=localhost:{server.port}")[0] == 403
     assert exporter.get("/probe")[0] == 400
@@ -89,9 +90,9 @@ def _auth(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_basic_auth(run_exporter: object) -> None:
+def test_basic_auth(run_exporter: StartExporter) -> None:
     hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=4)).decode()
-    exporter: RunningExporter = run_exporter("{}", users={"prom": hashed})  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter("{}", users={"prom": hashed})
     assert exporter.get("/metrics")[0] == 401
     assert exporter.get("/metrics", Authorization=_auth("prom", "wrong"))[0] == 401
     assert exporter.get("/metrics", Authorization=_auth("nobody", "right"))[0] == 401
@@ -113,12 +114,12 @@ def test_unknown_user_costs_as_much_as_a_wrong_password() -> None:
 
 
 def test_tls_listener_picks_up_a_renewed_certificate(
-    run_exporter: object, tmp_path: Path, pki: PKI, root: Issued
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
     first, second = pki.leaf(root), pki.leaf(root)
     cert_path, key_path = write_chain(tmp_path, "web", first)
     tls = webconfig.ReloadingContext(webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path)))
-    exporter: RunningExporter = run_exporter("{}", tls=tls)  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter("{}", tls=tls)
     client = ssl.create_default_context(cadata=root.cert_pem.decode())
 
     def served() -> str:
@@ -148,11 +149,11 @@ def test_web_config_requires_client_ca_for_verified_client_auth(tmp_path: Path, 
         webconfig.load(str(path))
 
 
-def test_bad_config_reload_keeps_the_running_config(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+def test_bad_config_reload_keeps_the_running_config(run_exporter: StartExporter, tmp_path: Path, root: Issued) -> None:
     (tmp_path / "a.pem").write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")  # type: ignore[operator]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
-    exporter.config_path.write_text("scan: {interval: never}\n")  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")
+    exporter.scan_now()
+    exporter.config_path.write_text("scan: {interval: never}\n")
     import urllib.error
 
     request = urllib.request.Request(exporter.url + "/-/reload", method="POST")
@@ -162,21 +163,23 @@ def test_bad_config_reload_keeps_the_running_config(run_exporter: object, tmp_pa
     metrics = exporter.metrics()
     assert metrics["gunicorn_cert_exporter_config_last_reload_successful{}"] == 0
     assert metrics[f'gunicorn_cert_file_up{{path="{tmp_path}/a.pem"}}'] == 1
-    assert exporter.service.config.scan.interval == 60  # type: ignore[attr-defined]
-    exporter.config_path.write_text("scan: {interval: 30s}\n")  # type: ignore[attr-defined]
+    assert exporter.service.config.scan.interval == 60
+    exporter.config_path.write_text("scan: {interval: 30s}\n")
     with urllib.request.urlopen(request, timeout=5) as response:
         assert response.status == 200
     assert exporter.metrics()["gunicorn_cert_exporter_config_last_reload_successful{}"] == 1
-    assert exporter.service.config.scan.interval == 30  # type: ignore[attr-defined]
+    assert exporter.service.config.scan.interval == 30
 
 
-def test_idle_connections_cannot_exhaust_the_server(run_exporter: object, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_idle_connections_cannot_exhaust_the_server(
+    run_exporter: StartExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
-    from gunicorn_cert_exporter import web
+    from gunicorn_cert_exporter.web import server as web
 
     monkeypatch.setattr(web.Server, "max_connections", 4)
-    exporter: RunningExporter = run_exporter("{}")  # type: ignore[operator]
+    exporter: RunningExporter = run_exporter("{}")
     host, port = exporter.url.removeprefix("http://").split(":")
     idle = [socket.create_connection((host, int(port))) for _ in range(4)]
     try:
@@ -201,7 +204,7 @@ def test_idle_connections_cannot_exhaust_the_server(run_exporter: object, monkey
 
 
 def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
-    run_exporter: object, root: Issued, tmp_path: Path
+    run_exporter: StartExporter, root: Issued, tmp_path: Path
 ) -> None:
     import gzip
 
@@ -210,9 +213,9 @@ def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
     from prometheus_client.parser import text_string_to_metric_families
 
     (tmp_path / "a.pem").write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")  # type: ignore[operator]
-    Gauge("live_probe_gauge", "a live series", registry=exporter.server.app.exposition.live).set(7)  # type: ignore[attr-defined]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")
+    Gauge("live_probe_gauge", "a live series", registry=exporter.server.app.exposition.live).set(7)
+    exporter.scan_now()
     openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     for accept in (openmetrics, ""):
         for encoding in ("gzip", "identity"):
@@ -232,7 +235,7 @@ def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
                 assert text.endswith("# EOF\n") and text.count("# EOF") == 1
 
 
-def _tls_exporter(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued, **tls: str) -> RunningExporter:
+def _tls_exporter(run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued, **tls: str) -> RunningExporter:
     cert_path, key_path = write_chain(tmp_path, "web", pki.leaf(root))
     (tmp_path / "clients.pem").write_bytes(root.cert_pem)
     config = webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path), **tls)  # type: ignore[arg-type]
@@ -240,7 +243,7 @@ def _tls_exporter(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued, 
 
 
 def test_client_certificates_are_required_and_verified(
-    run_exporter: object, tmp_path: Path, pki: PKI, root: Issued
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
     exporter = _tls_exporter(
         run_exporter,
@@ -268,7 +271,7 @@ def test_client_certificates_are_required_and_verified(
     assert status(stranger) != 200
 
 
-def test_min_version_refuses_older_clients(run_exporter: object, tmp_path: Path, pki: PKI, root: Issued) -> None:
+def test_min_version_refuses_older_clients(run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued) -> None:
     exporter = _tls_exporter(run_exporter, tmp_path, pki, root, min_version="TLS13")
     old = ssl.create_default_context(cadata=root.cert_pem.decode())
     old.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -279,12 +282,14 @@ def test_min_version_refuses_older_clients(run_exporter: object, tmp_path: Path,
         assert response.status == 200
 
 
-def test_file_names_that_are_not_utf8_are_shown_escaped(run_exporter: object, tmp_path: Path, root: Issued) -> None:
+def test_file_names_that_are_not_utf8_are_shown_escaped(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued
+) -> None:
     import os
 
     (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/*.pem']}}]")  # type: ignore[operator]
-    exporter.service.scheduler.scans.run_all()  # type: ignore[attr-defined]
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/*.pem']}}]")
+    exporter.scan_now()
     status, page = exporter.get("/")
     assert status == 200
     assert b"bad\\udcff.pem" in page

@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__
-from gunicorn_cert_exporter.metrics import BY_NAME, CATALOGUE
+from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
 from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, Snapshot, TargetState
 
 

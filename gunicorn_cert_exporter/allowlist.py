@@ -6,7 +6,7 @@ import fnmatch
 import ipaddress
 import re
 
-from gunicorn_cert_exporter.config import split_host_port
+from gunicorn_cert_exporter.config import parse_ip, split_host_port
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 
@@ -22,7 +22,7 @@ def parse_target(target: str) -> tuple[str, int] | None:
         host, port = split_host_port(target)
     except ValueError:
         return None
-    if _ip(host) is None and not valid_server_name(host):
+    if parse_ip(host) is None and not valid_server_name(host):
         return None
     return host, port
 
@@ -33,25 +33,18 @@ def allowed(target: str, patterns: list[str]) -> bool:
     if parsed is None:
         return False
     host, port = parsed
-    ip = _ip(host)
+    ip = parse_ip(host)
     for pattern in patterns:
         pattern_host, _, pattern_port = pattern.rpartition(":")
         if pattern_port != "*" and pattern_port != str(port):
             continue
         pattern_host = pattern_host.strip("[]")
-        if "/" in pattern_host or _ip(pattern_host) is not None:
+        if "/" in pattern_host or parse_ip(pattern_host) is not None:
             if ip is not None and _in_network(ip, pattern_host):
                 return True
         elif ip is None and fnmatch.fnmatchcase(host.lower().rstrip("."), pattern_host.lower()):
             return True
     return False
-
-
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, network: str) -> bool:

@@ -9,11 +9,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from gunicorn_cert_exporter import drift, gunicorn
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.files import FileScanner, Wanted
 from gunicorn_cert_exporter.model import AddressDrift, EndpointResult, FileResult, TargetState
+from gunicorn_cert_exporter.reload import drift
+from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 
 _VERIFY_INTERVAL = 0.2
 

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from gunicorn_cert_exporter import certs, starttls
 from gunicorn_cert_exporter.config import EndpointConfig, split_host_port
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason
+from gunicorn_cert_exporter.sources import certs, starttls
 
 Resolver = Callable[[str, int], Sequence[tuple[int, str]]]
 """host, port -> [(address family, IP literal), ...]; raises OSError when the name does not resolve."""

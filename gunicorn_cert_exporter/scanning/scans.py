@@ -1,22 +1,18 @@
-"""APScheduler jobs that run scans and publish their results to the store."""
+"""The scans of one config: files, endpoints and Gunicorn targets, each publishing its part of the snapshot."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
-from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-
-from gunicorn_cert_exporter import files, gunicorn
 from gunicorn_cert_exporter.config import Config, FileSource
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.files import FileScanner
 from gunicorn_cert_exporter.model import ScanStats, TargetState
-from gunicorn_cert_exporter.store import Store
-from gunicorn_cert_exporter.watch import TargetWatcher
+from gunicorn_cert_exporter.reload.watcher import TargetWatcher
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import files, gunicorn
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
 
 KINDS = ("files", "endpoints", "gunicorn")
 
@@ -94,47 +90,3 @@ class Scans:
         took = time.monotonic() - started
         self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})
-
-
-class Scheduler:
-    """Run the scans of the current config in the background; swap them when the config changes."""
-
-    def __init__(self, scans: Scans) -> None:
-        self._scheduler = BackgroundScheduler(
-            timezone=timezone.utc, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-        )
-        self._scans = scans
-
-    @property
-    def scans(self) -> Scans:
-        """Return the scans now scheduled."""
-        return self._scans
-
-    def start(self) -> None:
-        """Schedule every scan, the first run now."""
-        self._schedule(self._scans)
-        self._scheduler.start()
-
-    def replace(self, scans: Scans) -> None:
-        """Swap the scheduled scans for those of a new config; the new ones run at once."""
-        old, self._scans = self._scans, scans
-        old.retire()
-        self._schedule(scans)
-
-    def shutdown(self) -> None:
-        """Stop scheduling; running scans finish in the background."""
-        self._scheduler.shutdown(wait=False)
-
-    def _schedule(self, scans: Scans) -> None:
-        interval = scans.config.scan.interval
-        jitter = int(interval * scans.config.scan.jitter) or None
-        now = datetime.now(timezone.utc)
-        for kind, job in zip(KINDS, (scans.scan_files, scans.scan_endpoints, scans.scan_targets), strict=True):
-            self._scheduler.add_job(
-                job,
-                IntervalTrigger(seconds=interval, jitter=jitter),
-                id=kind,
-                name=f"scan {kind}",
-                replace_existing=True,
-                next_run_time=now,
-            )

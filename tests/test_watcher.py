@@ -1,4 +1,4 @@
-"""watch.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
+"""reload/watcher.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
-from gunicorn_cert_exporter import gunicorn
 from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
-from gunicorn_cert_exporter.demo import Gunicorn
-from gunicorn_cert_exporter.endpoints import Prober
-from gunicorn_cert_exporter.files import FileScanner
 from gunicorn_cert_exporter.model import TargetState
-from gunicorn_cert_exporter.watch import TargetWatcher
-from tests.conftest import PKI, Issued
+from gunicorn_cert_exporter.reload.watcher import TargetWatcher
+from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
+from tests.support import PKI, Gunicorn, Issued
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
 
@@ -42,7 +42,15 @@ def rotate(directory: Path, leaf: Issued, key: Issued | None = None) -> None:
 
 
 class Setup:
-    def __init__(self, directory: Path, pki: PKI, root: Issued, worker_class: str, reload: ReloadConfig) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        pki: PKI,
+        root: Issued,
+        worker_class: str,
+        reload: ReloadConfig,
+        sender: gunicorn.SignalSender | None = None,
+    ) -> None:
         self.directory, self.pki, self.root = directory, pki, root
         self.first = pki.leaf(root)
         rotate(directory, self.first)
@@ -62,7 +70,7 @@ class Setup:
         )
         self.sender = Recorder()
         self.watcher = TargetWatcher(
-            prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20), sender=self.sender
+            prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20), sender=sender or self.sender
         )
 
     def scan(self) -> TargetState:
@@ -74,12 +82,18 @@ class Setup:
         return leaf.fingerprint_sha256
 
 
+class MakeSetup(Protocol):
+    def __call__(
+        self, worker_class: str, reload: ReloadConfig = ..., sender: gunicorn.SignalSender | None = ...
+    ) -> Setup: ...
+
+
 @pytest.fixture
-def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[object]:
+def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[MakeSetup]:
     made: list[Setup] = []
 
-    def make(worker_class: str, reload: ReloadConfig = RELOAD) -> Setup:
-        made.append(Setup(tmp_path, pki, root, worker_class, reload))
+    def make(worker_class: str, reload: ReloadConfig = RELOAD, sender: gunicorn.SignalSender | None = None) -> Setup:
+        made.append(Setup(tmp_path, pki, root, worker_class, reload, sender))
         return made[-1]
 
     yield make
@@ -88,8 +102,8 @@ def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[object]:
 
 
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
-def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: object, worker_class: str) -> None:
-    s: Setup = setup(worker_class)  # type: ignore[operator]
+def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeSetup, worker_class: str) -> None:
+    s: Setup = setup(worker_class)
     assert s.scan().master.up
     new = s.pki.leaf(s.root)
     rotate(s.directory, new)
@@ -100,8 +114,8 @@ def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: objec
 
 
 @pytest.mark.parametrize("worker_class", ["gevent", "asgi", "uvicorn_worker.UvicornWorker"])
-def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: object, worker_class: str) -> None:
-    s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))  # type: ignore[operator]
+def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, worker_class: str) -> None:
+    s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))
     before = s.scan()
     assert before.master.up and before.key_match is True and before.last_reload is not None
     time.sleep(1.1)  # the renewal happens after the workers started, as in real life
@@ -122,8 +136,8 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: object, wor
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
 
 
-def test_a_key_that_does_not_match_never_gets_a_hup(setup: object) -> None:
-    s: Setup = setup("gevent")  # type: ignore[operator]
+def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
+    s: Setup = setup("gevent")
     s.scan()
     stranger = s.pki.leaf(s.root)
     rotate(s.directory, s.pki.leaf(s.root), key=stranger)  # half-rotated: new cert, someone else's key
@@ -136,11 +150,11 @@ def test_a_key_that_does_not_match_never_gets_a_hup(setup: object) -> None:
 
 
 @pytest.mark.parametrize("case", ["stale", "stranger", "worker"])
-def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: object, case: str, tmp_path: Path) -> None:
+def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup, case: str, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    s: Setup = setup("gevent")  # type: ignore[operator]
+    s: Setup = setup("gevent")
     master = s.scan().master
     fake = tmp_path / "fake.pid"
     other = None
@@ -167,8 +181,8 @@ def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: object, ca
             other.wait()
 
 
-def test_dry_run_logs_and_sends_nothing(setup: object, caplog: pytest.LogCaptureFixture) -> None:
-    s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))  # type: ignore[operator]
+def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCaptureFixture) -> None:
+    s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))
     s.scan()
     time.sleep(1.1)
     rotate(s.directory, s.pki.leaf(s.root))
@@ -178,10 +192,13 @@ def test_dry_run_logs_and_sends_nothing(setup: object, caplog: pytest.LogCapture
     assert any(getattr(r, "outcome", "") == "dry_run" for r in caplog.records)
 
 
-def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: object) -> None:
-    s: Setup = setup("gevent", RELOAD.model_copy(update={"verify_timeout": 1.0}))  # type: ignore[operator]
+def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: MakeSetup) -> None:
     swallowed: list[int] = []
-    s.watcher._sender = lambda identity, signum: swallowed.append(signum)  # a HUP that is lost on the way
+    s: Setup = setup(
+        "gevent",
+        RELOAD.model_copy(update={"verify_timeout": 1.0}),
+        sender=lambda identity, signum: swallowed.append(signum),  # a HUP that is lost on the way
+    )
     s.scan()
     time.sleep(1.1)
     rotate(s.directory, s.pki.leaf(s.root))
@@ -194,12 +211,12 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
     assert swallowed == [signal.SIGHUP]
 
 
-def test_drift_is_published_before_the_reload_is_confirmed(setup: object) -> None:
+def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> None:
     from gunicorn_cert_exporter.config import Config
-    from gunicorn_cert_exporter.scheduler import Scans
-    from gunicorn_cert_exporter.store import Store
+    from gunicorn_cert_exporter.scanning.scans import Scans
+    from gunicorn_cert_exporter.scanning.store import Store
 
-    s: Setup = setup("gevent")  # type: ignore[operator]
+    s: Setup = setup("gevent")
     store = Store()
     published_at_signal: list[list[bool]] = []
 
@@ -217,15 +234,14 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: object) -> Non
     assert store.snapshot.targets[0].reload_signals == 1
 
 
-def test_a_signal_that_fails_still_counts_toward_cooldown(setup: object) -> None:
-    s: Setup = setup("gevent")  # type: ignore[operator]
+def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> None:
     attempts: list[int] = []
 
     def refused(identity: gunicorn.MasterIdentity, signum: int) -> None:
         attempts.append(signum)
         raise PermissionError(1, "Operation not permitted")
 
-    s.watcher._sender = refused
+    s: Setup = setup("gevent", sender=refused)
     s.scan()
     time.sleep(1.1)
     rotate(s.directory, s.pki.leaf(s.root))

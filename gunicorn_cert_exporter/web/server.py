@@ -21,10 +21,12 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from gunicorn_cert_exporter import status
-from gunicorn_cert_exporter.exposition import Exposition
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.metrics.render_cache import Exposition
 from gunicorn_cert_exporter.model import Snapshot
-from gunicorn_cert_exporter.webconfig import BasicAuth, ReloadingContext
+from gunicorn_cert_exporter.service import ProbeOutcome, ProbeRefusal, Service
+from gunicorn_cert_exporter.web import status_page
+from gunicorn_cert_exporter.web.webconfig import BasicAuth, ReloadingContext
 
 _HANDSHAKE_TIMEOUT = 10.0
 _log = logging.getLogger("gunicorn_cert_exporter.web")
@@ -45,9 +47,20 @@ class App:
 
     exposition: Exposition
     snapshot: Callable[[], Snapshot]
-    probe: Callable[[dict[str, list[str]]], tuple[Response, CollectorRegistry | None]]
+    probe: Callable[[list[str], list[str]], ProbeOutcome]
     reload: Callable[[], list[str]]
     clock: Callable[[], float] = time.time
+
+
+_REFUSAL_STATUS = {ProbeRefusal.MALFORMED: HTTPStatus.BAD_REQUEST, ProbeRefusal.NOT_ALLOWED: HTTPStatus.FORBIDDEN}
+
+
+def app_for(service: Service, *, live: CollectorRegistry | None = None) -> App:
+    """Serve a service: /metrics from its snapshot (plus ``live`` series such as process and GC), /probe, reload."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(service.snapshot))
+    exposition = Exposition(snapshot=service.snapshot, registry=registry, live=live or CollectorRegistry())
+    return App(exposition=exposition, snapshot=service.snapshot, probe=service.probe, reload=service.reload)
 
 
 class Server(ThreadingHTTPServer):
@@ -151,15 +164,17 @@ class Handler(BaseHTTPRequestHandler):
             headers = {"Content-Encoding": "gzip"} if gzip_ok else {}
             self._send(Response(HTTPStatus.OK, parts[0], content_type), headers, more=parts[1:])
         elif url.path == "/probe":
-            response, registry = app.probe(parse_qs(url.query, keep_blank_values=True))
-            if registry is None:
-                self._send(response)
+            query = parse_qs(url.query, keep_blank_values=True)
+            outcome = app.probe(query.get("target", []), query.get("server_name", []))
+            if outcome.registry is not None:
+                self._metrics(outcome.registry)
             else:
-                self._metrics(registry)
+                status = _REFUSAL_STATUS[outcome.refusal or ProbeRefusal.MALFORMED]
+                self._send(Response(status, (outcome.message + "\n").encode()))
         elif url.path == "/healthz":
             self._send(Response(HTTPStatus.OK, b"ok\n"))
         elif url.path == "/":
-            page = status.render(app.snapshot(), now=app.clock())
+            page = status_page.render(app.snapshot(), now=app.clock())
             # File names may hold bytes that are not UTF-8 (surrogates here): show them escaped, never fail.
             self._send(Response(HTTPStatus.OK, page.encode("utf-8", "backslashreplace"), "text/html; charset=utf-8"))
         else:

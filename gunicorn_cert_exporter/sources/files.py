@@ -13,13 +13,37 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gunicorn_cert_exporter import certs
 from gunicorn_cert_exporter.config import FileSource
 from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, Parsed, PatternResult
+from gunicorn_cert_exporter.sources import certs
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
 _log = logging.getLogger("gunicorn_cert_exporter.files")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
+
+
+Reader = Callable[[str, int], tuple[bytes, os.stat_result]]
+"""Read at most ``max_size + 1`` bytes of a path, with the fstat of what was opened."""
+
+
+def read_capped(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
+    """Read a regular file up to one byte past the cap; a non-regular file gives no bytes and never blocks."""
+    # O_NONBLOCK: a path swapped for a FIFO after the stat must not block the scan on open().
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return b"", info
+        chunks, remaining = [], max_size + 1
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks), info
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +154,10 @@ def expand(sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternRes
 class FileScanner:
     """Scan files, re-parsing only those whose identity (device, inode, size, mtime) changed."""
 
-    def __init__(self, *, clock: Callable[[], float], max_size: int) -> None:
+    def __init__(self, *, clock: Callable[[], float], max_size: int, reader: Reader = read_capped) -> None:
         self._clock = clock
         self._max_size = max_size
+        self._reader = reader
         self._cache: dict[str, FileResult] = {}
         self._facts = certs.FactsCache()
 
@@ -159,7 +184,7 @@ class FileScanner:
         if previous is not None and previous.identity == identity and previous.error not in _PASSWORD_REASONS:
             return previous
         try:
-            data, info = self._read(item.path)
+            data, info = self._reader(item.path, self._max_size)
         except OSError as exc:
             return _failed(item.path, _os_reason(exc), exc, previous)
         early = self._refuse(item.path, info, previous)
@@ -177,24 +202,6 @@ class FileScanner:
             detail = f"{info.st_size} bytes is over the {self._max_size} byte cap"
             return _failed(path, FileReason.TOO_LARGE, detail, previous)
         return None
-
-    def _read(self, path: str) -> tuple[bytes, os.stat_result]:
-        # O_NONBLOCK: a path swapped for a FIFO after the stat must not block the scan on open().
-        fd = os.open(path, _OPEN_FLAGS)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return b"", info
-            chunks, remaining = [], self._max_size + 1
-            while remaining > 0:
-                chunk = os.read(fd, min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                remaining -= len(chunk)
-            return b"".join(chunks), info
-        finally:
-            os.close(fd)
 
     def _parse(self, item: Wanted, data: bytes, identity: FileIdentity, previous: FileResult | None) -> FileResult:
         password, password_error = _password(item)

@@ -1,0 +1,1 @@
+"""The metric catalogue, snapshot-to-family conversion, and the rendered /metrics bytes."""

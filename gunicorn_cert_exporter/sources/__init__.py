@@ -1,0 +1,1 @@
+"""Observers: certificate bytes, paths, TLS endpoints and Gunicorn processes to frozen result values."""

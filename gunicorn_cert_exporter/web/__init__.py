@@ -1,0 +1,1 @@
+"""HTTP: the server, its TLS and basic auth, the /probe allow-list and the status page."""
