@@ -15,7 +15,9 @@ def test_demo_runs_to_the_end_in_under_a_minute(how: str) -> None:
     # The README runs the console script: then the exporter itself is Gunicorn's parent, named gunicorn-...
     script = Path(sys.executable).with_name("gunicorn-cert-exporter")  # installed beside this interpreter
     assert script.is_file(), "pip install -e . provides the console script"
-    command = [str(script), "demo"] if how == "console script" else [sys.executable, "-m", "gunicorn_cert_exporter", "demo"]
+    command = (
+        [str(script), "demo"] if how == "console script" else [sys.executable, "-m", "gunicorn_cert_exporter", "demo"]
+    )
     started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
     took = time.monotonic() - started

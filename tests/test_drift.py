@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+
+import pytest
 
 from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
@@ -87,22 +90,39 @@ def replace_rules(**changes: object) -> ReloadConfig:
     return RULES.model_copy(update=changes)
 
 
-def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued) -> None:
+Case = Callable[[TargetState, Issued, Issued], tuple[ReloadConfig, TargetState, list[float]]]
+BLOCKING_CASES: dict[str, Case] = {
+    "reload disabled": lambda state, _new, _expired: (replace_rules(enabled=False), state, []),
+    "waiting": lambda state, _new, _expired: (replace_rules(after=3600), state, []),
+    "cert_file does not parse": lambda state, _new, _expired: (
+        RULES,
+        replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)),
+        [],
+    ),
+    "key_file does not match": lambda state, _new, _expired: (RULES, replace(state, key_match=False), []),
+    # An encrypted key (no password) or an unreadable one: the pairing is unknown, which is not a match.
+    "key_file does not match cert_file": lambda state, _new, _expired: (RULES, replace(state, key_match=None), []),
+    "not valid now": lambda state, _new, expired: (RULES, replace(state, cert=_file(expired), key=_key(expired)), []),
+    "master not proven": lambda state, _new, _expired: (
+        RULES,
+        replace(state, master=MasterState(error=MasterReason.NO_PROCESS)),
+        [],
+    ),
+    "workers already restarted": lambda state, new, _expired: (
+        RULES,
+        replace(state, cert=_file(new, changed_at=T0 - 9999)),
+        [],
+    ),
+    "cooldown": lambda state, _new, _expired: (RULES, state, [T0 - 60]),
+    "max_per_hour": lambda state, _new, _expired: (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000]),
+}
+
+
+@pytest.mark.parametrize("expected", list(BLOCKING_CASES))
+def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued, expected: str) -> None:
     state, _, new = _state(pki, root)
     expired = pki.leaf(root, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
-    cases = {
-        "reload disabled": (replace_rules(enabled=False), state, []),
-        "waiting": (replace_rules(after=3600), state, []),
-        "cert_file does not parse": (RULES, replace(state, cert=FileResult(path="c", error=FileReason.EMPTY)), []),
-        "key_file does not match": (RULES, replace(state, key_match=False), []),
-        "not valid now": (RULES, replace(state, cert=_file(expired), key=_key(expired)), []),
-        "master not proven": (RULES, replace(state, master=MasterState(error=MasterReason.NO_PROCESS)), []),
-        "workers already restarted": (RULES, replace(state, cert=_file(new, changed_at=T0 - 9999)), []),
-        "cooldown": (RULES, state, [T0 - 60]),
-        "max_per_hour": (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000]),
-    }
-    for expected, (rules, case, signals) in cases.items():
-        decision = drift.decide(rules=rules, state=case, signals=signals, now=T0)
-        assert decision.action is not drift.Action.SIGNAL, expected
-        assert expected in decision.reason, (expected, decision.reason)
-    assert drift.decide(rules=RULES, state=replace(state, drift=()), signals=[], now=T0).action is drift.Action.NONE
+    rules, case, signals = BLOCKING_CASES[expected](state, new, expired)
+    decision = drift.decide(rules=rules, state=case, signals=signals, now=T0)
+    assert decision.action is not drift.Action.SIGNAL
+    assert expected in decision.reason

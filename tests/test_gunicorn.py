@@ -120,11 +120,14 @@ def test_is_gunicorn(cmdline: tuple[str, ...], expected: bool) -> None:
     assert gunicorn.is_gunicorn(cmdline) is expected
 
 
-def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn) -> None:
-    real = gunicorn.inspect(running.process.pid)
+@pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "kill"])
+def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pidfd: bool) -> None:
+    """Both ways of signalling prove the identity first; a HUP would replace every worker."""
+    real = _wait_workers(running.process.pid, 2)
     assert real.start_time is not None
+    before = {w.pid for w in real.workers}
     reused = gunicorn.MasterIdentity(running.process.pid, real.start_time + 1.0)  # as if the pid were reused
     with pytest.raises(ProcessLookupError):
-        gunicorn.send_signal(reused, signal.SIGHUP)
-    time.sleep(0.5)
-    assert gunicorn.inspect(running.process.pid).workers == _wait_workers(running.process.pid, 2).workers
+        gunicorn.send_signal(reused, signal.SIGHUP, use_pidfd=use_pidfd)
+    time.sleep(1.0)
+    assert {w.pid for w in gunicorn.inspect(running.process.pid).workers} == before

@@ -47,8 +47,7 @@ def test_status_page_in_headless_chromium(
     assert "&lt;img src=x onerror=" in dom and "<img" not in dom
     assert "DRIFT on 127.0.0.1" in dom and "soon.example" in dom and "parse_error" in dom
     assert dom.count(">old.example<") == 1  # the target's endpoint is listed once, not once per source
-    shot = Path(__file__).resolve().parent.parent / "build" / "status-page.png"
-    shot.parent.mkdir(exist_ok=True)
+    shot = tmp_path / "status-page.png"
     subprocess.run(
         [*common, f"--screenshot={shot}", "--window-size=1280,900", "--hide-scrollbars", exporter.url + "/"],
         capture_output=True, timeout=60, check=True,

@@ -138,11 +138,18 @@ def still_same_master(identity: MasterIdentity) -> bool:
     return state.up and state.start_time == identity.start_time
 
 
-def send_signal(identity: MasterIdentity, signum: int) -> None:
-    """Signal exactly the proven process: through a pidfd where the platform has one."""
+_HAS_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+def send_signal(identity: MasterIdentity, signum: int, *, use_pidfd: bool = _HAS_PIDFD) -> None:
+    """Signal exactly the proven process: through a pidfd where the platform has one (Linux 5.3+).
+
+    Without a pidfd the identity is proven just before ``kill()``: a narrow window remains in which the pid could
+    be reused, which only a pidfd closes.
+    """
     pidfd_open = getattr(os, "pidfd_open", None)
     pidfd_send = getattr(signal, "pidfd_send_signal", None)
-    if pidfd_open is None or pidfd_send is None:
+    if not use_pidfd or pidfd_open is None or pidfd_send is None:
         if not still_same_master(identity):
             raise ProcessLookupError(identity.pid)
         os.kill(identity.pid, signum)
