@@ -266,7 +266,7 @@ def load(text: str, *, source: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors(include_url=False)]) from None
+        raise ConfigError(describe_errors(exc)) from None
 
 
 def load_file(path: str) -> Config:
@@ -284,6 +284,11 @@ def load_file(path: str) -> Config:
 def default_text() -> str:
     """Return the embedded default configuration (the same text as config.example.yaml)."""
     return resources.files("gunicorn_cert_exporter").joinpath("default_config.yaml").read_text("utf-8")
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Turn pydantic's errors into ``key.path[0].key: message`` lines, the one format of every config problem."""
+    return [_describe(error) for error in exc.errors(include_url=False)]
 
 
 def _describe(error: Any) -> str:  # noqa: ANN401  (pydantic's ErrorDetails is a TypedDict)

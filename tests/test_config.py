@@ -90,3 +90,17 @@ def test_embedded_default_is_the_example_file_and_is_valid() -> None:
     assert config.default_text() == (ROOT / "config.example.yaml").read_text()
     loaded = config.load(config.default_text())
     assert loaded.files and loaded.gunicorn and loaded.gunicorn[0].reload.enabled is False
+
+
+def test_web_config_problems_use_the_same_key_path_format(tmp_path: Path) -> None:
+    """One formatter for every config problem: the web config's look like the main config's."""
+    from gunicorn_cert_exporter.web import webconfig
+
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config: {cert_file: a, key_file: b, cert_fil: c}\nbasic_auth_users: [x]\n")
+    with pytest.raises(ConfigError) as caught:
+        webconfig.load(str(path))
+    assert caught.value.problems == [
+        f"{path}: tls_server_config.cert_fil: unknown key",
+        f"{path}: basic_auth_users: Input should be a valid dictionary",
+    ]

@@ -13,7 +13,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gunicorn_cert_exporter.config import ConfigError
+from gunicorn_cert_exporter.config import ConfigError, describe_errors
 
 # A real bcrypt hash to check against when the user does not exist, so both paths cost the same.
 _DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
@@ -65,7 +65,7 @@ def load(path: str) -> WebConfig:
     except yaml.YAMLError:
         raise ConfigError([f"{path}: invalid YAML"]) from None
     except ValidationError as exc:
-        raise ConfigError([f"{path}: {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]) from None
+        raise ConfigError([f"{path}: {problem}" for problem in describe_errors(exc)]) from None
     tls = config.tls_server_config
     verifies_clients = tls is not None and tls.client_auth_type in (
         "VerifyClientCertIfGiven",
