@@ -2,9 +2,10 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY requirements ./requirements
 COPY gunicorn_cert_exporter ./gunicorn_cert_exporter
-# The README's install: the exporter with its `demo` extra (Gunicorn), so `docker run IMAGE demo` works too.
-RUN pip install --no-cache-dir --prefix=/install '.[demo]'
+# The README's install (scripts/install): the `demo` extra (Gunicorn) at the versions pinned in requirements/.
+RUN pip install --no-cache-dir --prefix=/install -c requirements/runtime.txt '.[demo]'
 
 FROM python:3.12-slim
 COPY --from=build /install /usr/local

@@ -52,7 +52,9 @@ def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
 def test_dockerfile_matches_the_readme_install() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     readme = (ROOT / "README.md").read_text()
-    assert "pip install '.[demo]'" in readme
-    assert "pip install --no-cache-dir --prefix=/install '.[demo]'" in dockerfile
+    install = (ROOT / "scripts" / "install").read_text()
+    assert "./scripts/install" in readme and "venv_ensure demo requirements/runtime.txt" in install
+    # The image installs the same extra with the same pins as the README's install.
+    assert "-c requirements/runtime.txt" in dockerfile and "'.[demo]'" in dockerfile
     assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
     assert "USER 65532" in dockerfile

@@ -30,5 +30,5 @@ def test_readme_quick_start_has_exactly_the_two_setup_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
-    assert commands == ["pip install '.[demo]' && gunicorn-cert-exporter", "./scripts/test"]
+    assert commands == ["./scripts/install && .venv/bin/gunicorn-cert-exporter", "./scripts/test"]
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
