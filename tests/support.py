@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import ssl
+import statistics
 import struct
 import subprocess
 import sys
@@ -557,6 +558,7 @@ class Rotation:
     seconds_to_new_leaf: float  # rotation -> first handshake that served the new leaf
     seconds_signal_to_new_leaf: float | None  # SIGHUP -> first handshake that served the new leaf
     seconds_signal_to_confirmed: float | None  # SIGHUP -> the exporter confirmed (every old worker gone)
+    seconds_per_handshake: float  # the median handshake while watching for the new leaf
 
 
 def _served_leaf(port: int) -> bytes | None:
@@ -572,6 +574,7 @@ class _LeafWatch:
 
     def __init__(self, port: int, leaf: bytes) -> None:
         self.port, self.leaf = port, leaf
+        self.handshakes: list[float] = []  # how long each handshake took: what a time to the new leaf can resolve
         self.seen_at: float | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._stop = threading.Event()
@@ -579,9 +582,11 @@ class _LeafWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set() and self.seen_at is None:
+            started = time.monotonic()
             with contextlib.suppress(OSError):
                 if _served_leaf(self.port) == self.leaf:
                     self.seen_at = time.monotonic()
+                self.handshakes.append(time.monotonic() - started)
             self._stop.wait(0.02)
 
     def stop(self) -> None:
@@ -665,4 +670,5 @@ def rotate_under(cell: Cell, directory: Path, *, pki: PKI, root: Issued) -> Rota
         seconds_to_new_leaf=(seen_at or time.monotonic()) - rotated_at,
         seconds_signal_to_new_leaf=None if signal_at is None or seen_at is None else seen_at - signal_at,
         seconds_signal_to_confirmed=None if signal_at is None else confirmed_at - signal_at,
+        seconds_per_handshake=statistics.median(watch.handshakes or [0.0]),
     )

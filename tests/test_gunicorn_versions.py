@@ -8,12 +8,23 @@ class and timings included, is bench/compatibility.py's job (docs/compatibility.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support import PKI, Cell, Issued, gunicorn_versions, rotate_under, version_tuple
+from tests.support import (
+    PKI,
+    REPO,
+    Cell,
+    Issued,
+    gunicorn_python,
+    gunicorn_versions,
+    rotate_under,
+    version_tuple,
+)
 
 
 def suite_cells() -> list[Cell]:
@@ -55,3 +66,36 @@ def test_rotation_drifts_and_reloads_as_the_worker_class_dictates(
         assert rotation.drift_after_rotation == 1
         assert rotation.signals == (signal.SIGHUP,) and rotation.reload_signals_total == 1
         assert rotation.last_reload_moved
+
+
+def test_a_missing_environment_fails_under_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under CI a version whose environment was not built must fail its cells, never skip them."""
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no environment for Gunicorn 0\.0\.1"):
+        gunicorn_python("0.0.1")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        gunicorn_python("0.0.1")
+
+
+def test_gunicorn_envs_builds_once_and_again_only_when_the_pins_change(tmp_path: Path) -> None:
+    pins, envs = tmp_path / "pins", tmp_path / "envs"
+    pins.mkdir()
+    (pins / "9.9.9.txt").write_text("# requires: setproctitle\nsetproctitle==1.3.8\n")
+    environ = {**os.environ, "GCE_GUNICORN_PINS": str(pins), "GCE_GUNICORN_ENVS": str(envs)}
+
+    def build() -> str:
+        script = str(REPO / "scripts" / "gunicorn-envs")
+        done = subprocess.run([script], check=False, env=environ, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "9.9.9: built" in build()
+    installed = subprocess.run(
+        [str(envs / "9.9.9" / "bin" / "python"), "-c", "import setproctitle; print(setproctitle.__version__)"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert installed.stdout.strip() == "1.3.8"
+    assert "9.9.9: up to date" in build()
+    (pins / "9.9.9.txt").write_text("# requires: setproctitle\n# a changed comment is a change\nsetproctitle==1.3.8\n")
+    assert "9.9.9: built" in build()
