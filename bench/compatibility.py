@@ -1,6 +1,6 @@
 """Regenerate docs/compatibility.md: every Gunicorn version x every worker class, rotated under the exporter.
 
-Run by hand (about ten minutes on 2 cores; builds the environments first when needed):
+Run by hand (about five minutes on 2 cores with --jobs 1; builds the environments first when needed):
     python bench/compatibility.py [--versions 20.1.0,27.0.1] [--workers sync,gevent] [--jobs 2] [--out PATH]
 
 Each cell is the version suite's procedure (tests.support.rotate_under): a real Gunicorn of that version and
@@ -45,6 +45,7 @@ NEEDS = {
     "tornado": ("tornado",),
     "asgi": (),
     "uvicorn": ("uvicorn", "uvicorn-worker", "click", "h11"),
+    "eventlet": ("eventlet", "dnspython", "greenlet"),
 }
 BASE = ("gunicorn", "setuptools", "packaging")  # what Gunicorn itself imports, by version
 NO_SETPROCTITLE = ("sync", "gevent", "asgi")  # run a second time without setproctitle, on a few versions
@@ -133,12 +134,14 @@ def render(results: list[Result], versions: list[str], workers: list[str], *, to
         "| Gunicorn | " + " | ".join(f"`{w}`" for w in workers) + " |",
         "|---|" + "---|" * len(workers),
     ]
+    cannot: dict[tuple[str, str], list[str]] = {}
     for version in versions:
         row = []
         for worker in workers:
             cell = Cell(version, worker)
             if cell.unsupported:
                 row.append("n/a")
+                cannot.setdefault((worker, cell.unsupported), []).append(version)
             elif cell in by_cell:
                 row.append(summary(by_cell[cell]))
             else:
@@ -146,8 +149,9 @@ def render(results: list[Result], versions: list[str], workers: list[str], *, to
         lines.append(f"| {version} | " + " | ".join(row) + " |")
     lines += [
         "",
-        "n/a: no native `asgi` worker before 24.0. `eventlet` is not in the matrix: Gunicorn 26.0 removed it, and",
-        "before that it reads the cert on every connection like `sync` (from Gunicorn's source, not measured here).",
+        "n/a: the cell cannot run:",
+        "",
+        *(f"- `{worker}` on {', '.join(vs)}: {why}" for (worker, why), vs in cannot.items()),
         "",
         "## Every cell",
         "",

@@ -473,6 +473,7 @@ WORKER_CLASSES = {  # the name a cell uses -> Gunicorn's -k
     "tornado": "tornado",
     "asgi": "asgi",
     "uvicorn": "uvicorn_worker.UvicornWorker",
+    "eventlet": "eventlet",
 }
 
 
@@ -499,29 +500,43 @@ def gunicorn_python(version: str) -> Path:
 class Cell:
     """One Gunicorn version with one worker class, as the version suite and docs/compatibility.md run it.
 
-    A control-socket cell (25.1+) is meant to be one more field here, e.g. ``channel="control_socket"``,
-    passing ``--control-socket`` in ``args`` and ``control_socket:`` in the target instead of ``pidfile:``.
+    ``channel`` is how the exporter proves and reloads the master: ``pidfile``, or (Gunicorn 25.1+, once the
+    exporter's config has ``control_socket:``) ``control_socket``, which starts Gunicorn with
+    ``--control-socket`` and gives the target that socket instead of the pidfile.
     """
 
     version: str
     worker: str  # a key of WORKER_CLASSES
     setproctitle: bool = True
+    channel: str = "pidfile"  # or "control_socket"
 
     @property
     def id(self) -> str:
-        return f"{self.version}-{self.worker}" + ("" if self.setproctitle else "-no-setproctitle")
+        return (
+            f"{self.version}-{self.worker}"
+            + ("" if self.setproctitle else "-no-setproctitle")
+            + ("" if self.channel == "pidfile" else f"-{self.channel}")
+        )
 
     @property
     def unsupported(self) -> str | None:
         """Why this version cannot run this class, or None."""
         if self.worker == "asgi" and version_tuple(self.version) < (24, 0):
             return "no native asgi worker before 24.0"
+        if self.worker == "eventlet" and version_tuple(self.version) >= (26, 0):
+            return "eventlet worker removed in 26.0"
+        if self.worker == "eventlet" and version_tuple(self.version) < (21, 0):
+            # 20.1 imports eventlet.wsgi.ALREADY_HANDLED, gone in eventlet 0.30.3; older eventlet fails to import
+            # on Python 3.10+ (socket.timeout became the immutable TimeoutError).
+            return "20.1's eventlet worker needs eventlet < 0.30.3, which Python 3.10+ cannot import"
+        if self.channel == "control_socket" and version_tuple(self.version) < (25, 1):
+            return "no control socket before 25.1"
         return None
 
     @property
     def reads_per_connection(self) -> bool:
         """Tell whether this class reads the cert on every connection here (no drift, no HUP needed)."""
-        if self.worker in ("sync", "gthread"):
+        if self.worker in ("sync", "gthread", "eventlet"):
             return True
         # 20.1 hands certfile/keyfile to gevent and tornado (as an options dict) for each connection; from 21.0
         # both build one SSLContext per worker.
@@ -609,15 +624,20 @@ def rotate_under(cell: Cell, directory: Path, *, pki: PKI, root: Issued) -> Rota
         hide.mkdir()
         (hide / "setproctitle.py").write_text("raise ImportError('hidden: this cell runs without setproctitle')\n")
         env["PYTHONPATH"] = f"{hide}{os.pathsep}{REPO}"
+    args = [arg.format(ca=ca) for arg in cell.args]
+    control_socket = directory / "gunicorn.ctl"
+    if cell.channel == "control_socket":
+        args += ["--control-socket", str(control_socket)]
     server = Gunicorn(
         directory,
         worker_class=WORKER_CLASSES[cell.worker],
         cert=cert,
         key=key,
         python=gunicorn_python(cell.version),
-        args=[arg.format(ca=ca) for arg in cell.args],
+        args=args,
         env=env,
     )
+    master = f"control_socket: {control_socket}" if cell.channel == "control_socket" else f"pidfile: {server.pidfile}"
     sent: list[tuple[float, int]] = []
 
     def sender(identity: MasterIdentity, signum: int) -> None:
@@ -627,7 +647,7 @@ def rotate_under(cell: Cell, directory: Path, *, pki: PKI, root: Issued) -> Rota
     config_path = directory / "exporter.yaml"
     config_path.write_text(
         f"gunicorn: [{{name: app, cert_file: {cert}, key_file: {key}, endpoint: '{server.address}', "
-        f"server_name: localhost, ca_file: {ca}, pidfile: {server.pidfile}, "
+        f"server_name: localhost, ca_file: {ca}, {master}, "
         "reload: {enabled: true, after: 1s, cooldown: 10m, max_per_hour: 2, verify_timeout: 30s}}]\n"
     )
     exporter = start_exporter(config_path, sender=sender)
