@@ -34,7 +34,7 @@ def suite_cells() -> list[Cell]:
         workers = ["sync", "gevent", "uvicorn"] + (["asgi"] if version_tuple(version) >= (24, 0) else [])
         cells += [Cell(version, worker) for worker in workers]
     # A control-socket cell (25.1+) is one more line once the config takes `control_socket:`, e.g.
-    # cells += [Cell(v, "asgi", channel="control_socket") for v in gunicorn_versions() if v >= "25.1"]
+    # cells += [Cell(v, "asgi", channel="control_socket") for v in gunicorn_versions() if version_tuple(v) >= (25, 1)]
     return cells
 
 
