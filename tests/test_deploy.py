@@ -50,9 +50,12 @@ def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
 
 
 def test_dockerfile_matches_the_readme_install() -> None:
+    """The image installs what scripts/install installs: the demo extra, pinned by requirements/runtime.txt."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     readme = (ROOT / "README.md").read_text()
+    install = (ROOT / "scripts" / "install").read_text()
     assert "pip install '.[demo]'" in readme
-    assert "pip install --no-cache-dir --prefix=/install '.[demo]'" in dockerfile
+    assert "venv_ensure demo requirements/runtime.txt" in install
+    assert "pip install --no-cache-dir --disable-pip-version-check -c requirements/runtime.txt '.[demo]'" in dockerfile
     assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
     assert "USER 65532" in dockerfile
