@@ -12,8 +12,8 @@ ARG BASE=debian:bookworm-slim
 FROM ${BASE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
-    && apt-get clean && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
+    && apt-get clean && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
 WORKDIR /src
 # What the build reads: the version is dynamic (gunicorn_cert_exporter.__version__), the readme is the long
 # description, and requirements/runtime.txt pins every runtime dependency.
