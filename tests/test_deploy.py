@@ -50,11 +50,40 @@ def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
 
 
 def test_dockerfile_matches_the_readme_install() -> None:
+    """The image installs what scripts/install installs: the demo extra, pinned by requirements/runtime.txt."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     readme = (ROOT / "README.md").read_text()
     install = (ROOT / "scripts" / "install").read_text()
     assert "./scripts/install" in readme and "venv_ensure demo requirements/runtime.txt" in install
     # The image installs the same extra with the same pins as the README's install.
-    assert "-c requirements/runtime.txt" in dockerfile and "'.[demo]'" in dockerfile
+    assert "pip install --no-cache-dir --disable-pip-version-check -c requirements/runtime.txt '.[demo]'" in dockerfile
     assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
     assert "USER 65532" in dockerfile
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """Return the Dockerfile's (INSTRUCTION, arguments) pairs, continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_image_serves_the_embedded_default_and_deploy_files_use_its_paths() -> None:
+    """`docker run IMAGE` needs no config; the manifests and the unit pass the config path the docs name."""
+    instructions = _dockerfile_instructions()
+    cmd = [args for name, args in instructions if name == "CMD"]
+    assert cmd == ['["serve"]']  # no --config: the image holds no config file, the embedded default serves
+    assert instructions[-1][0] == "CMD" and any(name == "EXPOSE" and args == "9793" for name, args in instructions)
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "deployment.yaml").read_text()))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    exporter = next(c for c in pod["containers"] if c["name"] == "cert-exporter")
+    args = exporter["args"]
+    config_path = args[args.index("--config") + 1]
+    assert config_path == "/etc/gunicorn-cert-exporter/config.yaml"
+    mounts = {m["name"]: m["mountPath"] for m in exporter["volumeMounts"]}
+    assert config_path.startswith(mounts["exporter-config"] + "/")
+    assert exporter["ports"][0]["containerPort"] == 9793
+    unit = (DEPLOY / "systemd" / "gunicorn-cert-exporter.service").read_text()
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.startswith("ExecStart=/opt/venv/bin/gunicorn-cert-exporter serve --config " + config_path)
+    assert ":9793" in exec_start
