@@ -18,7 +18,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from gunicorn_cert_exporter import __version__, check, logs
+from gunicorn_cert_exporter import __version__, check, logs, status
+from gunicorn_cert_exporter.bands import Thresholds
 from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
     chk.add_argument("--warning", default="28d", type=parse_duration, help="warn below this much validity")
     chk.add_argument("--critical", default="7d", type=parse_duration, help="critical below this much validity")
+    chk.add_argument("--problems", action="store_true", help="list only rows that are not OK (the summary counts all)")
     commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")
     return parser
 
@@ -85,8 +87,10 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         registry.register(SnapshotCollector(lambda: snap))
         sys.stdout.write(generate_latest(registry).decode())
         return 0
-    rows = check.evaluate(snap, now=time.time(), warning=args.warning, critical=args.critical)
-    text = check.as_json(rows) if args.output == "json" else check.as_table(rows)
+    view = status.build(snap, now=time.time(), thresholds=Thresholds(warning=args.warning, critical=args.critical))
+    rows = check.rows(view)
+    render = check.as_json if args.output == "json" else check.as_table
+    text = render(rows, problems_only=args.problems)
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))  # file names may not be UTF-8
     sys.stdout.flush()
     return int(check.verdict(rows))
