@@ -10,7 +10,14 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
-from gunicorn_cert_exporter.model import AddressResult, EndpointResult, FileResult, Snapshot, TargetState
+from gunicorn_cert_exporter.model import (
+    AddressResult,
+    EndpointResult,
+    FileResult,
+    MasterReason,
+    Snapshot,
+    TargetState,
+)
 
 API_VERSION = 1
 
@@ -218,6 +225,17 @@ def _drift_rows(target: TargetState) -> tuple[DriftRow, ...]:
     return tuple(rows)
 
 
+def _why_no_pairing(target: TargetState) -> str:
+    for name, result in (("cert_file", target.cert), ("key_file", target.key)):
+        if result.error is not None:
+            return f"{name} {result.error.value}"
+    if not target.cert.certs:
+        return "cert_file holds no certificate"
+    if not target.key.keys:
+        return "key_file holds no private key"
+    return "key_file is encrypted"
+
+
 def _target_row(target: TargetState) -> TargetRow:
     addresses = _drift_rows(target)
     states = {row.state for row in addresses}
@@ -225,13 +243,22 @@ def _target_row(target: TargetState) -> TargetRow:
     problems: list[tuple[Severity, str]] = []
     if target.key_match is False:
         problems.append((Severity.CRITICAL, "key_file does not match cert_file"))
+    elif target.key_match is None:  # an unreadable file is CRITICAL on its own row; this says what it hides
+        problems.append((Severity.UNKNOWN, "key pairing unknown: " + _why_no_pairing(target)))
     problems += [(Severity.WARNING, f"drift on {row.address}") for row in addresses if row.state == "drift"]
     problems += [
         (Severity.UNKNOWN, f"drift unknown on {r.address}: {r.reason}") for r in addresses if r.state == "unknown"
     ]
     master = target.master
     if not master.up:
-        problems.append((Severity.WARNING, f"master {master.error.value if master.error else 'down'}"))
+        # A master we may not inspect is unknown; one that is missing or another program is a finding.
+        blind = master.error in (MasterReason.PERMISSION_DENIED, MasterReason.UNSUPPORTED_PLATFORM)
+        problems.append(
+            (
+                Severity.UNKNOWN if blind else Severity.WARNING,
+                f"master {master.error.value if master.error else 'down'}",
+            )
+        )
     if target.decision == "blocked":
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
     return TargetRow(
