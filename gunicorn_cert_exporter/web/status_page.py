@@ -41,7 +41,8 @@ tr.ok>td:first-child{box-shadow:inset .3em 0 var(--ok)}tr.unk>td:first-child{box
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 ul.plain,ol.members{margin:0;padding:0;list-style:none}ol.members li{padding:.15em 0;border-top:1px dashed var(--line)}
 summary{cursor:pointer}details[open]>summary{margin-bottom:.3em}
-@media (max-width:760px){body{padding:.6em}.cards li{min-width:0;flex:1 1 27%}.cards b{font-size:1.2em}
+@media (max-width:760px){body{padding:.6em}.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:.35em}
+.cards li{min-width:0;padding:.2em .45em;font-size:.9em}.cards b{font-size:1.2em}
 table.rows thead{display:none}
 table.rows tr{display:block;border-bottom:1px solid var(--line);padding:.3em 0}
 table.rows td{display:block;border:0;padding:.1em .5em}table.rows td.num{text-align:left}
