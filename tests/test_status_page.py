@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.model import Snapshot
 from tests.support import (
     DAY,
     NOW,
@@ -187,3 +190,11 @@ def test_hostile_subjects_and_file_names_stay_text(
     assert "drift" in targets and "since" in targets and "not verified: unknown_ca" in text
     assert "none: reload disabled" in targets  # the last reload decision and its reason
     browser.screenshot(tmp_path / "hostile.png")
+
+
+def test_every_field_of_the_status_document_is_documented() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "status-api.md").read_text()
+    names = set(status.document(status.build(Snapshot(), now=0.0)))
+    for row in (status.Summary, status.TargetRow, status.DriftRow, status.SourceRow, status.CertRow):
+        names |= {f.name for f in dataclasses.fields(row)}
+    assert {name for name in names if f"`{name}`" not in text} == set()
