@@ -151,7 +151,8 @@ def _cert(cert: CertRow) -> str:
     return (
         f"{_badge(cert.band.severity, cert.band.value)} <span class=muted>#{cert.index}</span> {_t(cert.subject)}"
         f" <span class=muted>· {_when(cert.not_after)} · {cert.days_left:.1f} d"
-        f"{' · ' + _t(cert.note) if cert.note else ''} · issuer {_t(cert.issuer)}</span>"
+        f"{' · ' + _t(cert.note) if cert.note else ''}"
+        f"{' · self-issued' if cert.issuer == cert.subject else ' · issuer ' + _t(cert.issuer)}</span>"
     )
 
 
