@@ -161,11 +161,14 @@ def _drifting(
     new = pki.leaf(root, "new.example")
     (tmp_path / "cert.pem").write_bytes(new.cert_pem)
     (tmp_path / "key.key").write_bytes(new.key_pem)
+    (tmp_path / "other.key").write_bytes(pki.leaf(root).key_pem)  # a half-rotated pair: a reload must wait
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root, "old.example"),)))
     exporter: RunningExporter = run_exporter(
         f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/key.key, "
-        f"endpoint: '{server.address}', server_name: localhost, pid: 999999}}]\n"
+        f"endpoint: '{server.address}', server_name: localhost, pid: 999999}},\n"
+        f"  {{name: blocked, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/other.key, "
+        f"endpoint: '{server.address}', server_name: localhost, pid: 999999, reload: {{enabled: true, after: 0s}}}}]\n"
     )
     exporter.scan_now()
     return exporter
@@ -189,6 +192,10 @@ def test_hostile_subjects_and_file_names_stay_text(
     targets = browser.evaluate("document.getElementById('targets').innerText")
     assert "drift" in targets and "since" in targets and "not verified: unknown_ca" in text
     assert "none: reload disabled" in targets  # the last reload decision and its reason
+    assert "blocked: key_file does not match cert_file" in targets
+    api = _api(exporter)
+    assert api["summary"]["drifting_targets"] == 2 and api["summary"]["blocked_reloads"] == 1
+    assert _counts(browser) == api["summary"]
     browser.screenshot(tmp_path / "hostile.png")
 
 
