@@ -72,7 +72,8 @@ def as_table(checks: list[Row], *, problems_only: bool = False) -> str:
     shown = [r for r in checks if r.status is not Status.OK] if problems_only else checks
     header = ("STATUS", "SOURCE", "IDX", "SUBJECT", "NOT AFTER (UTC)", "DAYS", "NOTE")
     fields = [(r.status.name, r.source, r.index, r.subject, r.not_after, r.days_left, r.note) for r in shown]
-    cells = [header] + [tuple(printable(f)[:60] for f in row) for row in fields]  # escape first, then cut
+    # Escape first, then cut; the note is last and needs no alignment, so it is never cut.
+    cells = [header] + [(*(printable(f)[:60] for f in row[:-1]), printable(row[-1])) for row in fields]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
     lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
     if problems_only and not shown:
