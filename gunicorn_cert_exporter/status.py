@@ -108,6 +108,7 @@ class StatusView:
     """Everything the page, the JSON and ``check`` show."""
 
     generated_at: float
+    scanned_at: float | None  # when the stalest scan kind last finished; None before any scan
     status: Severity
     summary: Summary
     targets: tuple[TargetRow, ...]
@@ -131,7 +132,10 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
     summary = _summary(sources, targets)
     states = [s.band.severity for s in sources] + [t.severity for t in targets]
     status = max(states, key=lambda s: s.rank, default=Severity.OK)
-    return StatusView(now, status, summary, targets, tuple(sources), limits)
+    scanned_at = min((stats.finished_at for _, stats in snap.scans), default=None)
+    if scanned_at is None:  # nothing scanned yet: an empty page is not an all-clear
+        status = Severity.UNKNOWN
+    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits)
 
 
 def _urgency(row: SourceRow) -> tuple[int, float, str, str]:
@@ -300,6 +304,8 @@ def headline(view: StatusView) -> str:
     counts = asdict(view.summary)
     order = ("expired", "errors", "critical", "drifting_targets", "blocked_reloads", "warning")
     parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts[k]]
+    if view.scanned_at is None:
+        parts = ["no scan finished yet"]
     return f"{view.status.name} — " + (" · ".join(parts) if parts else f"{view.summary.ok} ok")
 
 
@@ -320,6 +326,7 @@ def document(view: StatusView) -> dict[str, object]:
     return {
         "version": API_VERSION,
         "generated_at": view.generated_at,
+        "scanned_at": view.scanned_at,
         "status": view.status.name,
         "headline": headline(view),
         "thresholds": {"warning_seconds": view.thresholds.warning, "critical_seconds": view.thresholds.critical},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -205,3 +206,24 @@ def test_every_field_of_the_status_document_is_documented() -> None:
     for row in (status.Summary, status.TargetRow, status.DriftRow, status.SourceRow, status.CertRow):
         names |= {f.name for f in dataclasses.fields(row)}
     assert {name for name in names if f"`{name}`" not in text} == set()
+
+
+def test_before_the_first_scan_the_state_is_unknown_not_ok(run_exporter: StartExporter, tmp_path: Path) -> None:
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n")
+    api = _api(exporter)
+    assert api["status"] == "UNKNOWN" and api["scanned_at"] is None
+    assert api["headline"] == "UNKNOWN — no scan finished yet"
+    exporter.scan_now()
+    assert _api(exporter)["status"] == "WARNING"  # the glob matches nothing
+
+
+def test_file_names_that_are_not_utf8_reach_the_page_and_the_json(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued
+) -> None:
+    (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n")
+    exporter.scan_now()
+    (source,) = _api(exporter)["sources"]
+    assert source["source"] == f"{tmp_path}/" + os.fsdecode(b"bad\xff.pem")
+    status_code, page = exporter.get("/")
+    assert status_code == 200 and b"bad\\udcff.pem" in page

@@ -228,7 +228,8 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         f'<meta http-equiv=Content-Security-Policy content="{_CSP}">'
         f"<title>{_t(status.headline(view))} · gunicorn-cert-exporter</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>gunicorn-cert-exporter {_badge(view.status)}</h1>"
-        f"<p class=muted>scanned {_when(view.generated_at)} · version {_t(__version__)} · <a href=metrics>metrics</a>"
+        f"<p class=muted>last scan {_when(view.scanned_at)} · page {_when(view.generated_at)}"
+        f" · version {_t(__version__)} · <a href=metrics>metrics</a>"
         " · <a href=api/v1/status>JSON</a> · <a href=healthz>healthz</a></p></header>"
         f"{_summary(view)}"
         "<form id=filter method=get role=search><label class=muted for=q>Filter</label>"
