@@ -6,12 +6,13 @@ The HTML page, ``/api/v1/status`` and ``check`` read this view, so they agree on
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
 from gunicorn_cert_exporter.model import (
     AddressResult,
+    CertFacts,
     EndpointResult,
     FileResult,
     MasterReason,
@@ -147,17 +148,22 @@ def _cert_rows(certs: list[CertRow]) -> tuple[CertRow, ...]:
     return tuple(sorted(certs, key=lambda c: (c.band.urgency, c.not_after, c.index)))
 
 
+def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) -> CertRow:
+    band, note = classify(cert, now=now, thresholds=limits)
+    return CertRow(
+        index=index,
+        subject=cert.subject_cn or cert.subject,
+        issuer=cert.issuer_cn or cert.issuer,
+        not_after=cert.not_after,
+        days_left=(cert.not_after - now) / DAY,
+        band=band,
+        note=note,
+        fingerprint_sha256=cert.fingerprint_sha256,
+    )
+
+
 def _file_row(result: FileResult, *, now: float, limits: Thresholds) -> SourceRow:
-    certs = []
-    for index, cert in enumerate(result.certs):
-        band, note = classify(cert, now=now, thresholds=limits)
-        days = (cert.not_after - now) / DAY
-        name = cert.subject_cn or cert.subject
-        certs.append(
-            CertRow(
-                index, name, cert.issuer_cn or cert.issuer, cert.not_after, days, band, note, cert.fingerprint_sha256
-            )
-        )
+    certs = [_cert_row(i, cert, now=now, limits=limits) for i, cert in enumerate(result.certs)]
     rows = _cert_rows(certs)
     error = result.error.value if result.error else ""
     band = Band.ERROR if error else worst([c.band for c in rows])
@@ -178,18 +184,9 @@ def _endpoint_error(endpoint: EndpointResult) -> SourceRow:
 
 def _address_row(endpoint: EndpointResult, address: AddressResult, *, now: float, limits: Thresholds) -> SourceRow:
     reason = address.verify_error.value if address.verify_error else ("" if address.verified else "unverified")
-    certs = []
-    for index, cert in enumerate(address.chain):
-        band, note = classify(cert, now=now, thresholds=limits)
-        if index == 0 and not address.verified:  # the served chain does not verify: clients refuse it
-            band, note = worst([band, Band.CRITICAL]), f"not verified: {reason}"
-        days = (cert.not_after - now) / DAY
-        name = cert.subject_cn or cert.subject
-        certs.append(
-            CertRow(
-                index, name, cert.issuer_cn or cert.issuer, cert.not_after, days, band, note, cert.fingerprint_sha256
-            )
-        )
+    certs = [_cert_row(i, cert, now=now, limits=limits) for i, cert in enumerate(address.chain)]
+    if certs and not address.verified:  # the served chain does not verify: clients refuse it
+        certs[0] = replace(certs[0], band=worst([certs[0].band, Band.CRITICAL]), note=f"not verified: {reason}")
     rows = _cert_rows(certs)
     error = address.error.value if address.error else ""
     return SourceRow(
