@@ -46,6 +46,7 @@ summary{cursor:pointer}details[open]>summary{margin-bottom:.3em}
 table.rows thead{display:none}
 table.rows tr{display:block;border-bottom:1px solid var(--line);padding:.3em 0}
 table.rows td{display:block;border:0;padding:.1em .5em}table.rows td.num{text-align:left}
+table.rows td.empty{display:none}
 table.rows td[data-label]::before{content:attr(data-label) ": ";color:var(--muted);font-weight:600}}
 """
 
@@ -188,11 +189,14 @@ def _source(row: SourceRow, query: str) -> str:
         )
         expires, days = _when(soonest.not_after), f"{soonest.days_left:.1f}"
         notes += [soonest.note] if soonest.note else []
+    empty = " class=empty" if soonest is None else ""  # a phone hides the cells of a source with no certificate
+    number = "'num empty'" if soonest is None else "num"
     return (
         f"<tr class='row {_CSS[row.band.severity]}' data-band={row.band.value}>"
         f"<td data-label=state>{_badge(row.band.severity, row.band.value)}</td>"
-        f"<td data-label={row.kind}><code>{_t(where)}</code></td><td data-label=certificate>{cert}</td>"
-        f"<td data-label=expires>{expires}</td><td data-label='days left' class=num>{days}</td>"
+        f"<td data-label={row.kind}><code>{_t(where)}</code></td>"
+        f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires{empty}>{expires}</td>"
+        f"<td data-label='days left' class={number}>{days}</td>"
         f"<td data-label=notes>{_t('; '.join(notes))}</td></tr>"
     )
 
