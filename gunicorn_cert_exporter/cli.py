@@ -19,7 +19,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from gunicorn_cert_exporter import __version__, check, logs, status
-from gunicorn_cert_exporter.bands import Thresholds
+from gunicorn_cert_exporter.bands import DAY, Thresholds
 from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
@@ -46,8 +46,19 @@ def _parser() -> argparse.ArgumentParser:
     chk = commands.add_parser("check", help="scan once, print a verdict, exit with a Nagios code")
     chk.add_argument("--config", help="YAML config file (default: the embedded example config)")
     chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
-    chk.add_argument("--warning", default="28d", type=parse_duration, help="warn below this much validity")
-    chk.add_argument("--critical", default="7d", type=parse_duration, help="critical below this much validity")
+    limits = Thresholds()  # the status page's bands are check's defaults
+    chk.add_argument(
+        "--warning",
+        default=limits.warning,
+        type=parse_duration,
+        help=f"warn below this much validity (default {limits.warning / DAY:g}d)",
+    )
+    chk.add_argument(
+        "--critical",
+        default=limits.critical,
+        type=parse_duration,
+        help=f"critical below this much validity (default {limits.critical / DAY:g}d)",
+    )
     chk.add_argument("--problems", action="store_true", help="list only rows that are not OK (the summary counts all)")
     commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")
     return parser

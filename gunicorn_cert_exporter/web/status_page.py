@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from html import escape
 
 from gunicorn_cert_exporter import __version__, status
-from gunicorn_cert_exporter.bands import Band, Severity
+from gunicorn_cert_exporter.bands import DAY, Band, Severity
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
 
@@ -89,7 +89,7 @@ def _when(ts: float | None) -> str:
 
 def _ago(ts: float, now: float) -> str:
     seconds = max(0.0, now - ts)
-    for unit, size in (("d", 86400.0), ("h", 3600.0), ("min", 60.0)):
+    for unit, size in (("d", DAY), ("h", 3600.0), ("min", 60.0)):
         if seconds >= size:
             return f"{seconds / size:.0f} {unit}"
     return f"{seconds:.0f} s"
@@ -103,8 +103,8 @@ def _summary(view: StatusView) -> str:
     counts = asdict(view.summary)
     cards = (
         ("expired", "expired", "crit"),
-        ("critical", f"critical &lt; {view.thresholds.critical / 86400:g} d", "crit"),
-        ("warning", f"warning &lt; {view.thresholds.warning / 86400:g} d", "warn"),
+        ("critical", f"critical &lt; {view.thresholds.critical / DAY:g} d", "crit"),
+        ("warning", f"warning &lt; {view.thresholds.warning / DAY:g} d", "warn"),
         ("ok", "ok", "ok"),
         ("errors", "errors", "crit"),
         ("drifting_targets", "drifting targets", "warn"),
