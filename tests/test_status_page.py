@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.model import Snapshot
@@ -31,6 +35,13 @@ ROWS = """[...document.querySelectorAll('#sources tr.row')].map(r => ({band: r.d
   days: r.querySelector('td.num').textContent, top: r.getBoundingClientRect().top,
   bottom: r.getBoundingClientRect().bottom, hidden: r.hidden}))"""
 EXPIRED_ROOT = "Expired Root"
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a path as short as /etc/ssl/certs: pytest's long tmp_path would wrap rows on the page."""
+    with tempfile.TemporaryDirectory(prefix="gce-") as directory:
+        yield Path(directory)
 
 
 def _fresh_machine(run_exporter: StartExporter, tmp_path: Path, pki: PKI) -> RunningExporter:
@@ -67,9 +78,9 @@ def _counts(browser: Chromium) -> dict[str, int]:
 
 
 def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
-    run_exporter: StartExporter, tmp_path: Path, pki: PKI, browser: Chromium
+    run_exporter: StartExporter, tmp_path: Path, short_dir: Path, pki: PKI, browser: Chromium
 ) -> None:
-    exporter = _fresh_machine(run_exporter, tmp_path, pki)
+    exporter = _fresh_machine(run_exporter, short_dir, pki)
     api = _api(exporter)
     expected = {"expired": 1, "critical": 1, "warning": 2, "ok": 140, "errors": 3}
     assert api["summary"] == {**expected, "drifting_targets": 0, "blocked_reloads": 0}

@@ -38,7 +38,7 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:t
 border-bottom:1px solid var(--line)}th{background:var(--head);font-weight:600}
 tr.crit>td:first-child{box-shadow:inset .3em 0 var(--crit)}tr.warn>td:first-child{box-shadow:inset .3em 0 var(--warn)}
 tr.ok>td:first-child{box-shadow:inset .3em 0 var(--ok)}tr.unk>td:first-child{box-shadow:inset .3em 0 var(--unk)}
-.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.when{white-space:nowrap}
 ul.plain,ol.members{margin:0;padding:0;list-style:none}ol.members li{padding:.15em 0;border-top:1px dashed var(--line)}
 summary{cursor:pointer}details[open]>summary{margin-bottom:.3em}
 @media (max-width:760px){body{padding:.6em}.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:.35em}
@@ -81,10 +81,10 @@ def _t(value: object) -> str:
     return escape(status.printable(str(value)))
 
 
-def _when(ts: float | None) -> str:
+def _when(ts: float | None, *, utc: bool = True) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
 
 
 def _ago(ts: float, now: float) -> str:
@@ -175,7 +175,7 @@ def _source(row: SourceRow, query: str) -> str:
     if soonest is None:
         cert, expires, days = "-", "-", "-"
     elif len(row.certs) == 1:
-        cert, expires, days = _t(soonest.subject), _when(soonest.not_after), f"{soonest.days_left:.1f}"
+        cert, expires, days = _t(soonest.subject), _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
         notes += [soonest.note] if soonest.note and soonest.note not in notes else []
     else:
         shown = [c for c in row.certs if _matches(c, query)] if query else []
@@ -187,15 +187,16 @@ def _source(row: SourceRow, query: str) -> str:
             f"<details{' open' if shown else ''}><summary>{_t(soonest.subject)} <span class=muted>"
             f"(soonest of {len(row.certs)}: {tally})</span></summary><ol class=members>{items}</ol></details>"
         )
-        expires, days = _when(soonest.not_after), f"{soonest.days_left:.1f}"
+        expires, days = _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
         notes += [soonest.note] if soonest.note else []
     empty = " class=empty" if soonest is None else ""  # a phone hides the cells of a source with no certificate
     number = "'num empty'" if soonest is None else "num"
+    when = "'when empty'" if soonest is None else "when"
     return (
         f"<tr class='row {_CSS[row.band.severity]}' data-band={row.band.value}>"
         f"<td data-label=state>{_badge(row.band.severity, row.band.value)}</td>"
         f"<td data-label={row.kind}><code>{_t(where)}</code></td>"
-        f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires{empty}>{expires}</td>"
+        f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires class={when}>{expires}</td>"
         f"<td data-label='days left' class={number}>{days}</td>"
         f"<td data-label=notes>{_t('; '.join(notes))}</td></tr>"
     )
@@ -240,7 +241,7 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         f"<input id=q type=search name=q value='{_t(query)}' placeholder='path, subject, address, reason'>"
         f"<button>Filter</button></form>{target_table}"
         f"<h2>Certificates and endpoints, most urgent first{_t(shown)}</h2><table id=sources class=rows><thead><tr>"
-        "<th>state</th><th>source</th><th>certificate</th><th>expires</th><th>days left</th><th>notes</th></tr>"
+        "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th><th>notes</th></tr>"
         "</thead><tbody>" + "".join(_source(s, needle) for s in sources) + "</tbody></table>"
         f"<script>{_SCRIPT}</script></body></html>"
     )
