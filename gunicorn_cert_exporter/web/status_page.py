@@ -39,6 +39,7 @@ border-bottom:1px solid var(--line)}th{background:var(--head);font-weight:600}
 tr.crit>td:first-child{box-shadow:inset .3em 0 var(--crit)}tr.warn>td:first-child{box-shadow:inset .3em 0 var(--warn)}
 tr.ok>td:first-child{box-shadow:inset .3em 0 var(--ok)}tr.unk>td:first-child{box-shadow:inset .3em 0 var(--unk)}
 .num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.when{white-space:nowrap}
+#sources td:nth-child(2){min-width:20em}#sources td:last-child{min-width:17em}#sources th{white-space:nowrap}
 ul.plain,ol.members{margin:0;padding:0;list-style:none}ol.members li{padding:.15em 0;border-top:1px dashed var(--line)}
 summary{cursor:pointer}details[open]>summary{margin-bottom:.3em}
 @media (max-width:760px){body{padding:.6em}.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:.35em}
