@@ -143,7 +143,10 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     host, port = server.socket.getsockname()[:2]
     _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
-    stop.wait()
+    # Wake up now and then: the kernel may deliver SIGHUP/SIGTERM to another thread, and Python runs a handler only
+    # when the main thread runs, which an untimed wait never does again (the signal would be lost).
+    while not stop.wait(timeout=0.5):
+        pass
     _log.info("shutting down")
     server.shutdown()
     server.server_close()
