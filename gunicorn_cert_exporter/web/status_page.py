@@ -59,7 +59,7 @@ function apply(){var t=q.value.trim().toLowerCase();
 document.querySelectorAll('tr.row').forEach(function(tr){tr.hidden=!!t&&!has(tr,t);
 var d=tr.querySelector('details');if(!d)return;var items=d.querySelectorAll('li');var n=0;
 items.forEach(function(li){if(t&&has(li,t))n++});
-items.forEach(function(li){li.hidden=n>0&&!has(li,t)});d.open=n>0});}
+items.forEach(function(li){li.hidden=n>0&&!has(li,t)});if(t)d.open=n>0});}
 q.addEventListener('input',apply);document.getElementById('filter').addEventListener('submit',function(e){
 e.preventDefault();apply()});if(q.value)apply();})();
 """
