@@ -1,28 +1,15 @@
-"""The ``check`` command's verdicts: one row per certificate or failure, Nagios exit codes. Pure."""
+"""The ``check`` command's verdicts: one row per certificate or failure, most urgent first, Nagios exit codes. Pure."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from enum import IntEnum
 
-from gunicorn_cert_exporter.model import CertFacts, Snapshot
+from gunicorn_cert_exporter.bands import Severity as Status
+from gunicorn_cert_exporter.status import SourceRow, StatusView, printable
 
-_DAY = 86400.0
-
-
-class Status(IntEnum):
-    """Nagios plugin exit codes."""
-
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-
-# CRITICAL outranks UNKNOWN, which outranks WARNING: an unreadable cert is worse than one expiring in 3 weeks.
-_RANK = {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}
+__all__ = ["Row", "Status", "as_json", "as_table", "counts", "rows", "summary_line", "verdict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,73 +23,69 @@ class Row:
     not_after: str
     days_left: str
     note: str
+    expires_at: float | None = None  # for ordering; the table shows ``not_after``
 
 
-def _cert_row(source: str, index: int, cert: CertFacts, *, now: float, warning: float, critical: float) -> Row:
-    left = cert.not_after - now
-    if cert.not_before > now:
-        status, note = Status.CRITICAL, "not yet valid"
-    elif left <= 0:
-        status, note = Status.CRITICAL, "expired"
-    elif left < critical:
-        status, note = Status.CRITICAL, "expires soon"
-    elif left < warning:
-        status, note = Status.WARNING, "expires soon"
-    else:
-        status, note = Status.OK, ""
-    when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
-    return Row(status, source, str(index), cert.subject_cn or cert.subject, when, f"{left / _DAY:.1f}", note)
+def _source_rows(source: SourceRow) -> list[Row]:
+    name = f"{source.source} ({source.address})" if source.address else source.source
+    out = []
+    if source.kind == "pattern":
+        out.append(Row(Status.WARNING, name, "", "", "", "", "pattern matches no file"))
+    elif source.error:
+        note = f"{source.error}: {source.detail}" if source.detail else source.error
+        out.append(Row(source.band.severity, name, "", "", "", "", note))
+    for cert in source.certs:
+        when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        days = f"{cert.days_left:.1f}"
+        out.append(Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after))
+    return out
 
 
-def evaluate(snap: Snapshot, *, now: float, warning: float, critical: float) -> list[Row]:
-    """Judge every certificate, file, endpoint and target of a snapshot."""
-    rows: list[Row] = []
-    for result in snap.files:
-        if result.error is not None:
-            rows.append(Row(Status.UNKNOWN, result.path, "", "", "", "", f"{result.error.value}: {result.detail}"))
-        rows.extend(
-            _cert_row(result.path, i, c, now=now, warning=warning, critical=critical)
-            for i, c in enumerate(result.certs)
-        )
-    for endpoint in snap.all_endpoints:
-        if endpoint.error is not None:
-            rows.append(Row(Status.UNKNOWN, endpoint.endpoint, "", "", "", "", endpoint.error.value))
-        for address in endpoint.addresses:
-            source = f"{endpoint.endpoint} ({address.address})"
-            if address.error is not None:
-                rows.append(Row(Status.CRITICAL, source, "", "", "", "", f"{address.error.value}: {address.detail}"))
-                continue
-            for i, cert in enumerate(address.chain):
-                row = _cert_row(source, i, cert, now=now, warning=warning, critical=critical)
-                if i == 0 and not address.verified and address.verify_error is not None:
-                    row = replace(row, status=Status.CRITICAL, note=f"not verified: {address.verify_error.value}")
-                rows.append(row)
-    for target in snap.targets:
-        problems = [f"drift on {d.address}" for d in target.drift if d.mismatch]
-        if target.key_match is False:
-            problems.append("key_file does not match cert_file")
-        if not target.master.up:
-            problems.append(f"master {target.master.error.value if target.master.error else 'down'}")
-        status = Status.CRITICAL if target.key_match is False else Status.WARNING if problems else Status.OK
-        rows.append(Row(status, f"gunicorn {target.name}", "", "", "", "", "; ".join(problems) or "in sync"))
-    return rows
+def rows(view: StatusView) -> list[Row]:
+    """Judge every certificate, source and target of a view, most urgent first (problems before OK rows)."""
+    out = [r for source in view.sources for r in _source_rows(source)]
+    for target in view.targets:
+        note = "; ".join(target.problems) or "in sync"
+        out.append(Row(target.severity, f"gunicorn {target.name}", "", "", "", "", note))
+    # Worst state first; within it failures (no date) before the soonest expiry.
+    return sorted(out, key=lambda r: (-r.status.rank, r.expires_at if r.expires_at is not None else float("-inf")))
 
 
-def verdict(rows: list[Row]) -> Status:
+def verdict(checks: list[Row]) -> Status:
     """Return the worst status of all rows."""
-    return max((r.status for r in rows), key=_RANK.__getitem__, default=Status.OK)
+    return max((r.status for r in checks), key=lambda s: s.rank, default=Status.OK)
 
 
-def as_table(rows: list[Row]) -> str:
-    """Render rows as an aligned text table."""
+def counts(checks: list[Row]) -> dict[str, int]:
+    """Count rows per state, in the order Nagios lists them: {'critical': 1, 'warning': 2, 'unknown': 0, 'ok': 144}."""
+    order = (Status.CRITICAL, Status.WARNING, Status.UNKNOWN, Status.OK)
+    return {s.name.lower(): sum(1 for r in checks if r.status is s) for s in order}
+
+
+def summary_line(checks: list[Row]) -> str:
+    """Say the verdict and the count per state, e.g. ``CRITICAL: 1 critical, 2 warning, 1 unknown, 144 ok``."""
+    return f"{verdict(checks).name}: " + ", ".join(f"{n} {state}" for state, n in counts(checks).items())
+
+
+def as_table(checks: list[Row], *, problems_only: bool = False) -> str:
+    """Render rows as an aligned text table; every field has its control characters spelled out."""
+    shown = [r for r in checks if r.status is not Status.OK] if problems_only else checks
     header = ("STATUS", "SOURCE", "IDX", "SUBJECT", "NOT AFTER (UTC)", "DAYS", "NOTE")
-    cells = [header] + [(r.status.name, r.source, r.index, r.subject, r.not_after, r.days_left, r.note) for r in rows]
-    widths = [min(max(len(c[i]) for c in cells), 60) for i in range(len(header))]
-    lines = ["  ".join(c[i][:60].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
-    return "\n".join(lines) + f"\n\n{verdict(rows).name}: {len(rows)} checks\n"
+    fields = [(r.status.name, r.source, r.index, r.subject, r.not_after, r.days_left, r.note) for r in shown]
+    # Escape first, then cut; the note is last and needs no alignment, so it is never cut.
+    cells = [header] + [(*(printable(f)[:60] for f in row[:-1]), printable(row[-1])) for row in fields]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    lines = ["  ".join(c[i].ljust(widths[i]) for i in range(len(header))).rstrip() for c in cells]
+    if problems_only and not shown:
+        lines = ["no problems"]
+    return "\n".join(lines) + f"\n\n{summary_line(checks)}\n"
 
 
-def as_json(rows: list[Row]) -> str:
-    """Render rows as a JSON document."""
-    items = [{**asdict(r), "status": r.status.name} for r in rows]
-    return json.dumps({"status": verdict(rows).name, "checks": items}, indent=2) + "\n"
+def as_json(checks: list[Row], *, problems_only: bool = False) -> str:
+    """Render rows as a JSON document (json.dumps escapes every control character)."""
+    shown = [r for r in checks if r.status is not Status.OK] if problems_only else checks
+    items = [{**asdict(r), "status": r.status.name} for r in shown]
+    for item in items:
+        del item["expires_at"]
+    document = {"status": verdict(checks).name, "counts": counts(checks), "checks": items}
+    return json.dumps(document, indent=2) + "\n"

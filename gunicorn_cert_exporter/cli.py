@@ -18,7 +18,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from gunicorn_cert_exporter import __version__, check, logs
+from gunicorn_cert_exporter import __version__, check, logs, status
+from gunicorn_cert_exporter.bands import DAY, Thresholds
 from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
@@ -45,8 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     chk = commands.add_parser("check", help="scan once, print a verdict, exit with a Nagios code")
     chk.add_argument("--config", help="YAML config file (default: the embedded example config)")
     chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
-    chk.add_argument("--warning", default="28d", type=parse_duration, help="warn below this much validity")
-    chk.add_argument("--critical", default="7d", type=parse_duration, help="critical below this much validity")
+    limits = Thresholds()  # the status page's bands are check's defaults
+    chk.add_argument(
+        "--warning",
+        default=limits.warning,
+        type=parse_duration,
+        help=f"warn below this much validity (default {limits.warning / DAY:g}d)",
+    )
+    chk.add_argument(
+        "--critical",
+        default=limits.critical,
+        type=parse_duration,
+        help=f"critical below this much validity (default {limits.critical / DAY:g}d)",
+    )
+    chk.add_argument("--problems", action="store_true", help="list only rows that are not OK (the summary counts all)")
     commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")
     return parser
 
@@ -85,8 +98,10 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         registry.register(SnapshotCollector(lambda: snap))
         sys.stdout.write(generate_latest(registry).decode())
         return 0
-    rows = check.evaluate(snap, now=time.time(), warning=args.warning, critical=args.critical)
-    text = check.as_json(rows) if args.output == "json" else check.as_table(rows)
+    view = status.build(snap, now=time.time(), thresholds=Thresholds(warning=args.warning, critical=args.critical))
+    rows = check.rows(view)
+    render = check.as_json if args.output == "json" else check.as_table
+    text = render(rows, problems_only=args.problems)
     sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))  # file names may not be UTF-8
     sys.stdout.flush()
     return int(check.verdict(rows))
@@ -128,7 +143,10 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     host, port = server.socket.getsockname()[:2]
     _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
-    stop.wait()
+    # Wake up now and then: the kernel may deliver SIGHUP/SIGTERM to another thread, and Python runs a handler only
+    # when the main thread runs, which an untimed wait never does again (the signal would be lost).
+    while not stop.wait(timeout=0.5):
+        pass
     _log.info("shutting down")
     server.shutdown()
     server.server_close()

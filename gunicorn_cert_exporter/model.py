@@ -237,6 +237,8 @@ class TargetState:
     last_reload: float | None = None
     reload_signals: int = 0
     reload_failures: int = 0
+    decision: str = ""  # the last reload decision's action (reload.drift.Action value), and the rule behind it
+    decision_reason: str = ""
 
     @property
     def file_leaf(self) -> CertFacts | None:

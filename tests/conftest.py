@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.support import DAY, NOW, PKI, Issued, RunningExporter, StartExporter, TLSServer, start_exporter
+from tests.support import (
+    DAY,
+    NOW,
+    PKI,
+    Chromium,
+    Issued,
+    RunningExporter,
+    StartExporter,
+    TLSServer,
+    start_exporter,
+)
 
 
 @pytest.fixture(scope="session")
@@ -59,3 +69,11 @@ def run_exporter(tmp_path: Path) -> Iterator[StartExporter]:
     yield start
     for running in started:
         running.close()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Chromium]:
+    """A headless Chromium driven over DevTools, stopped at the end of the test."""
+    chromium = Chromium(tmp_path / "chromium-profile")
+    yield chromium
+    chromium.close()

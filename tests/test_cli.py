@@ -38,8 +38,10 @@ def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) 
     warned = run("check", "--config", ok)
     assert warned.returncode == 1 and "WARNING" in warned.stdout
     assert run("check", "--config", ok, "--critical", "20d").returncode == 2
-    (tmp_path / "broken.pem").write_bytes(b"junk")
-    assert run("check", "--config", ok, "--warning", "1d").returncode == 3
+    (tmp_path / "broken.pem").write_bytes(
+        b"junk"
+    )  # unreadable, like a refused endpoint: critical (tests/test_check.py)
+    assert run("check", "--config", ok, "--warning", "1d").returncode == 2
 
 
 def test_check_json_and_prometheus_outputs(tmp_path: Path, root: Issued) -> None:

@@ -71,6 +71,7 @@ class TargetWatcher:
         memory = self._memory.setdefault(target.name, _Memory())
         state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
         decision = drift.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
+        state = replace(state, decision=decision.action.value, decision_reason=decision.reason)
         if decision.action in (drift.Action.NONE, drift.Action.WAIT):
             self._log.debug("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
             return state
@@ -78,7 +79,9 @@ class TargetWatcher:
             self._log.info("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
             return state
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
-        return self._reload(target, memory, state)
+        return replace(
+            self._reload(target, memory, state), decision=state.decision, decision_reason=state.decision_reason
+        )
 
     def _observe(self, target: GunicornTarget, memory: _Memory, endpoint: EndpointResult) -> TargetState:
         now = self._clock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import json
 import logging
 import socket
 import ssl
@@ -21,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from gunicorn_cert_exporter import status as host_status
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.metrics.render_cache import Exposition
 from gunicorn_cert_exporter.model import Snapshot
@@ -174,9 +176,14 @@ class Handler(BaseHTTPRequestHandler):
         elif url.path == "/healthz":
             self._send(Response(HTTPStatus.OK, b"ok\n"))
         elif url.path == "/":
-            page = status_page.render(app.snapshot(), now=app.clock())
+            wanted = parse_qs(url.query).get("q", [""])[0]
+            page = status_page.render(app.snapshot(), now=app.clock(), query=wanted)
             # File names may hold bytes that are not UTF-8 (surrogates here): show them escaped, never fail.
             self._send(Response(HTTPStatus.OK, page.encode("utf-8", "backslashreplace"), "text/html; charset=utf-8"))
+        elif url.path == "/api/v1/status":
+            document = host_status.document(host_status.build(app.snapshot(), now=app.clock()))
+            body = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8", "backslashreplace")
+            self._send(Response(HTTPStatus.OK, body + b"\n", "application/json; charset=utf-8"))
         else:
             self._send(Response(HTTPStatus.NOT_FOUND, b"not found\n"))
 

@@ -1,102 +1,253 @@
-"""Snapshot to the HTML status page: every cert and endpoint, days left, drift, last reload. Pure."""
+"""The HTML status page: summary, Gunicorn targets, then every source by urgency. Pure; complete without JS."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+from dataclasses import asdict
 from datetime import datetime, timezone
 from html import escape
 
-from gunicorn_cert_exporter import __version__
-from gunicorn_cert_exporter.model import CertFacts, Snapshot
+from gunicorn_cert_exporter import __version__, status
+from gunicorn_cert_exporter.bands import DAY, Band, Severity
+from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
 
-_DAY = 86400.0
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1b1b1b}
-h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.ok{background:#e6f4ea}.warn{background:#fff4ce}.crit{background:#fde7e9}.muted{color:#666}
-code{font-size:.9em}
+:root{--fg:#1b1b1b;--bg:#fff;--muted:#5f6368;--line:#ddd;--head:#f4f4f4;--ok:#1e7e34;--warn:#9a6700;
+--crit:#c5221f;--unk:#6f42c1;--okbg:#e6f4ea;--warnbg:#fff4ce;--critbg:#fde7e9;--unkbg:#f1e9fb;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--fg:#e8eaed;--bg:#16181b;--muted:#9aa0a6;--line:#3c4043;--head:#23262b;
+--ok:#81c995;--warn:#fdd663;--crit:#f28b82;--unk:#c58af9;--okbg:#1e3a29;--warnbg:#3d3416;--critbg:#4a1f1f;--unkbg:#33214a}}
+body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;padding:1em;max-width:1400px;color:var(--fg);
+background:var(--bg)}
+h1{font-size:1.35em;margin:.2em 0}h2{font-size:1.1em;margin:1.4em 0 .5em}a{color:inherit}
+.muted{color:var(--muted)}code,.mono{font-family:ui-monospace,monospace;font-size:.9em;overflow-wrap:anywhere}
+.cards{display:flex;flex-wrap:wrap;gap:.5em;list-style:none;padding:0;margin:.6em 0}
+.cards li{border:1px solid var(--line);border-left:.4em solid var(--line);border-radius:.3em;padding:.3em .7em;
+min-width:6.5em}
+.cards b{display:block;font-size:1.5em;font-variant-numeric:tabular-nums}
+.cards li.crit{border-left-color:var(--crit)}.cards li.warn{border-left-color:var(--warn)}
+.cards li.ok{border-left-color:var(--ok)}.cards li.unk{border-left-color:var(--unk)}.cards li.zero{opacity:.6}
+.badge{display:inline-block;font-size:.8em;font-weight:700;padding:.05em .45em;border-radius:.25em;white-space:nowrap}
+.badge.crit{background:var(--critbg);color:var(--crit)}.badge.warn{background:var(--warnbg);color:var(--warn)}
+.badge.ok{background:var(--okbg);color:var(--ok)}.badge.unk{background:var(--unkbg);color:var(--unk)}
+form{display:flex;align-items:center;gap:.4em;margin:.8em 0}[hidden]{display:none!important}
+input[type=search]{flex:1;max-width:30em;font:inherit;padding:.3em .5em}
+button{font:inherit}
+table{border-collapse:collapse;width:100%}th,td{text-align:left;vertical-align:top;padding:.35em .5em;
+border-bottom:1px solid var(--line)}th{background:var(--head);font-weight:600}
+tr.crit>td:first-child{box-shadow:inset .3em 0 var(--crit)}tr.warn>td:first-child{box-shadow:inset .3em 0 var(--warn)}
+tr.ok>td:first-child{box-shadow:inset .3em 0 var(--ok)}tr.unk>td:first-child{box-shadow:inset .3em 0 var(--unk)}
+.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}.when{white-space:nowrap}
+#sources td:nth-child(2){min-width:20em}#sources td:last-child{min-width:17em}#sources th{white-space:nowrap}
+ul.plain,ol.members{margin:0;padding:0;list-style:none}ol.members li{padding:.15em 0;border-top:1px dashed var(--line)}
+summary{cursor:pointer}details[open]>summary{margin-bottom:.3em}
+@media (max-width:760px){body{padding:.6em}.cards{display:grid;grid-template-columns:repeat(3,1fr);gap:.35em}
+.cards li{min-width:0;padding:.2em .45em;font-size:.9em}.cards b{font-size:1.2em}
+table.rows thead{display:none}
+table.rows tr{display:block;border-bottom:1px solid var(--line);padding:.3em 0}
+table.rows td{display:block;border:0;padding:.1em .5em}table.rows td.num{text-align:left}
+table.rows td.empty{display:none}
+table.rows td[data-label]::before{content:attr(data-label) ": ";color:var(--muted);font-weight:600}}
+"""
+
+# Filtering as one types; without JavaScript the form sends ?q= and the server filters the same rows.
+_SCRIPT = """
+(function(){var q=document.getElementById('q');if(!q)return;
+function has(el,t){return el.textContent.toLowerCase().indexOf(t)>=0}
+function apply(){var t=q.value.trim().toLowerCase();
+document.querySelectorAll('tr.row').forEach(function(tr){tr.hidden=!!t&&!has(tr,t);
+var d=tr.querySelector('details');if(!d)return;var items=d.querySelectorAll('li');var n=0;
+items.forEach(function(li){if(t&&has(li,t))n++});
+items.forEach(function(li){li.hidden=n>0&&!has(li,t)});if(t)d.open=n>0});}
+q.addEventListener('input',apply);document.getElementById('filter').addEventListener('submit',function(e){
+e.preventDefault();apply()});if(q.value)apply();})();
 """
 
 
-def _when(ts: float | None) -> str:
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# Nothing but this page's own style and script may run, whatever a certificate or file name smuggles in.
+_CSP = (
+    f"default-src 'none'; style-src {_sha256(_STYLE)}; script-src {_sha256(_SCRIPT)}; "
+    "form-action 'self'; base-uri 'none'"
+)
+_CSS = {Severity.OK: "ok", Severity.WARNING: "warn", Severity.CRITICAL: "crit", Severity.UNKNOWN: "unk"}
+
+
+def _t(value: object) -> str:
+    """Escape any value for HTML text or a quoted attribute, control characters spelled out."""
+    return escape(status.printable(str(value)))
+
+
+def _when(ts: float | None, *, utc: bool = True) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
 
 
-def _days(cert: CertFacts, now: float) -> tuple[str, str]:
-    days = (cert.not_after - now) / _DAY
-    css = "crit" if days < 7 or cert.not_before > now else "warn" if days < 28 else "ok"
-    return f"{days:.1f}", css
+def _ago(ts: float, now: float) -> str:
+    seconds = max(0.0, now - ts)
+    for unit, size in (("d", DAY), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
-def render(snap: Snapshot, *, now: float) -> str:
-    """Render the status page; every value from a certificate or config is escaped."""
-    rows = []
-    for target in snap.targets:
-        drift = [d for d in target.drift if d.mismatch]
-        state = "DRIFT on " + ", ".join(d.address for d in drift) if drift else "in sync"
-        css = "crit" if drift or target.key_match is False or not target.master.up else "ok"
-        rows.append(
-            f"<tr class={css}><td>{escape(target.name)}</td><td>{escape(state)}</td>"
-            f"<td>{'yes' if target.key_match else 'NO' if target.key_match is False else '?'}</td>"
-            f"<td>{'up' if target.master.up else escape(target.master.error.value if target.master.error else 'down')}"
-            f"</td><td>{_when(target.last_reload)}</td><td class=num>{target.reload_signals}</td>"
-            f"<td class=num>{target.reload_failures}</td></tr>"
+def _badge(severity: Severity, text: str | None = None) -> str:
+    return f"<span class='badge {_CSS[severity]}'>{_t(text or severity.name)}</span>"
+
+
+def _summary(view: StatusView) -> str:
+    counts = asdict(view.summary)
+    cards = (
+        ("expired", "expired", "crit"),
+        ("critical", f"critical &lt; {view.thresholds.critical / DAY:g} d", "crit"),
+        ("warning", f"warning &lt; {view.thresholds.warning / DAY:g} d", "warn"),
+        ("ok", "ok", "ok"),
+        ("errors", "errors", "crit"),
+        ("drifting_targets", "drifting targets", "warn"),
+        ("blocked_reloads", "blocked reloads", "warn"),
+    )
+    items = "".join(
+        f"<li class='{css if counts[key] or key == 'ok' else 'zero'}' data-count={key}><b>{counts[key]}</b>{label}</li>"
+        for key, label, css in cards
+    )
+    return f"<section id=summary aria-label=Summary><ul class=cards>{items}</ul></section>"
+
+
+def _target(target: TargetRow, now: float) -> str:
+    drift = []
+    for row in target.addresses:
+        if row.state == "drift":
+            since = f" since {_when(row.since)} ({_ago(row.since, now)})" if row.since is not None else ""
+            drift.append(f"<li>{_badge(Severity.WARNING, 'drift')} <code>{_t(row.address)}</code>{_t(since)}</li>")
+        elif row.state == "unknown":
+            drift.append(
+                f"<li>{_badge(Severity.UNKNOWN, 'unknown')} <code>{_t(row.address)}</code> {_t(row.reason)}</li>"
+            )
+        else:
+            drift.append(f"<li>{_badge(Severity.OK, 'in sync')} <code>{_t(row.address)}</code></li>")
+    key = "yes" if target.key_match else "NO" if target.key_match is False else "unknown"
+    if target.master_up:
+        started = f", started {_when(target.master_started)}" if target.master_started else ""
+        master = f"up · pid {target.master_pid} · {target.workers} workers{started}"
+    else:
+        master = f"down: {target.master_error or 'unknown'}"
+    decision = f"{target.decision}: {target.decision_reason}" if target.decision else "-"
+    problems = "; ".join(target.problems) or "in sync"
+    return (
+        f"<tr class='row {_CSS[target.severity]}'><td data-label=state>{_badge(target.severity)}</td>"
+        f"<td data-label=target><b>{_t(target.name)}</b><br><code>{_t(target.endpoint)}</code>"
+        f"<br><span class=muted>{_t(problems)}</span></td>"
+        f"<td data-label=drift><ul class=plain>{''.join(drift)}</ul></td><td data-label='key matches'>{key}</td>"
+        f"<td data-label=master>{_t(master)}</td><td data-label='last reload'>{_when(target.last_reload)}</td>"
+        f"<td data-label='last decision'>{_t(decision)}</td>"
+        f"<td data-label='signals / failures' class=num>{target.reload_signals} / {target.reload_failures}</td></tr>"
+    )
+
+
+def _cert(cert: CertRow) -> str:
+    return (
+        f"{_badge(cert.band.severity, cert.band.value)} <span class=muted>#{cert.index}</span> {_t(cert.subject)}"
+        f" <span class=muted>· {_when(cert.not_after)} · {cert.days_left:.1f} d"
+        f"{' · ' + _t(cert.note) if cert.note else ''}"
+        f"{' · self-issued' if cert.issuer == cert.subject else ' · issuer ' + _t(cert.issuer)}</span>"
+    )
+
+
+def _matches(cert: CertRow, query: str) -> bool:
+    text = f"{cert.subject} {cert.issuer} {cert.note} {cert.band.value} {cert.fingerprint_sha256}"
+    return query in text.lower()
+
+
+def _source(row: SourceRow, query: str) -> str:
+    where = f"{row.source} ({row.address})" if row.address else row.source
+    soonest = row.soonest
+    notes = [f"{row.error}: {row.detail}" if row.detail else row.error] if row.error else []
+    if row.kind == "pattern":
+        notes = ["pattern matches no file"]
+    if row.verify_reason:
+        notes.append(f"not verified: {row.verify_reason}")
+    elif row.verified:
+        notes.append("verified")
+    if soonest is None:
+        cert, expires, days = "-", "-", "-"
+    elif len(row.certs) == 1:
+        cert, expires, days = _t(soonest.subject), _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
+        notes += [soonest.note] if soonest.note and soonest.note not in notes else []
+    else:
+        shown = [c for c in row.certs if _matches(c, query)] if query else []
+        members = shown or list(row.certs)
+        bands = {b: sum(1 for c in row.certs if c.band is b) for b in Band}
+        tally = ", ".join(f"{n} {b.value}" for b, n in bands.items() if n)
+        items = "".join(f"<li>{_cert(c)}</li>" for c in members)
+        cert = (
+            f"<details{' open' if shown else ''}><summary>{_t(soonest.subject)} <span class=muted>"
+            f"(soonest of {len(row.certs)}: {tally})</span></summary><ol class=members>{items}</ol></details>"
         )
-    targets = (
-        "<h2>Gunicorn targets</h2><table><tr><th>target</th><th>drift</th><th>key matches</th><th>master</th>"
-        "<th>last reload</th><th>signals</th><th>failures</th></tr>" + "".join(rows) + "</table>"
-        if rows
+        expires, days = _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
+        notes += [soonest.note] if soonest.note else []
+    empty = " class=empty" if soonest is None else ""  # a phone hides the cells of a source with no certificate
+    number = "'num empty'" if soonest is None else "num"
+    when = "'when empty'" if soonest is None else "when"
+    return (
+        f"<tr class='row {_CSS[row.band.severity]}' data-band={row.band.value}>"
+        f"<td data-label=state>{_badge(row.band.severity, row.band.value)}</td>"
+        f"<td data-label={row.kind}><code>{_t(where)}</code></td>"
+        f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires class={when}>{expires}</td>"
+        f"<td data-label='days left' class={number}>{days}</td>"
+        f"<td data-label=notes>{_t('; '.join(notes))}</td></tr>"
+    )
+
+
+def _source_matches(row: SourceRow, query: str) -> bool:
+    text = f"{row.kind} {row.source} {row.address} {row.server_name} {row.band.value} {row.error} {row.detail}"
+    return query in f"{text} {row.verify_reason}".lower() or any(_matches(c, query) for c in row.certs)
+
+
+def _target_matches(row: TargetRow, query: str) -> bool:
+    text = " ".join([row.name, row.endpoint, row.drift, *row.problems, *(a.address for a in row.addresses)])
+    return query in text.lower()
+
+
+def render_view(view: StatusView, *, query: str = "") -> str:
+    """Render a status view; only the rows matching ``query`` (case-insensitive) are listed, the summary is whole."""
+    needle = query.strip().lower()
+    targets = [t for t in view.targets if not needle or _target_matches(t, needle)]
+    sources = [s for s in view.sources if not needle or _source_matches(s, needle)]
+    target_table = (
+        "<h2>Gunicorn targets</h2><table id=targets class=rows><thead><tr><th>state</th><th>target</th>"
+        "<th>drift per address</th><th>key matches</th><th>master</th><th>last reload</th><th>last decision</th>"
+        "<th>signals / failures</th></tr></thead><tbody>"
+        + "".join(_target(t, view.generated_at) for t in targets)
+        + "</tbody></table>"
+        if view.targets
         else ""
     )
-    cert_rows = []
-    for result in sorted(snap.files, key=lambda f: min((c.not_after for c in f.certs), default=float("inf"))):
-        if result.error is not None and not result.certs:
-            cert_rows.append(
-                f"<tr class=crit><td><code>{escape(result.path)}</code></td><td>-</td><td colspan=3>"
-                f"{escape(result.error.value)}: {escape(result.detail)}</td></tr>"
-            )
-        for index, cert in enumerate(result.certs):
-            days, css = _days(cert, now)
-            cert_rows.append(
-                f"<tr class={css}><td><code>{escape(result.path)}</code></td><td class=num>{index}</td>"
-                f"<td>{escape(cert.subject_cn or cert.subject)}</td><td>{_when(cert.not_after)}</td>"
-                f"<td class=num>{days}</td></tr>"
-            )
-    endpoint_rows = []
-    for endpoint in snap.all_endpoints:
-        if endpoint.error is not None:
-            endpoint_rows.append(
-                f"<tr class=crit><td>{escape(endpoint.endpoint)}</td><td>-</td><td colspan=4>"
-                f"{escape(endpoint.error.value)}</td></tr>"
-            )
-        for address in endpoint.addresses:
-            leaf = address.leaf
-            if leaf is None:
-                reason = address.error.value if address.error else "no certificate"
-                endpoint_rows.append(
-                    f"<tr class=crit><td>{escape(endpoint.endpoint)}</td><td>{escape(address.address)}</td>"
-                    f"<td colspan=4>{escape(reason)}</td></tr>"
-                )
-                continue
-            days, css = _days(leaf, now)
-            verified = (
-                "yes" if address.verified else escape(address.verify_error.value if address.verify_error else "no")
-            )
-            endpoint_rows.append(
-                f"<tr class={css if address.verified else 'crit'}><td>{escape(endpoint.endpoint)}</td>"
-                f"<td>{escape(address.address)}</td><td>{escape(leaf.subject_cn or leaf.subject)}</td>"
-                f"<td>{_when(leaf.not_after)}</td><td class=num>{days}</td><td>{verified}</td></tr>"
-            )
+    shown = f" · showing {len(sources)} of {len(view.sources)}" if needle else ""
     return (
-        "<!doctype html><html lang=en><head><meta charset=utf-8><title>gunicorn-cert-exporter</title>"
-        f"<style>{_STYLE}</style></head><body><h1>gunicorn-cert-exporter</h1>"
-        f"<p class=muted>version {escape(__version__)} · <a href=metrics>metrics</a> · <a href=healthz>healthz</a>"
-        f" · page built {_when(now)}</p>{targets}"
-        "<h2>Endpoints</h2><table><tr><th>endpoint</th><th>address</th><th>leaf subject</th><th>expires</th>"
-        "<th>days left</th><th>verified</th></tr>" + "".join(endpoint_rows) + "</table>"
-        "<h2>Certificate files</h2><table><tr><th>path</th><th>index</th><th>subject</th><th>expires</th>"
-        "<th>days left</th></tr>" + "".join(cert_rows) + "</table></body></html>"
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f'<meta http-equiv=Content-Security-Policy content="{_CSP}">'
+        f"<title>{_t(status.headline(view))} · gunicorn-cert-exporter</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>gunicorn-cert-exporter {_badge(view.status)}</h1>"
+        f"<p class=muted>last scan {_when(view.scanned_at)} · page {_when(view.generated_at)}"
+        f" · version {_t(__version__)} · <a href=metrics>metrics</a>"
+        " · <a href=api/v1/status>JSON</a> · <a href=healthz>healthz</a></p></header>"
+        f"{_summary(view)}"
+        "<form id=filter method=get role=search><label class=muted for=q>Filter</label>"
+        f"<input id=q type=search name=q value='{_t(query)}' placeholder='path, subject, address, reason'>"
+        f"<button>Filter</button></form>{target_table}"
+        f"<h2>Certificates and endpoints, most urgent first{_t(shown)}</h2><table id=sources class=rows><thead><tr>"
+        "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th><th>notes</th></tr>"
+        "</thead><tbody>" + "".join(_source(s, needle) for s in sources) + "</tbody></table>"
+        f"<script>{_SCRIPT}</script></body></html>"
     )
+
+
+def render(snap: Snapshot, *, now: float, query: str = "") -> str:
+    """Render the status page of a snapshot with the default bands."""
+    return render_view(status.build(snap, now=now), query=query)

@@ -1,0 +1,347 @@
+"""One host's status: snapshot -> targets, sources sorted by urgency and a summary. Pure.
+
+The HTML page, ``/api/v1/status`` and ``check`` read this view, so they agree on the bands and the order.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+
+from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
+from gunicorn_cert_exporter.model import (
+    AddressResult,
+    CertFacts,
+    EndpointResult,
+    FileResult,
+    MasterReason,
+    Snapshot,
+    TargetState,
+)
+
+API_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CertRow:
+    """One certificate of a file or of a served chain."""
+
+    index: int
+    subject: str
+    issuer: str
+    not_after: float
+    days_left: float
+    band: Band
+    note: str
+    fingerprint_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One file, endpoint address or empty pattern: its certificates, most urgent first, or why it has none."""
+
+    kind: str  # "file", "endpoint" or "pattern"
+    source: str  # the path, the configured endpoint, or the pattern
+    address: str = ""  # the resolved address of an endpoint
+    server_name: str = ""
+    band: Band = Band.OK  # the most urgent of its certificates and its error
+    error: str = ""  # the reason label of the failure, if any
+    detail: str = ""
+    verified: bool | None = None  # endpoints only
+    verify_reason: str = ""
+    certs: tuple[CertRow, ...] = ()
+
+    @property
+    def soonest(self) -> CertRow | None:
+        """Return the certificate that needs attention first."""
+        return self.certs[0] if self.certs else None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftRow:
+    """Whether one address of a target serves the leaf of its ``cert_file``."""
+
+    address: str
+    state: str  # "drift", "in sync" or "unknown"
+    since: float | None = None
+    reason: str = ""  # why the state is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRow:
+    """One Gunicorn target as an operator reads it."""
+
+    name: str
+    severity: Severity
+    problems: tuple[str, ...]
+    endpoint: str
+    drift: str  # "drift", "in sync" or "unknown"
+    addresses: tuple[DriftRow, ...]
+    key_match: bool | None
+    master_up: bool
+    master_pid: int | None
+    master_started: float | None
+    master_error: str
+    workers: int
+    last_reload: float | None
+    decision: str
+    decision_reason: str
+    reload_signals: int
+    reload_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Counts for the top of the page: certificates per band, failing sources, drifting targets, blocked reloads."""
+
+    expired: int = 0
+    critical: int = 0
+    warning: int = 0
+    ok: int = 0
+    errors: int = 0
+    drifting_targets: int = 0
+    blocked_reloads: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    """Everything the page, the JSON and ``check`` show."""
+
+    generated_at: float
+    scanned_at: float | None  # when the stalest scan kind last finished; None before any scan
+    status: Severity
+    summary: Summary
+    targets: tuple[TargetRow, ...]
+    sources: tuple[SourceRow, ...]
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -> StatusView:
+    """Judge a snapshot: targets first, then every source sorted by urgency, and the counts."""
+    limits = thresholds or Thresholds()
+    sources = [_file_row(f, now=now, limits=limits) for f in snap.files if f.certs or f.error is not None]
+    sources += [
+        SourceRow("pattern", p.pattern, band=Band.WARNING, error="no_match") for p in snap.patterns if not p.matches
+    ]
+    for endpoint in snap.all_endpoints:
+        if endpoint.error is not None and not endpoint.addresses:
+            sources.append(_endpoint_error(endpoint))
+        sources += [_address_row(endpoint, a, now=now, limits=limits) for a in endpoint.addresses]
+    sources.sort(key=_urgency)
+    targets = tuple(_target_row(t) for t in snap.targets)
+    summary = _summary(sources, targets)
+    states = [s.band.severity for s in sources] + [t.severity for t in targets]
+    status = max(states, key=lambda s: s.rank, default=Severity.OK)
+    scanned_at = min((stats.finished_at for _, stats in snap.scans), default=None)
+    if scanned_at is None:  # nothing scanned yet: an empty page is not an all-clear
+        status = Severity.UNKNOWN
+    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits)
+
+
+def _urgency(row: SourceRow) -> tuple[int, float, str, str]:
+    soonest = row.soonest
+    return row.band.urgency, soonest.not_after if soonest else float("-inf"), row.source, row.address
+
+
+def _cert_rows(certs: list[CertRow]) -> tuple[CertRow, ...]:
+    return tuple(sorted(certs, key=lambda c: (c.band.urgency, c.not_after, c.index)))
+
+
+def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) -> CertRow:
+    band, note = classify(cert, now=now, thresholds=limits)
+    return CertRow(
+        index=index,
+        subject=cert.subject_cn or cert.subject,
+        issuer=cert.issuer_cn or cert.issuer,
+        not_after=cert.not_after,
+        days_left=(cert.not_after - now) / DAY,
+        band=band,
+        note=note,
+        fingerprint_sha256=cert.fingerprint_sha256,
+    )
+
+
+def _file_row(result: FileResult, *, now: float, limits: Thresholds) -> SourceRow:
+    certs = [_cert_row(i, cert, now=now, limits=limits) for i, cert in enumerate(result.certs)]
+    rows = _cert_rows(certs)
+    error = result.error.value if result.error else ""
+    band = Band.ERROR if error else worst([c.band for c in rows])
+    return SourceRow("file", result.path, band=band, error=error, detail=result.detail, certs=rows)
+
+
+def _endpoint_error(endpoint: EndpointResult) -> SourceRow:
+    error = endpoint.error.value if endpoint.error else ""
+    return SourceRow(
+        "endpoint",
+        endpoint.endpoint,
+        server_name=endpoint.server_name,
+        band=Band.ERROR,
+        error=error,
+        detail=endpoint.detail,
+    )
+
+
+def _address_row(endpoint: EndpointResult, address: AddressResult, *, now: float, limits: Thresholds) -> SourceRow:
+    reason = address.verify_error.value if address.verify_error else ("" if address.verified else "unverified")
+    certs = [_cert_row(i, cert, now=now, limits=limits) for i, cert in enumerate(address.chain)]
+    if certs and not address.verified:  # the served chain does not verify: clients refuse it
+        certs[0] = replace(certs[0], band=worst([certs[0].band, Band.CRITICAL]), note=f"not verified: {reason}")
+    rows = _cert_rows(certs)
+    error = address.error.value if address.error else ""
+    return SourceRow(
+        "endpoint",
+        endpoint.endpoint,
+        address=address.address,
+        server_name=endpoint.server_name,
+        band=Band.ERROR if error else worst([c.band for c in rows]),
+        error=error,
+        detail=address.detail,
+        verified=address.verified if address.up else None,
+        verify_reason="" if address.verified or not address.up else reason,
+        certs=rows,
+    )
+
+
+def _drift_rows(target: TargetState) -> tuple[DriftRow, ...]:
+    endpoint = target.endpoint
+    if not endpoint.addresses:
+        reason = endpoint.error.value if endpoint.error else "not probed"
+        return (DriftRow(endpoint.endpoint, "unknown", reason=reason),)
+    seen = {d.address: d for d in target.drift}
+    rows = []
+    for address in endpoint.addresses:
+        drift = seen.get(address.address)
+        if drift is not None and drift.mismatch:
+            rows.append(DriftRow(address.address, "drift", since=drift.since))
+        elif address.leaf is None:  # nothing was served: the drift can't be known, it is not "in sync"
+            rows.append(
+                DriftRow(address.address, "unknown", reason=address.error.value if address.error else "no chain")
+            )
+        elif target.file_leaf is None:
+            reason = f"cert_file {target.cert.error.value}" if target.cert.error else "cert_file has no certificate"
+            rows.append(DriftRow(address.address, "unknown", reason=reason))
+        else:
+            rows.append(DriftRow(address.address, "in sync"))
+    return tuple(rows)
+
+
+def _why_no_pairing(target: TargetState) -> str:
+    for name, result in (("cert_file", target.cert), ("key_file", target.key)):
+        if result.error is not None:
+            return f"{name} {result.error.value}"
+    if not target.cert.certs:
+        return "cert_file holds no certificate"
+    if not target.key.keys:
+        return "key_file holds no private key"
+    return "key_file is encrypted"
+
+
+def _target_row(target: TargetState) -> TargetRow:
+    addresses = _drift_rows(target)
+    states = {row.state for row in addresses}
+    drift = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
+    problems: list[tuple[Severity, str]] = []
+    if target.key_match is False:
+        problems.append((Severity.CRITICAL, "key_file does not match cert_file"))
+    elif target.key_match is None:  # an unreadable file is CRITICAL on its own row; this says what it hides
+        problems.append((Severity.UNKNOWN, "key pairing unknown: " + _why_no_pairing(target)))
+    problems += [(Severity.WARNING, f"drift on {row.address}") for row in addresses if row.state == "drift"]
+    problems += [
+        (Severity.UNKNOWN, f"drift unknown on {r.address}: {r.reason}") for r in addresses if r.state == "unknown"
+    ]
+    master = target.master
+    if not master.up:
+        # A master we may not inspect is unknown; one that is missing or another program is a finding.
+        blind = master.error in (MasterReason.PERMISSION_DENIED, MasterReason.UNSUPPORTED_PLATFORM)
+        problems.append(
+            (
+                Severity.UNKNOWN if blind else Severity.WARNING,
+                f"master {master.error.value if master.error else 'down'}",
+            )
+        )
+    if target.decision == "blocked":
+        problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
+    return TargetRow(
+        name=target.name,
+        severity=max((s for s, _ in problems), key=lambda s: s.rank, default=Severity.OK),
+        problems=tuple(text for _, text in problems),
+        endpoint=target.endpoint.endpoint,
+        drift=drift,
+        addresses=addresses,
+        key_match=target.key_match,
+        master_up=master.up,
+        master_pid=master.pid,
+        master_started=master.start_time,
+        master_error=master.error.value if master.error else "",
+        workers=len(master.workers),
+        last_reload=target.last_reload,
+        decision=target.decision,
+        decision_reason=target.decision_reason,
+        reload_signals=target.reload_signals,
+        reload_failures=target.reload_failures,
+    )
+
+
+def _summary(sources: list[SourceRow], targets: tuple[TargetRow, ...]) -> Summary:
+    certs = [c.band for s in sources for c in s.certs]
+    return Summary(
+        expired=certs.count(Band.EXPIRED),
+        critical=certs.count(Band.CRITICAL),
+        warning=certs.count(Band.WARNING) + sum(1 for s in sources if s.kind == "pattern"),
+        ok=certs.count(Band.OK),
+        errors=sum(1 for s in sources if s.band is Band.ERROR),
+        drifting_targets=sum(1 for t in targets if t.drift == "drift"),
+        blocked_reloads=sum(1 for t in targets if t.decision == "blocked"),
+    )
+
+
+def headline(view: StatusView) -> str:
+    """Say the worst state and what makes it so, e.g. ``CRITICAL — 1 expired · 2 errors``."""
+    counts = asdict(view.summary)
+    order = ("expired", "errors", "critical", "drifting_targets", "blocked_reloads", "warning")
+    parts = [f"{counts[k]} {k.replace('_', ' ')}" for k in order if counts[k]]
+    if view.scanned_at is None:
+        parts = ["no scan finished yet"]
+    return f"{view.status.name} — " + (" · ".join(parts) if parts else f"{view.summary.ok} ok")
+
+
+def document(view: StatusView) -> dict[str, object]:
+    """Return the ``/api/v1/status`` document (schema: docs/status-api.md)."""
+
+    def plain(value: object) -> object:
+        if isinstance(value, Severity):
+            return value.name
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return {
+        "version": API_VERSION,
+        "generated_at": view.generated_at,
+        "scanned_at": view.scanned_at,
+        "status": view.status.name,
+        "headline": headline(view),
+        "thresholds": {"warning_seconds": view.thresholds.warning, "critical_seconds": view.thresholds.critical},
+        "summary": asdict(view.summary),
+        "targets": [plain(asdict(t)) for t in view.targets],
+        "sources": [plain(asdict(s)) for s in view.sources],
+    }
+
+
+def printable(text: str) -> str:
+    """Spell out control and format characters (ESC, newlines, C1, DEL, bidi overrides) so a terminal shows text."""
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)

@@ -1,0 +1,115 @@
+"""`check` as an SRE runs it when paged: problems first, counts per state, --problems, terminal-safe output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import DAY, NOW, PKI, Issued, TLSServer, free_port, server_context
+
+EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
+RANK = {"CRITICAL": 3, "UNKNOWN": 2, "WARNING": 1, "OK": 0}
+
+
+def check(tmp_path: Path, config: str, *args: str) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.yaml"
+    path.write_text(config)
+    command = [*EXPORTER, "check", "--config", str(path), *args]
+    # Run in tmp_path, so relative paths in a config show whole (the table cuts cells at 60 characters).
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path)
+
+
+def table(stdout: str) -> tuple[list[list[str]], str]:
+    """Split a table into its rows (split on runs of two spaces) and its summary line."""
+    body, _, summary = stdout.rstrip("\n").rpartition("\n\n")
+    rows = [[cell.strip() for cell in line.split("  ") if cell.strip()] for line in body.splitlines()[1:]]
+    return rows, summary
+
+
+def _trust_store(tmp_path: Path, pki: PKI) -> Path:
+    """A bundle like the OS trust store: fine roots, one expired in the middle, one expiring in 10 days."""
+    certs = [pki.ca(f"Fine Root {i:02d}", not_after=NOW + (1000 + i) * DAY) for i in range(30)]
+    certs[17] = pki.issue("Expired Root", ca=True, not_before=NOW - 900 * DAY, not_after=NOW - 564 * DAY)
+    certs[5] = pki.ca("Soon Root", not_after=NOW + 10 * DAY)
+    path = tmp_path / "ca-certificates.crt"
+    path.write_bytes(b"".join(c.cert_pem for c in certs))
+    return path
+
+
+def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: PKI) -> None:
+    bundle = _trust_store(tmp_path, pki)
+    config = f"files: [{{paths: ['{bundle}', '{tmp_path}/missing/*.crt']}}]\n"
+    result = check(tmp_path, config)
+    assert result.returncode == 2, result.stderr
+    rows, summary = table(result.stdout)
+    assert summary == "CRITICAL: 1 critical, 2 warning, 0 unknown, 28 ok"
+    assert [r[0] for r in rows] == ["CRITICAL"] + ["WARNING"] * 2 + ["OK"] * 28
+    assert rows[0][3] == "Expired Root" and rows[0][-1] == "expired"
+    assert {rows[1][-1], rows[2][-1]} == {"expires soon", "pattern matches no file"}
+    ok_dates = [r[4] for r in rows[3:]]
+    assert ok_dates == sorted(ok_dates)  # then the soonest expiry first
+
+    problems = check(tmp_path, config, "--problems")
+    assert problems.returncode == 2
+    problem_rows, problem_summary = table(problems.stdout)
+    assert problem_rows == rows[:3] and "OK" not in [r[0] for r in problem_rows]
+    assert problem_summary == summary  # the summary still counts every check
+
+    document = json.loads(check(tmp_path, config, "--output", "json", "--problems").stdout)
+    assert document["counts"] == {"critical": 1, "warning": 2, "unknown": 0, "ok": 28}
+    assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
+
+
+def test_a_pattern_that_matches_nothing_warns_naming_it(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "ca.pem").write_bytes(root.cert_pem)
+    result = check(tmp_path, "files: [{paths: ['ca.pem', 'live/**/fullchain.pem']}]\n")
+    assert result.returncode == 1
+    rows, summary = table(result.stdout)
+    assert rows[0] == ["WARNING", "live/**/fullchain.pem", "pattern matches no file"]
+    assert summary == "WARNING: 0 critical, 1 warning, 0 unknown, 1 ok"
+
+
+def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: Path) -> None:
+    file = check(tmp_path, f"files: [{{paths: ['{tmp_path}/gone.pem']}}]\n")
+    endpoint = check(tmp_path, f"endpoints: [{{address: '127.0.0.1:{free_port()}', timeout: 5s}}]\n")
+    assert file.returncode == endpoint.returncode == 2
+    (file_row,), _ = table(file.stdout)
+    (endpoint_row,), _ = table(endpoint.stdout)
+    assert file_row[0] == endpoint_row[0] == "CRITICAL"
+    assert file_row[-1].startswith("not_found") and endpoint_row[-1].startswith("refused")
+
+
+def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
+    tmp_path: Path, pki: PKI, root: Issued, tls_server: type[TLSServer]
+) -> None:
+    leaf = pki.leaf(root)
+    server = tls_server("127.0.0.1", context=server_context((leaf,)))
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    (tmp_path / "cert.pem").write_bytes(leaf.cert_pem)
+    config = (
+        f"gunicorn: [{{name: app, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/root.pem, "
+        f"ca_file: {tmp_path}/root.pem, endpoint: '{server.address}', server_name: localhost, pid: 999999}}]\n"
+    )
+    result = check(tmp_path, config)
+    rows, summary = table(result.stdout)
+    assert result.returncode == 3, result.stdout
+    assert rows[0][:2] == ["UNKNOWN", "gunicorn app"]
+    assert "key pairing unknown: key_file holds no private key" in rows[0][2]
+    assert summary == "UNKNOWN: 0 critical, 0 warning, 1 unknown, 3 ok"
+
+
+def test_table_spells_out_control_characters_in_every_field(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    subject = "\x1b]0;pwned\x07\nINJECTED\x9b2J\x7f\u202eevil"
+    (tmp_path / "name\x1b[2J\n.pem").write_bytes(pki.leaf(root, subject).cert_pem)
+    result = check(tmp_path, "files: [{paths: ['*.pem']}]\n")
+    assert result.returncode == 0, result.stdout
+    for raw in ("\x1b", "\x07", "\x9b", "\x7f", "\u202e"):
+        assert raw not in result.stdout
+    rows, _ = table(result.stdout)
+    assert len(rows) == 1  # the newlines did not start new rows
+    assert rows[0][1] == "name\\x1b[2J\\x0a.pem"
+    assert rows[0][3] == "\\x1b]0;pwned\\x07\\x0aINJECTED\\x9b2J\\x7f\\u202eevil"
+    document = json.loads(check(tmp_path, "files: [{paths: ['*.pem']}]\n", "--output", "json").stdout)
+    assert document["checks"][0]["subject"] == subject  # JSON keeps the value, escaped by json.dumps
