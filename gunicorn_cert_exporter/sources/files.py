@@ -9,12 +9,22 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from itertools import islice, zip_longest
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, Parsed, PatternResult
+from gunicorn_cert_exporter.model import (
+    FileIdentity,
+    FileReason,
+    FileResult,
+    Parsed,
+    PatternProblem,
+    PatternReason,
+    PatternResult,
+)
 from gunicorn_cert_exporter.sources import certs
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
@@ -56,70 +66,150 @@ class Wanted:
     password_env: str | None = None
 
 
+_Listing = tuple[tuple[str, bool], ...]
+_BATCH = 64  # matches taken from one pattern before the next pattern's turn
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    """One configured pattern being expanded: its source, how specific it is, and its walk."""
+
+    source: FileSource
+    text: str
+    specificity: tuple[int, int, int]
+    walk: Iterator[str]
+    problems: list[PatternProblem]
+    found: list[str]
+
+
 class Finder:
-    """Expand paths, globs and directories into files; a directory is listed again only when it changed.
+    """Expand paths, globs and directories into files, bounded in count, depth and time.
 
     A directory's listing is kept with its inode and mtime: entries added, removed or renamed (a Kubernetes
-    ``..data`` swap included) change the mtime, so an unchanged tree costs one stat per directory.
+    ``..data`` swap included) change the mtime, so an unchanged tree costs one stat per directory. The walk is
+    iterative (no recursion limit), patterns take turns (a huge tree can't starve a small source), and past a
+    bound a pattern keeps its first matches and reports why on its PatternResult.
     """
 
-    def __init__(self) -> None:
-        self._listings: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
-        self._seen: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
+    def __init__(
+        self, *, max_files: int = 100_000, max_depth: int = 32, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._max_files = max_files
+        self._max_depth = max_depth
+        self._clock = clock
+        self._cache_budget = 2 * max_files + 10_000  # directory entries kept between scans: memory stays bounded
+        self._listings: dict[str, tuple[tuple[int, int], _Listing]] = {}
+        self._seen: dict[str, tuple[tuple[int, int], _Listing]] = {}
+        self._cached = 0
+        self._deadline: float | None = None
 
-    def expand(self, sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternResult]]:
-        """Resolve configured paths, globs and directories into files, each once, in a stable order."""
-        self._seen = {}
-        wanted: dict[str, Wanted] = {}
-        patterns: list[PatternResult] = []
+    def expand(
+        self, sources: Sequence[FileSource], *, deadline: float | None = None
+    ) -> tuple[list[Wanted], list[PatternResult]]:
+        """Resolve configured paths, globs and directories into files, each once, by ``deadline`` (monotonic)."""
+        self._seen, self._cached, self._deadline = {}, 0, deadline
+        patterns: list[_Pattern] = []
         for source in sources:
-            excludes = [_glob_regex(p) for p in source.exclude]
-            for pattern in source.paths:
-                matches = self._matches(pattern)
-                if excludes:
-                    matches = [p for p in matches if not _excluded(p, excludes)]
-                patterns.append(PatternResult(pattern=pattern, matches=len(matches)))
-                for path in matches:
-                    wanted.setdefault(path, Wanted(path, source.format, source.password_file, source.password_env))
+            for text in source.paths:
+                problems: list[PatternProblem] = []
+                walk = self._matches(text, problems)
+                patterns.append(_Pattern(source, text, _specificity(text), walk, problems, []))
+        excludes = {id(s): [_glob_regex(p) for p in s.exclude] for s in sources}
+        taken, active = 0, list(patterns)
+        while active:
+            for pattern in list(active):
+                if self._late():
+                    pattern.problems.append(PatternProblem(PatternReason.SCAN_DEADLINE, "the walk ran out of time"))
+                    active.remove(pattern)
+                    continue
+                want = min(_BATCH, self._max_files - taken)
+                batch = list(islice(pattern.walk, want))
+                kept = [path for path in batch if not _excluded(path, excludes[id(pattern.source)])]
+                pattern.found.extend(kept)
+                taken += len(kept)
+                if len(batch) < want:  # the walk ended (or gave up at the deadline)
+                    active.remove(pattern)
+                    if self._late():
+                        pattern.problems.append(PatternProblem(PatternReason.SCAN_DEADLINE, "the walk ran out of time"))
+                elif taken >= self._max_files:
+                    for left in active:
+                        left.problems.append(PatternProblem(PatternReason.MAX_FILES, f"{self._max_files} files in all"))
+                    active = []
+                    break
         self._listings = self._seen  # directories that left every pattern are forgotten
-        return list(wanted.values()), patterns
+        return self._wanted(patterns), [_result(p) for p in patterns]
 
-    def _matches(self, pattern: str) -> list[str]:
+    def _wanted(self, patterns: list[_Pattern]) -> list[Wanted]:
+        """Take the patterns' matches in turns; a file matched twice takes the most specific source's options."""
+        best: dict[str, tuple[tuple[int, int, int], FileSource]] = {}
+        order: list[str] = []
+        for pattern in patterns:
+            pattern.found.sort()
+        for row in zip_longest(*(p.found for p in patterns)):
+            for pattern, path in zip(patterns, row, strict=True):
+                if path is None:
+                    continue
+                known = best.get(path)
+                if known is None:
+                    order.append(path)
+                if known is None or pattern.specificity > known[0]:  # ties: the source listed first
+                    best[path] = (pattern.specificity, pattern.source)
+        return [_wanted_for(path, best[path][1]) for path in order]
+
+    def _late(self) -> bool:
+        return self._deadline is not None and self._clock() > self._deadline
+
+    def _matches(self, pattern: str, problems: list[PatternProblem]) -> Iterator[str]:
         if not glob.has_magic(pattern):
-            listing = self._list(pattern)
+            listing = self._list(pattern, problems)
             if listing is None:
-                return [pattern]  # a file, or missing: scan_one says which
+                yield pattern  # a file, or missing: scan_one says which
+                return
             # A directory: its files (Kubernetes Secret volumes hold ..data and ..<timestamp> beside them).
-            return sorted(os.path.join(pattern, name) for name, is_dir in listing if not is_dir)
+            yield from (os.path.join(pattern, name) for name, is_dir in listing if not is_dir)
+            return
         parts = pattern.split("/")
         static = next(i for i, part in enumerate(parts) if glob.has_magic(part))
         base = "/".join(parts[:static]) or ("/" if pattern.startswith("/") else ".")
         rest = parts[static:]
         depth = None if any("**" in part for part in rest) else len(rest)
         regex = _glob_regex(pattern if base != "." or pattern.startswith("./") else "./" + pattern)
-        found: list[str] = []
-        self._walk(base, regex, depth, frozenset(), found)
-        if base == "." and not pattern.startswith("./"):
-            found = [p[2:] for p in found]
-        return sorted(found)
+        strip = 2 if base == "." and not pattern.startswith("./") else 0
+        yield from (path[strip:] for path in self._walk(base, regex, depth, problems))
 
     def _walk(
-        self, directory: str, regex: re.Pattern[str], depth: int | None, ancestors: frozenset[str], out: list[str]
-    ) -> None:
-        listing = self._list(directory)
-        real = os.path.realpath(directory)
-        if listing is None or real in ancestors:  # a symlink back up the tree: follow it once, never loop
-            return
-        ancestors = ancestors | {real}
-        for name, is_dir in listing:
-            path = directory.rstrip("/") + "/" + name
-            if is_dir:
-                if depth is None or depth > 1:
-                    self._walk(path, regex, None if depth is None else depth - 1, ancestors, out)
-            elif (depth is None or depth == 1) and regex.match(path):
-                out.append(path)
+        self, base: str, regex: re.Pattern[str], depth: int | None, problems: list[PatternProblem]
+    ) -> Iterator[str]:
+        """Walk depth-first without recursion; a symlink back up the tree is followed once, never looped."""
+        stack: list[tuple[str, int, frozenset[str]]] = [(base, 0, frozenset())]
+        deepest_reported = False
+        while stack:
+            if self._late():
+                return  # expand() reports the deadline on the pattern
+            directory, level, ancestors = stack.pop()
+            listing = self._list(directory, problems if level > 0 or directory == base else None)
+            real = os.path.realpath(directory)
+            if listing is None or real in ancestors:
+                continue
+            ancestors = ancestors | {real}
+            below: list[tuple[str, int, frozenset[str]]] = []
+            for name, is_dir in listing:
+                path = directory.rstrip("/") + "/" + name
+                if not is_dir:
+                    if (depth is None or depth == level + 1) and regex.match(path):
+                        yield path
+                elif depth is not None:
+                    if level + 1 < depth:
+                        below.append((path, level + 1, ancestors))
+                elif level + 1 <= self._max_depth:
+                    below.append((path, level + 1, ancestors))
+                elif not deepest_reported:
+                    deepest_reported = True
+                    detail = f"not entered below {self._max_depth} levels: {_printable(path)}"
+                    problems.append(PatternProblem(PatternReason.MAX_DEPTH, detail))
+            stack.extend(reversed(below))
 
-    def _list(self, directory: str) -> tuple[tuple[str, bool], ...] | None:
+    def _list(self, directory: str, problems: list[PatternProblem] | None) -> _Listing | None:
         try:
             info = os.stat(directory)
         except OSError:
@@ -132,11 +222,40 @@ class Finder:
             try:
                 with os.scandir(directory) as entries:
                     listing = tuple(sorted((e.name, _is_dir(e)) for e in entries if not e.name.startswith(".")))
-            except OSError:
+            except OSError as exc:
+                if problems is not None:
+                    reason = PatternReason.PERMISSION_DENIED if isinstance(exc, PermissionError) else None
+                    detail = f"{_printable(directory)}: {exc.strerror or type(exc).__name__}"
+                    problems.append(PatternProblem(reason or PatternReason.READ_ERROR, detail))
                 return None
             cached = (stamp, listing)
-        self._seen[directory] = cached
+        if self._cached + len(cached[1]) <= self._cache_budget:
+            self._seen[directory] = cached
+            self._cached += len(cached[1])
         return cached[1]
+
+
+def _specificity(pattern: str) -> tuple[int, int, int]:
+    """Rank a pattern: a literal path beats a glob, then more fixed leading components, then a longer pattern."""
+    parts = pattern.split("/")
+    fixed = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    return (0 if glob.has_magic(pattern) else 1, fixed, len(pattern))
+
+
+def _wanted_for(path: str, source: FileSource) -> Wanted:
+    return Wanted(path, source.format, source.password_file, source.password_env)
+
+
+def _result(pattern: _Pattern) -> PatternResult:
+    problems = list(pattern.problems)
+    if not pattern.found and not problems:
+        problems.append(PatternProblem(PatternReason.NO_MATCH, "matched no file"))
+    return PatternResult(pattern=pattern.text, matches=len(pattern.found), problems=tuple(problems))
+
+
+def _printable(path: str) -> str:
+    """Show a path with control characters escaped (a detail text may reach a terminal or a log)."""
+    return path.encode("unicode_escape", "backslashreplace").decode("ascii") if not path.isprintable() else path
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -161,12 +280,26 @@ class FileScanner:
         self._cache: dict[str, FileResult] = {}
         self._facts = certs.FactsCache()
 
-    def scan(self, wanted: Iterable[Wanted]) -> tuple[FileResult, ...]:
-        """Scan each file; one broken file never stops the others."""
+    def scan(
+        self,
+        wanted: Iterable[Wanted],
+        *,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        progress: list[FileResult] | None = None,
+    ) -> tuple[FileResult, ...]:
+        """Scan each file; one broken file never stops the others, and past ``deadline`` the rest are marked.
+
+        ``progress``, if given, receives each result as it is made: what a scan stuck in one read has so far.
+        """
         previous, self._cache = self._cache, {}
-        results = []
+        results = [] if progress is None else progress
         for item in wanted:
-            result = self.scan_one(item, previous.get(item.path))
+            before = previous.get(item.path)
+            if deadline is not None and clock() > deadline:
+                result = overdue(item.path, before)
+            else:
+                result = self.scan_one(item, before)
             self._cache[item.path] = result
             results.append(result)
         return tuple(results)
@@ -252,7 +385,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(pattern[i]))
             i += 1
-    return re.compile("".join(out) + r"\Z")
+    return re.compile("".join(out) + r"\Z", re.DOTALL)  # `**` and `*` match names with a newline too
 
 
 def _excluded(path: str, excludes: list[re.Pattern[str]]) -> bool:
@@ -272,11 +405,23 @@ def _password(item: Wanted) -> tuple[bytes | None, str | None]:
         return value.encode(), None
     if item.password_file:
         try:
-            with open(item.password_file, "rb") as handle:
-                return handle.read(4096).rstrip(b"\r\n"), None
+            data, info = read_capped(item.password_file, 4096)  # never blocks, even on a FIFO
         except OSError as exc:
             return None, f"password file {item.password_file}: {exc.strerror or type(exc).__name__}"
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"password file {item.password_file}: {_file_kind(info.st_mode)}, not a regular file"
+        first = data.split(b"\n", 1)[0]
+        return first.removesuffix(b"\r"), None  # the first line, as the docs say; CRLF files too
     return None, None
+
+
+def overdue(path: str, previous: FileResult | None) -> FileResult:
+    """Mark a file the scan had no time for; what was known of it stays, so its series don't disappear."""
+    detail = "the scan reached its deadline before this file"
+    if previous is None:
+        return FileResult(path=path, error=FileReason.SCAN_DEADLINE, detail=detail)
+    # No identity: the next scan reads the file again instead of trusting this result as unchanged.
+    return replace(previous, error=FileReason.SCAN_DEADLINE, detail=detail, identity=None)
 
 
 def _os_reason(exc: OSError) -> FileReason:
