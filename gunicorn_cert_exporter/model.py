@@ -21,6 +21,7 @@ class FileReason(str, Enum):
     PASSWORD_REQUIRED = "password_required"  # noqa: S105  (a reason name, not a password)
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason name, not a password)
     PASSWORD_UNAVAILABLE = "password_unavailable"  # noqa: S105  (a reason name, not a password)
+    UNSUPPORTED = "unsupported"  # well-formed, but this cryptography build can't read it
     READ_ERROR = "read_error"
     SCAN_DEADLINE = "scan_deadline"  # the scan ran out of time before reaching this file
 
