@@ -194,6 +194,11 @@ def _parse_pem(data: bytes, cache: FactsCache | None) -> Parsed:
     return Parsed(certs=tuple(certs), keys=tuple(keys))
 
 
+def _wrong_password(exc: ValueError) -> bool:
+    """Tell cryptography's "wrong password (or MAC)" from content it could decrypt but not parse."""
+    return "password" in str(exc).lower()
+
+
 def why(exc: BaseException) -> str:
     """Say in a few words why cryptography rejected some bytes (e.g. which ASN.1 field broke strict DER)."""
     text = str(exc)
@@ -252,16 +257,19 @@ def _parse_der(data: bytes, cache: FactsCache | None) -> Parsed:
 def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None) -> Parsed:
     try:
         bundle = pkcs12.load_pkcs12(data, password)
-    except ValueError:
-        if password is None:
-            try:  # many tools write PKCS#12 with an empty password rather than none
-                bundle = pkcs12.load_pkcs12(data, b"")
-            except ValueError:
-                return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
-        else:
-            return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 password wrong or data corrupt")
-    except (TypeError, UnsupportedAlgorithm):
-        return Parsed(error=FileReason.PARSE_ERROR, detail="unsupported PKCS#12 content")
+    except ValueError as exc:
+        if not _wrong_password(exc):
+            return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(exc)}")
+        if password is not None:
+            return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 MAC or decryption failed with this password")
+        try:  # many tools write PKCS#12 with an empty password rather than none
+            bundle = pkcs12.load_pkcs12(data, b"")
+        except ValueError as retry:
+            if not _wrong_password(retry):
+                return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(retry)}")
+            return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        return Parsed(error=FileReason.UNSUPPORTED, detail=f"PKCS#12 content this build can't read: {why(exc)}")
     certs = [bundle.cert.certificate] if bundle.cert else []
     certs.extend(extra.certificate for extra in bundle.additional_certs)
     keys = (_key_facts(bundle.key),) if bundle.key is not None else ()
