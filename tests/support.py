@@ -58,6 +58,52 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
         time.sleep(every)
 
 
+def as_nobody(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child that dropped to uid/gid nobody (when run as root); return what it returned."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child)
+        try:
+            if os.getuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            os.write(write_fd, work().encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        return pipe.read().decode()
+
+
+def deep_tree(base: Path, levels: int, files: dict[int, bytes]) -> None:
+    """Make ``base/d/d/...`` ``levels`` deep without recursion, with ``c.pem`` holding ``files[level]`` there."""
+    path = str(base)
+    os.mkdir(path)
+    for level in range(1, levels + 1):
+        path += "/d"
+        os.mkdir(path)
+        if level in files:
+            with open(path + "/c.pem", "wb") as handle:
+                handle.write(files[level])
+
+
+def remove_tree(base: Path) -> None:
+    """Remove a tree of any depth without recursion (shutil.rmtree recurses, and so does pytest's cleanup)."""
+    stack, directories = [str(base)], []
+    while stack:
+        directory = stack.pop()
+        directories.append(directory)
+        for entry in os.scandir(directory):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for directory in reversed(directories):
+        os.rmdir(directory)
+
+
 def require_tool(name: str) -> str:
     """Return a tool's path; skip locally when missing, fail under CI (CI must install it)."""
     path = shutil.which(name)

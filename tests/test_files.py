@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.model import FileReason, PatternReason
 from gunicorn_cert_exporter.sources import certs, files
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
-from tests.support import PKI, Issued
+from tests.support import PKI, Issued, as_nobody, deep_tree, remove_tree
 
 
 def scan(*paths: Path | str, max_size: int = 1 << 20, **source: object) -> dict[str, tuple[FileReason | None, int]]:
@@ -221,3 +224,128 @@ def test_symlink_loops_in_a_recursive_glob_terminate(tmp_path: Path, root: Issue
     found, _ = files.Finder().expand([FileSource(paths=[f"{tmp_path}/**/*.pem"])])
     assert time.monotonic() - started < 5
     assert f"{tmp_path}/d/e/c.pem" in [w.path for w in found]
+
+
+def _p12(leaf: Issued, password: bytes) -> bytes:
+    return pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(password)
+    )
+
+
+def test_password_file_uses_its_first_line_only(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    (tmp_path / "a.p12").write_bytes(_p12(pki.leaf(root), b"right"))
+    for text in (b"right\nnotes: rotated by vault\n", b"right\r\nsecond line\r\n", b"right"):
+        (tmp_path / "pw").write_bytes(text)
+        assert scan(tmp_path / "a.p12", password_file=str(tmp_path / "pw")) == {str(tmp_path / "a.p12"): (None, 1)}
+
+
+def test_the_most_specific_source_gives_the_options_of_a_file_matched_twice(
+    tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "a.p12").write_bytes(_p12(pki.leaf(root), b"right"))
+    (tmp_path / "right").write_text("right\n")
+    (tmp_path / "wrong").write_text("wrong\n")
+    broad = FileSource(paths=[f"{tmp_path}/**"], password_file=str(tmp_path / "wrong"))
+    narrower = FileSource(paths=[f"{tmp_path}/tls/*.p12"], password_file=str(tmp_path / "right"))
+    literal = FileSource(paths=[f"{tmp_path}/tls/a.p12"], password_file=str(tmp_path / "right"))
+    broad_literal = FileSource(paths=[f"{tmp_path}/tls/*"], password_file=str(tmp_path / "wrong"))
+    for sources in ([broad, narrower], [narrower, broad], [broad_literal, literal], [literal, broad_literal]):
+        wanted, _ = files.expand(sources)
+        results = FileScanner(clock=time.time, max_size=1 << 20).scan(wanted)
+        assert [(r.path, r.error) for r in results if r.path.endswith(".p12")] == [(f"{tmp_path}/tls/a.p12", None)], (
+            sources
+        )
+
+
+def test_double_star_matches_every_name_a_newline_too(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "sub").mkdir()
+    for name in ("new\nline.pem", "tab\there.pem", "esc\x1b[31m.pem"):
+        (tmp_path / "sub" / name).write_bytes(root.cert_pem)
+    for pattern in ("**", "**/*.pem", "*/*.pem"):
+        found, _ = files.expand([FileSource(paths=[f"{tmp_path}/{pattern}"])])
+        assert sorted(w.path for w in found) == sorted(
+            f"{tmp_path}/sub/{n}" for n in ("new\nline.pem", "tab\there.pem", "esc\x1b[31m.pem")
+        ), pattern
+
+
+def test_an_unreadable_directory_under_a_pattern_is_reported_on_that_pattern(root: Issued) -> None:
+    base = Path(tempfile.mkdtemp(prefix="gce-dir-"))
+    try:
+        base.chmod(0o755)
+        for sub in ("open", "closed"):
+            (base / sub).mkdir()
+            (base / sub / "c.pem").write_bytes(root.cert_pem)
+        (base / "closed").chmod(0)
+
+        def expand() -> str:
+            found, patterns = files.expand([FileSource(paths=[f"{base}/**/*.pem"])])
+            problems = [(p.reason.value, p.detail) for p in patterns[0].problems]
+            return json.dumps({"found": [w.path for w in found], "problems": problems})
+
+        seen = json.loads(as_nobody(expand))
+        assert seen["found"] == [f"{base}/open/c.pem"]
+        assert seen["problems"] == [["permission_denied", f"{base}/closed: Permission denied"]]
+    finally:
+        (base / "closed").chmod(0o755)
+        shutil.rmtree(base)
+
+
+def test_a_tree_deeper_than_max_depth_is_cut_with_a_reason_never_a_recursion_error(
+    tmp_path: Path, root: Issued
+) -> None:
+    deep = tmp_path / "deep"
+    deep_tree(deep, 1200, {4: root.cert_pem, 1200: root.cert_pem})
+    (tmp_path / "other.pem").write_bytes(root.cert_pem)
+    finder = files.Finder(max_depth=32)
+    try:
+        found, patterns = finder.expand([FileSource(paths=[f"{deep}/**/*.pem", f"{tmp_path}/other.pem"])])
+    finally:
+        remove_tree(deep)
+    assert [w.path for w in found] == [f"{deep}{'/d' * 4}/c.pem", f"{tmp_path}/other.pem"]
+    assert [p.reason for p in patterns[0].problems] == [PatternReason.MAX_DEPTH]
+    assert patterns[1].problems == ()
+
+
+def test_max_files_keeps_the_first_matches_and_never_starves_another_pattern(tmp_path: Path, root: Issued) -> None:
+    (tmp_path / "many").mkdir()
+    for i in range(500):
+        (tmp_path / "many" / f"{i:03}.pem").write_bytes(b"x")
+    (tmp_path / "small").mkdir()
+    (tmp_path / "small" / "app.pem").write_bytes(root.cert_pem)
+    sources = [FileSource(paths=[f"{tmp_path}/many/*.pem"]), FileSource(paths=[f"{tmp_path}/small/*.pem"])]
+    found, patterns = files.Finder(max_files=100).expand(sources)
+    assert len(found) == 100
+    assert f"{tmp_path}/small/app.pem" in [w.path for w in found]
+    assert f"{tmp_path}/many/000.pem" in [w.path for w in found]
+    assert [p.reason for p in patterns[0].problems] == [PatternReason.MAX_FILES]
+    assert (patterns[1].matches, patterns[1].problems) == (1, ())
+
+
+def test_a_pattern_that_matches_nothing_says_so(tmp_path: Path) -> None:
+    _, patterns = files.expand([FileSource(paths=[f"{tmp_path}/*.pem", f"{tmp_path}/missing/**"])])
+    assert [(p.matches, [q.reason for q in p.problems]) for p in patterns] == [
+        (0, [PatternReason.NO_MATCH]),
+        (0, [PatternReason.NO_MATCH]),
+    ]
+
+
+def test_past_the_deadline_the_walk_stops_and_unread_files_keep_what_was_known(tmp_path: Path, root: Issued) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.pem").write_bytes(root.cert_pem)
+    now = [0.0]
+    finder = files.Finder(clock=lambda: now[0])
+    wanted, patterns = finder.expand([FileSource(paths=[f"{tmp_path}/*.pem"])], deadline=10.0)
+    assert len(wanted) == 3 and patterns[0].problems == ()
+    now[0] = 11.0
+    _, late = finder.expand([FileSource(paths=[f"{tmp_path}/*.pem"])], deadline=10.0)
+    assert [p.reason for p in late[0].problems] == [PatternReason.SCAN_DEADLINE]
+
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    first = scanner.scan(wanted)
+    ticks = iter([0.0, 0.0, 20.0])
+    second = scanner.scan(wanted, deadline=10.0, clock=lambda: next(ticks))
+    assert [r.error for r in second] == [None, None, FileReason.SCAN_DEADLINE]
+    assert second[2].certs == first[2].certs  # its series stay while it waits for a scan with time for it
+    third = scanner.scan(wanted)
+    assert [r.error for r in third] == [None, None, None]  # read again, not trusted as unchanged
