@@ -51,7 +51,7 @@ class JSONFormatter(logging.Formatter):
 _warnings_log = logging.getLogger("gunicorn_cert_exporter.warnings")
 # Old roots in CA bundles have negative serials and cryptography warns on each parse; the certificate is still
 # reported, so the warning is noise for an operator: debug only.
-_QUIET_WARNINGS = ("negative serial",)
+_QUIET_WARNINGS = ("serial number",)
 
 
 def show_warning(  # noqa: PLR0917  (warnings.showwarning's positional signature)
@@ -64,7 +64,7 @@ def show_warning(  # noqa: PLR0917  (warnings.showwarning's positional signature
 ) -> None:
     """Log a Python warning as one structured line instead of raw text on stderr."""
     text = str(message)
-    quiet = any(word in text.lower() for word in _QUIET_WARNINGS)
+    quiet = any(words in text.lower() for words in _QUIET_WARNINGS)
     _warnings_log.log(
         logging.DEBUG if quiet else logging.WARNING,
         text,

@@ -195,11 +195,14 @@ def _tree(base: Path, root: Issued) -> None:
     "pattern", ["*.pem", "**/*.pem", "*/*.pem", "x/*/*.pem", "**", "x/**", "x/**/e.pem", "*/y/*.pem", "link/*.pem"]
 )
 def test_finder_matches_what_glob_finds(tmp_path: Path, root: Issued, pattern: str) -> None:
+    """As glob.glob, except that ``**`` does not enter a symlinked directory (as find and pathlib in 3.13)."""
     import glob
 
     _tree(tmp_path, root)
     full = f"{tmp_path}/{pattern}"
     expected = sorted(p for p in glob.glob(full, recursive=True) if not os.path.isdir(p))
+    if "**" in pattern:
+        expected = [p for p in expected if not p.startswith(f"{tmp_path}/link/")]
     found, _ = files.Finder().expand([FileSource(paths=[full])])
     assert [w.path for w in found] == expected
 
@@ -212,7 +215,7 @@ def test_finder_lists_again_only_what_changed(tmp_path: Path, root: Issued) -> N
     (tmp_path / "x" / "y" / "new.pem").write_bytes(root.cert_pem)
     (tmp_path / "w" / "g.pem").unlink()
     after = {w.path for w in finder.expand(source)[0]}
-    assert after - before == {f"{tmp_path}/x/y/new.pem", f"{tmp_path}/link/new.pem"}
+    assert after - before == {f"{tmp_path}/x/y/new.pem"}
     assert before - after == {f"{tmp_path}/w/g.pem"}
 
 

@@ -47,7 +47,12 @@ def test_python_warnings_become_log_lines_and_negative_serial_noise_is_debug(
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.warn("PKCS#12 bundle could not be parsed as DER, falling back to BER", UserWarning, stacklevel=1)
-            warnings.warn("Parsed a negative serial number, which is disallowed by RFC 5280", UserWarning, stacklevel=1)
+            warnings.warn(
+                "Parsed a serial number which wasn't positive (i.e., it was negative or zero), which is disallowed"
+                " by RFC 5280. Loading this certificate will cause an exception in a future release of cryptography.",
+                UserWarning,
+                stacklevel=1,
+            )
         lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     finally:
         warnings.showwarning = saved[0]

@@ -66,7 +66,8 @@ class Wanted:
     password_env: str | None = None
 
 
-_Listing = tuple[tuple[str, bool], ...]
+_Listing = tuple[tuple[str, bool, bool], ...]
+"""A directory's entries: name, whether it is a directory (symlinks followed), whether it is a symlink."""
 _BATCH = 64  # matches taken from one pattern before the next pattern's turn
 
 
@@ -78,8 +79,31 @@ class _Pattern:
     text: str
     specificity: tuple[int, int, int]
     walk: Iterator[str]
-    problems: list[PatternProblem]
+    problems: _Problems
     found: list[str]
+
+
+class _Problems:
+    """A pattern's problems, one per reason: the first detail is kept and the others counted (memory stays flat)."""
+
+    def __init__(self) -> None:
+        self._first: dict[PatternReason, str] = {}
+        self._count: dict[PatternReason, int] = {}
+
+    def add(self, reason: PatternReason, detail: str) -> None:
+        self._first.setdefault(reason, detail)
+        self._count[reason] = self._count.get(reason, 0) + 1
+
+    def __bool__(self) -> bool:
+        return bool(self._first)
+
+    def result(self) -> tuple[PatternProblem, ...]:
+        return tuple(
+            PatternProblem(
+                reason, detail + (f" (and {self._count[reason] - 1} more)" if self._count[reason] > 1 else "")
+            )
+            for reason, detail in self._first.items()
+        )
 
 
 class Finder:
@@ -111,7 +135,7 @@ class Finder:
         patterns: list[_Pattern] = []
         for source in sources:
             for text in source.paths:
-                problems: list[PatternProblem] = []
+                problems = _Problems()
                 walk = self._matches(text, problems)
                 patterns.append(_Pattern(source, text, _specificity(text), walk, problems, []))
         excludes = {id(s): [_glob_regex(p) for p in s.exclude] for s in sources}
@@ -119,7 +143,7 @@ class Finder:
         while active:
             for pattern in list(active):
                 if self._late():
-                    pattern.problems.append(PatternProblem(PatternReason.SCAN_DEADLINE, "the walk ran out of time"))
+                    pattern.problems.add(PatternReason.SCAN_DEADLINE, "the walk ran out of time")
                     active.remove(pattern)
                     continue
                 want = min(_BATCH, self._max_files - taken)
@@ -130,10 +154,10 @@ class Finder:
                 if len(batch) < want:  # the walk ended (or gave up at the deadline)
                     active.remove(pattern)
                     if self._late():
-                        pattern.problems.append(PatternProblem(PatternReason.SCAN_DEADLINE, "the walk ran out of time"))
+                        pattern.problems.add(PatternReason.SCAN_DEADLINE, "the walk ran out of time")
                 elif taken >= self._max_files:
                     for left in active:
-                        left.problems.append(PatternProblem(PatternReason.MAX_FILES, f"{self._max_files} files in all"))
+                        left.problems.add(PatternReason.MAX_FILES, f"{self._max_files} files in all")
                     active = []
                     break
         self._listings = self._seen  # directories that left every pattern are forgotten
@@ -159,14 +183,14 @@ class Finder:
     def _late(self) -> bool:
         return self._deadline is not None and self._clock() > self._deadline
 
-    def _matches(self, pattern: str, problems: list[PatternProblem]) -> Iterator[str]:
+    def _matches(self, pattern: str, problems: _Problems) -> Iterator[str]:
         if not glob.has_magic(pattern):
             listing = self._list(pattern, problems)
             if listing is None:
                 yield pattern  # a file, or missing: scan_one says which
                 return
             # A directory: its files (Kubernetes Secret volumes hold ..data and ..<timestamp> beside them).
-            yield from (os.path.join(pattern, name) for name, is_dir in listing if not is_dir)
+            yield from (os.path.join(pattern, name) for name, is_dir, _ in listing if not is_dir)
             return
         parts = pattern.split("/")
         static = next(i for i, part in enumerate(parts) if glob.has_magic(part))
@@ -177,23 +201,24 @@ class Finder:
         strip = 2 if base == "." and not pattern.startswith("./") else 0
         yield from (path[strip:] for path in self._walk(base, regex, depth, problems))
 
-    def _walk(
-        self, base: str, regex: re.Pattern[str], depth: int | None, problems: list[PatternProblem]
-    ) -> Iterator[str]:
-        """Walk depth-first without recursion; a symlink back up the tree is followed once, never looped."""
+    def _walk(self, base: str, regex: re.Pattern[str], depth: int | None, problems: _Problems) -> Iterator[str]:
+        """Walk depth-first without recursion, at most ``max_depth`` levels under ``**``.
+
+        ``**`` does not enter symlinked directories (as find and Python 3.13's pathlib): /proc/*/root and cwd lead
+        back to the whole filesystem. A fixed-depth glob follows them, a symlink back up the tree only once.
+        """
         stack: list[tuple[str, int, frozenset[str]]] = [(base, 0, frozenset())]
-        deepest_reported = False
         while stack:
             if self._late():
                 return  # expand() reports the deadline on the pattern
             directory, level, ancestors = stack.pop()
-            listing = self._list(directory, problems if level > 0 or directory == base else None)
-            real = os.path.realpath(directory)
+            listing = self._list(directory, problems)
+            real = os.path.realpath(directory) if depth is not None else directory
             if listing is None or real in ancestors:
                 continue
-            ancestors = ancestors | {real}
+            ancestors = ancestors | {real} if depth is not None else ancestors
             below: list[tuple[str, int, frozenset[str]]] = []
-            for name, is_dir in listing:
+            for name, is_dir, is_link in listing:
                 path = directory.rstrip("/") + "/" + name
                 if not is_dir:
                     if (depth is None or depth == level + 1) and regex.match(path):
@@ -201,15 +226,16 @@ class Finder:
                 elif depth is not None:
                     if level + 1 < depth:
                         below.append((path, level + 1, ancestors))
+                elif is_link:
+                    continue
                 elif level + 1 <= self._max_depth:
                     below.append((path, level + 1, ancestors))
-                elif not deepest_reported:
-                    deepest_reported = True
+                else:
                     detail = f"not entered below {self._max_depth} levels: {_printable(path)}"
-                    problems.append(PatternProblem(PatternReason.MAX_DEPTH, detail))
+                    problems.add(PatternReason.MAX_DEPTH, detail)
             stack.extend(reversed(below))
 
-    def _list(self, directory: str, problems: list[PatternProblem] | None) -> _Listing | None:
+    def _list(self, directory: str, problems: _Problems | None) -> _Listing | None:
         try:
             info = os.stat(directory)
         except OSError:
@@ -221,12 +247,14 @@ class Finder:
         if cached is None or cached[0] != stamp:
             try:
                 with os.scandir(directory) as entries:
-                    listing = tuple(sorted((e.name, _is_dir(e)) for e in entries if not e.name.startswith(".")))
+                    listing = tuple(
+                        sorted((e.name, _is_dir(e), e.is_symlink()) for e in entries if not e.name.startswith("."))
+                    )
             except OSError as exc:
                 if problems is not None:
                     reason = PatternReason.PERMISSION_DENIED if isinstance(exc, PermissionError) else None
                     detail = f"{_printable(directory)}: {exc.strerror or type(exc).__name__}"
-                    problems.append(PatternProblem(reason or PatternReason.READ_ERROR, detail))
+                    problems.add(reason or PatternReason.READ_ERROR, detail)
                 return None
             cached = (stamp, listing)
         if self._cached + len(cached[1]) <= self._cache_budget:
@@ -247,10 +275,9 @@ def _wanted_for(path: str, source: FileSource) -> Wanted:
 
 
 def _result(pattern: _Pattern) -> PatternResult:
-    problems = list(pattern.problems)
-    if not pattern.found and not problems:
-        problems.append(PatternProblem(PatternReason.NO_MATCH, "matched no file"))
-    return PatternResult(pattern=pattern.text, matches=len(pattern.found), problems=tuple(problems))
+    if not pattern.found and not pattern.problems:
+        pattern.problems.add(PatternReason.NO_MATCH, "matched no file")
+    return PatternResult(pattern=pattern.text, matches=len(pattern.found), problems=pattern.problems.result())
 
 
 def _printable(path: str) -> str:
@@ -316,6 +343,9 @@ class FileScanner:
         identity = _identity(info)
         if previous is not None and previous.identity == identity and previous.error not in _PASSWORD_REASONS:
             return previous
+        if info.st_size == 0:
+            # Not read: /proc and /sys pseudo-files say 0 bytes and would give up to max_file_size of noise each.
+            return FileResult(path=item.path, error=FileReason.EMPTY, detail="0 bytes", identity=identity)
         try:
             data, info = self._reader(item.path, self._max_size)
         except OSError as exc:
