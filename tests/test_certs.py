@@ -6,6 +6,7 @@ import base64
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -13,8 +14,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import FileReason
-from gunicorn_cert_exporter.sources import certs
-from tests.support import DAY, NOW, PKI, Issued, require_tool
+from gunicorn_cert_exporter.sources import certs, pfx
+from tests.support import DAY, NOW, PKI, Issued, require_tool, write_pair
 
 
 def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issued, intermediate: Issued) -> None:
@@ -182,3 +183,48 @@ def test_private_keys_are_fingerprinted_without_rsa_validation(root: Issued) -> 
         parsed = certs.parse(data, fmt=fmt)  # type: ignore[arg-type]
         assert parsed.error is None, parsed.detail
         assert parsed.keys[0].key_type == "rsa" and parsed.keys[0].key_bits == 2048
+
+
+def test_pkcs12_with_a_key_cryptography_does_not_support_is_unsupported(tmp_path: Path) -> None:
+    """An SM2 key (openssl makes it, cryptography has no such curve): `unsupported`, never `bad_password`."""
+    _openssl("genpkey", "-algorithm", "SM2", "-out", str(tmp_path / "sm2.pem"))
+    _openssl("req", "-x509", "-key", str(tmp_path / "sm2.pem"), "-out", str(tmp_path / "c.pem"), "-subj", "/CN=s",
+             "-days", "30", "-sm3")  # fmt: skip
+    p12 = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "sm2.pem"),
+                   "-passout", "pass:right")  # fmt: skip
+    parsed = certs.parse(p12, password=b"right", name="sm2.p12")
+    assert parsed.error is FileReason.UNSUPPORTED
+    assert "1.2.156.10197.1.301" in parsed.detail
+
+
+@pytest.mark.parametrize("options", [(), ("-legacy",), ("-macalg", "sha512")])
+def test_pkcs12_mac_check_agrees_with_openssl(tmp_path: Path, root: Issued, pki: PKI, options: tuple[str, ...]) -> None:
+    leaf = pki.leaf(root)
+    write_pair(leaf, tmp_path / "c.pem", tmp_path / "k.pem")
+    p12 = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "k.pem"),
+                   "-passout", "pass:right", *options)  # fmt: skip
+    (tmp_path / "x.p12").write_bytes(p12)
+    legacy = [o for o in options if o == "-legacy"]
+    _openssl("pkcs12", "-in", str(tmp_path / "x.p12"), "-noout", "-passin", "pass:right", *legacy)  # openssl agrees
+    assert pfx.mac_verifies(p12, b"right") is True
+    assert pfx.mac_verifies(p12, b"wrong") is False
+    nomac = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "k.pem"),
+                     "-passout", "pass:right", "-nomac")  # fmt: skip
+    assert pfx.mac_verifies(nomac, b"right") is None  # nothing to tell by
+
+
+def test_pkcs12_cryptography_refuses_with_the_right_password_is_not_called_a_bad_password(
+    pki: PKI, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cryptography says "Invalid password or PKCS12 data" for both causes (PKITS' inherited DSA parameters)."""
+    leaf = pki.leaf(root)
+    p12 = pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"right")
+    )
+
+    def refuse(data: bytes, password: bytes | None, backend: object = None) -> object:
+        raise ValueError("Invalid password or PKCS12 data")
+
+    monkeypatch.setattr(pkcs12, "load_pkcs12", refuse)
+    assert certs.parse(p12, password=b"right", name="a.p12").error is FileReason.UNSUPPORTED
+    assert certs.parse(p12, password=b"wrong", name="a.p12").error is FileReason.BAD_PASSWORD

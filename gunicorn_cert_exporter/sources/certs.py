@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts, Parsed
+from gunicorn_cert_exporter.sources import pfx
 
 Format = Literal["auto", "pem", "der", "pkcs12"]
 
@@ -33,6 +34,7 @@ _SHA256 = hashes.SHA256()
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 # What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
 _DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+_RIGHT_PASSWORD_UNREADABLE = "PKCS#12 MAC verifies with this password, but cryptography can't read the content"  # noqa: S105  (a message)
 _ASN1_PROBLEM = re.compile(r"ParseError \{ kind: (\w+).*?location: \[([^\]]*)\]")
 
 
@@ -261,12 +263,16 @@ def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None)
         if not _wrong_password(exc):
             return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(exc)}")
         if password is not None:
+            if pfx.mac_verifies(data, password):
+                return Parsed(error=FileReason.UNSUPPORTED, detail=_RIGHT_PASSWORD_UNREADABLE)
             return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 MAC or decryption failed with this password")
         try:  # many tools write PKCS#12 with an empty password rather than none
             bundle = pkcs12.load_pkcs12(data, b"")
         except ValueError as retry:
             if not _wrong_password(retry):
                 return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(retry)}")
+            if pfx.mac_verifies(data, None) or pfx.mac_verifies(data, b""):
+                return Parsed(error=FileReason.UNSUPPORTED, detail=_RIGHT_PASSWORD_UNREADABLE)
             return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
     except (TypeError, UnsupportedAlgorithm) as exc:
         return Parsed(error=FileReason.UNSUPPORTED, detail=f"PKCS#12 content this build can't read: {why(exc)}")
