@@ -182,3 +182,38 @@ def test_sigterm_ends_serve_within_5s_while_a_target_scan_is_stuck_on_a_fifo_pid
 def _fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as response:
         return bytes(response.read())
+
+
+def test_the_watchdog_of_an_old_run_never_abandons_a_newer_run(
+    tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With jitter, the next run may begin before the stuck run's watchdog fires: the newer run still publishes."""
+    from gunicorn_cert_exporter.config import load
+    from gunicorn_cert_exporter.scanning.scans import Scans
+    from gunicorn_cert_exporter.scanning.store import Store
+    from gunicorn_cert_exporter.sources.endpoints import Prober
+
+    (tmp_path / "a.pem").write_bytes(root.cert_pem)
+    gates = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+    real_scan_one = FileScanner.scan_one
+
+    def gated(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+        calls.append(1)
+        gates[len(calls) - 1].wait(60)  # the first run blocks until the end; the second until released
+        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileScanner, "scan_one", gated)
+    store = Store()
+    scans = Scans(config=load(f"files: [{{paths: ['{tmp_path}/a.pem']}}]"), store=store, prober=Prober())
+    old = threading.Thread(target=scans.scan_files, daemon=True)
+    old.start()
+    eventually(lambda: len(calls) == 1, "the old run stuck")
+    new = threading.Thread(target=scans.scan_files, daemon=True)
+    new.start()
+    eventually(lambda: len(calls) == 2, "the new run reading")
+    scans.overrun("files", old.ident)  # the old run's watchdog fires late
+    gates[1].set()
+    new.join(30)
+    assert [(f.path, f.error) for f in store.snapshot.files] == [(f"{tmp_path}/a.pem", None)]
+    gates[0].set()

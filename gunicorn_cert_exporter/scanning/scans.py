@@ -59,6 +59,7 @@ class Scans:
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
         self._current: dict[str, int] = {}  # the run of each kind allowed to publish
+        self._owner: dict[str, int] = {}  # the thread of that run
         self._files_run: _FilesRun | None = None
         self._scanner, self._finder = self._file_tools()
         self.watcher = TargetWatcher(
@@ -113,9 +114,15 @@ class Scans:
         for kind in KINDS:
             self.job(kind)()
 
-    def overrun(self, kind: str) -> None:
-        """Give up on a scan stuck past its deadline: publish what it has, mark the rest, drop what it sends later."""
+    def overrun(self, kind: str, thread: int | None = None) -> None:
+        """Give up on a scan stuck past its deadline: publish what it has, mark the rest, drop what it sends later.
+
+        ``thread`` names the run (its thread ident): if a newer run of the kind has begun since, it owns the kind
+        and nothing is done (with jitter, the next run may start before this run's watchdog fires).
+        """
         with self._lock:
+            if thread is not None and self._owner.get(kind) != thread:
+                return
             self._current[kind] = next(self._tokens)  # the stuck run no longer owns the kind
             run = None
             if kind == "files":
@@ -142,6 +149,7 @@ class Scans:
     def _begin(self, kind: str) -> int:
         with self._lock:
             token = self._current[kind] = next(self._tokens)
+            self._owner[kind] = threading.get_ident()
         return token
 
     def _publish(self, kind: str, token: int, started: float, **parts: object) -> None:

@@ -97,4 +97,4 @@ def _run(scans: Scans, kind: str) -> None:
 
 def _watch(scans: Scans, kind: str, thread: threading.Thread) -> None:
     if thread.is_alive():
-        scans.overrun(kind)
+        scans.overrun(kind, thread.ident)
