@@ -291,3 +291,13 @@ def test_tls_info_has_the_version_even_when_verification_fails(
     result = probe_one(server)  # the system trust store does not know the test root
     assert result.verify_error is VerifyReason.UNKNOWN_CA
     assert result.tls_version.startswith("TLSv1") and result.cipher
+
+
+def test_a_fifo_as_ca_file_is_refused_without_blocking(tmp_path: Path, tls_server: type[TLSServer], pki: PKI) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(pki.ca()),)))
+    os.mkfifo(tmp_path / "ca.pem")  # open() of a FIFO with no writer would block the probe for good
+    started = time.monotonic()
+    result = Prober().probe(EndpointConfig(address=server.address, ca_file=str(tmp_path / "ca.pem"), timeout=5))
+    assert time.monotonic() - started < 5
+    assert result.addresses[0].error is EndpointReason.CA_FILE_UNAVAILABLE
+    assert "not a regular file" in result.addresses[0].detail

@@ -6,6 +6,7 @@ import errno
 import os
 import socket
 import ssl
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -196,6 +197,10 @@ class Prober:
                 self._contexts.move_to_end(paths)
                 return cached[1]
             self._contexts.pop(paths, None)
+            special = next((path for path in paths if _special(path)), None)
+            if special is not None:  # a FIFO would block the handshake's thread in open(): refuse it
+                reason = EndpointReason.CA_FILE_UNAVAILABLE if special == config.ca_file else None
+                return reason or EndpointReason.CLIENT_CERT_UNAVAILABLE, f"{special}: not a regular file"
             try:
                 context = ssl.create_default_context(cafile=config.ca_file)
             except (OSError, ssl.SSLError, ValueError) as exc:
@@ -253,6 +258,14 @@ def _short(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)[:200] or type(exc).__name__
+
+
+def _special(path: str) -> bool:
+    """Tell whether a path exists and is not a regular file (a FIFO, a device, a directory)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False  # missing: ssl says so with its own message
 
 
 def _stamp(path: str) -> _Stamp:
