@@ -26,13 +26,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.model import FileReason
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
+from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.gunicorn import SignalSender, send_signal
 from gunicorn_cert_exporter.web import server as web
 from gunicorn_cert_exporter.web.server import Server
@@ -499,3 +503,19 @@ class Gunicorn:
 
 StartExporter = Callable[..., RunningExporter]
 """The ``run_exporter`` fixture: config text and start_exporter's keywords to a running exporter."""
+
+
+def scan_paths(
+    *paths: Path | str, max_size: int = 1 << 20, **source: object
+) -> dict[str, tuple[FileReason | None, int]]:
+    """Expand ``paths`` as one files source and scan them once: {path: (reason, number of certificates)}."""
+    wanted, _ = globs.expand([config.FileSource(paths=[str(p) for p in paths], **source)])  # type: ignore[arg-type]
+    results = FileScanner(clock=time.time, max_size=max_size).scan(wanted)
+    return {r.path: (r.error, len(r.certs)) for r in results}
+
+
+def pkcs12_of(leaf: Issued, password: bytes) -> bytes:
+    """Return a PKCS#12 holding ``leaf`` and its key, encrypted with ``password``."""
+    return pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(password)
+    )

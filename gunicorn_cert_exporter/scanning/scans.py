@@ -13,7 +13,7 @@ from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.model import FileResult, PatternResult, ScanStats, TargetState
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import files, gunicorn
+from gunicorn_cert_exporter.sources import files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 
@@ -70,11 +70,11 @@ class Scans:
             on_observed=self._observed,
         )
 
-    def _file_tools(self) -> tuple[FileScanner, files.Finder]:
+    def _file_tools(self) -> tuple[FileScanner, globs.Finder]:
         scan = self.config.scan
         return (
             FileScanner(clock=self._clock, max_size=scan.max_file_size),
-            files.Finder(max_files=scan.max_files, max_depth=scan.max_depth),
+            globs.Finder(max_files=scan.max_files, max_depth=scan.max_depth),
         )
 
     def scan_files(self) -> None:
