@@ -72,7 +72,10 @@ def as_nobody(work: Callable[[], str]) -> str:
                 os.setgroups([])
                 os.setgid(65534)
                 os.setuid(65534)
-            os.write(write_fd, work().encode())
+            try:
+                os.write(write_fd, work().encode())
+            except BaseException as exc:
+                os.write(write_fd, f"child failed: {exc!r}".encode())
         finally:
             os._exit(0)
     os.close(write_fd)

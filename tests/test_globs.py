@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,33 @@ def test_a_pattern_that_matches_nothing_says_so(tmp_path: Path) -> None:
         (0, [PatternReason.NO_MATCH]),
         (0, [PatternReason.NO_MATCH]),
     ]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="a Linux /proc is what this test walks")
+def test_proc_beside_a_normal_source_is_bounded_and_the_normal_source_is_found(root: Issued) -> None:
+    """`/proc/**` as nobody: the walk ends, memory stays small, the pattern says why it is incomplete."""
+    base = Path(tempfile.mkdtemp(prefix="gce-proc-"))
+    try:
+        base.chmod(0o755)
+        (base / "app.pem").write_bytes(root.cert_pem)
+        (base / "app.pem").chmod(0o644)
+
+        def expand() -> str:  # (imports happen before the fork: nobody can't read this interpreter's stdlib)
+            tracemalloc.start()
+            started = time.monotonic()
+            found, patterns = globs.Finder().expand(
+                [FileSource(paths=["/proc/**"]), FileSource(paths=[f"{base}/app.pem"])], deadline=started + 30
+            )
+            took = time.monotonic() - started
+            _, peak = tracemalloc.get_traced_memory()
+            reasons = [p.reason.value for p in patterns[0].problems]
+            paths = {w.path for w in found}
+            return json.dumps({"app": f"{base}/app.pem" in paths, "took": took, "peak": peak, "reasons": reasons})
+
+        seen = json.loads(as_nobody(expand))
+    finally:
+        shutil.rmtree(base)
+    assert seen["app"]
+    assert seen["took"] < 45  # the deadline (30 s) bounds it; a quiet machine takes about a second
+    assert seen["peak"] < 200 << 20, f"{seen['peak'] >> 20} MiB"
+    assert "permission_denied" in seen["reasons"]
