@@ -33,7 +33,7 @@ from common import Exporter, Fleet, machine, make_tree, percentile, ssl_client_c
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import files
+from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from tests.support import DAY, NOW, PKI, Gunicorn, free_port, write_pair
@@ -59,13 +59,13 @@ def bare_file_loop(paths: list[str]) -> None:
 
 def file_figures(directory: Path) -> dict[str, float]:
     source = config_mod.load(f"files: [{{paths: ['{directory}/**/*.pem']}}]").files
-    wanted, _ = files.expand(source)
+    wanted, _ = globs.expand(source)
     paths = [w.path for w in wanted]
     bare = min(timed(lambda: bare_file_loop(paths)) for _ in range(2))
     # As the exporter runs it: one Finder and one FileScanner kept across scans. A fresh pair is a cold scan.
     fulls = []
     for _ in range(2):
-        scanner, finder = FileScanner(clock=time.time, max_size=1 << 20), files.Finder()
+        scanner, finder = FileScanner(clock=time.time, max_size=1 << 20), globs.Finder()
         fulls.append(timed(lambda: scanner.scan(finder.expand(source)[0])))  # noqa: B023  (called at once)
     full = min(fulls)
     rescan = min(timed(lambda: scanner.scan(finder.expand(source)[0])) for _ in range(3))
@@ -87,7 +87,7 @@ def scan_profile(directory: Path) -> str:
     import pstats
 
     source = config_mod.load(f"files: [{{paths: ['{directory}/**/*.pem']}}]").files
-    scanner, finder = FileScanner(clock=time.time, max_size=1 << 20), files.Finder()
+    scanner, finder = FileScanner(clock=time.time, max_size=1 << 20), globs.Finder()
     profile = cProfile.Profile()
     profile.runcall(lambda: scanner.scan(finder.expand(source)[0]))
     out = io.StringIO()

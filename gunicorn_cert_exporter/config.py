@@ -102,6 +102,8 @@ class ScanConfig(_Frozen):
     jitter: Fraction = 0.1
     concurrency: int = Field(default=32, ge=1, le=1024)
     max_file_size: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_files: int = Field(default=100_000, ge=1, le=10_000_000)  # matched files, all patterns together
+    max_depth: int = Field(default=32, ge=1, le=1000)  # directory levels below a glob's fixed prefix
 
     @field_validator("interval")
     @classmethod
@@ -109,6 +111,11 @@ class ScanConfig(_Frozen):
         if value < 1:
             raise ValueError("the scan interval must be at least 1s")
         return value
+
+    @property
+    def deadline(self) -> float:
+        """Return how long one scan of any kind may run: 80% of the interval, so the next starts on time."""
+        return self.interval * 0.8
 
 
 class FileSource(_Frozen):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from datetime import datetime, timezone
+from typing import TextIO
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -46,11 +48,36 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(_fields(record), default=str, ensure_ascii=False)
 
 
+_warnings_log = logging.getLogger("gunicorn_cert_exporter.warnings")
+# Old roots in CA bundles have negative serials and cryptography warns on each parse; the certificate is still
+# reported, so the warning is noise for an operator: debug only.
+_QUIET_WARNINGS = ("serial number",)
+
+
+def show_warning(  # noqa: PLR0917  (warnings.showwarning's positional signature)
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Log a Python warning as one structured line instead of raw text on stderr."""
+    text = str(message)
+    quiet = any(words in text.lower() for words in _QUIET_WARNINGS)
+    _warnings_log.log(
+        logging.DEBUG if quiet else logging.WARNING,
+        text,
+        extra={"category": category.__name__, "source": f"{filename}:{lineno}"},
+    )
+
+
 def setup(*, level: str, fmt: str) -> None:
-    """Send the exporter's logs to stderr in the chosen format."""
+    """Send the exporter's logs, and Python's warnings, to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
+    warnings.showwarning = show_warning  # what logging.captureWarnings does, but with fields instead of raw text

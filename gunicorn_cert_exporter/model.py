@@ -21,7 +21,20 @@ class FileReason(str, Enum):
     PASSWORD_REQUIRED = "password_required"  # noqa: S105  (a reason name, not a password)
     BAD_PASSWORD = "bad_password"  # noqa: S105  (a reason name, not a password)
     PASSWORD_UNAVAILABLE = "password_unavailable"  # noqa: S105  (a reason name, not a password)
+    UNSUPPORTED = "unsupported"  # well-formed, but this cryptography build can't read it
     READ_ERROR = "read_error"
+    SCAN_DEADLINE = "scan_deadline"  # the scan ran out of time before reaching this file
+
+
+class PatternReason(str, Enum):
+    """Why a configured path, glob or directory may not have matched everything it names."""
+
+    NO_MATCH = "no_match"
+    MAX_FILES = "max_files"  # scan.max_files reached: the first matches are kept
+    MAX_DEPTH = "max_depth"  # a directory deeper than scan.max_depth was not entered
+    PERMISSION_DENIED = "permission_denied"  # a directory under the pattern could not be listed
+    READ_ERROR = "read_error"  # a directory under the pattern could not be listed for another reason
+    SCAN_DEADLINE = "scan_deadline"  # the walk ran out of time
 
 
 class EndpointReason(str, Enum):
@@ -137,11 +150,20 @@ class FileResult:
 
 
 @dataclass(frozen=True, slots=True)
+class PatternProblem:
+    """One reason a pattern's matches may be incomplete, with a human detail (e.g. the directory)."""
+
+    reason: PatternReason
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class PatternResult:
-    """How many files one configured path or glob matched."""
+    """How many files one configured path or glob matched, and why the list may be incomplete."""
 
     pattern: str
     matches: int
+    problems: tuple[PatternProblem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,13 +31,17 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.model import FileReason
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
+from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity, SignalSender, send_signal
 from gunicorn_cert_exporter.web import server as web
 from gunicorn_cert_exporter.web.server import Server
@@ -62,6 +66,55 @@ def eventually(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(every)
+
+
+def as_nobody(work: Callable[[], str]) -> str:
+    """Run ``work`` in a forked child that dropped to uid/gid nobody (when run as root); return what it returned."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child)
+        try:
+            if os.getuid() == 0:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+            try:
+                os.write(write_fd, work().encode())
+            except BaseException as exc:
+                os.write(write_fd, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_fd, "rb") as pipe:
+        return pipe.read().decode()
+
+
+def deep_tree(base: Path, levels: int, files: dict[int, bytes]) -> None:
+    """Make ``base/d/d/...`` ``levels`` deep without recursion, with ``c.pem`` holding ``files[level]`` there."""
+    path = str(base)
+    os.mkdir(path)
+    for level in range(1, levels + 1):
+        path += "/d"
+        os.mkdir(path)
+        if level in files:
+            with open(path + "/c.pem", "wb") as handle:
+                handle.write(files[level])
+
+
+def remove_tree(base: Path) -> None:
+    """Remove a tree of any depth without recursion (shutil.rmtree recurses, and so does pytest's cleanup)."""
+    stack, directories = [str(base)], []
+    while stack:
+        directory = stack.pop()
+        directories.append(directory)
+        for entry in os.scandir(directory):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for directory in reversed(directories):
+        os.rmdir(directory)
 
 
 def require_tool(name: str) -> str:
@@ -819,3 +872,19 @@ class Chromium:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def scan_paths(
+    *paths: Path | str, max_size: int = 1 << 20, **source: object
+) -> dict[str, tuple[FileReason | None, int]]:
+    """Expand ``paths`` as one files source and scan them once: {path: (reason, number of certificates)}."""
+    wanted, _ = globs.expand([config.FileSource(paths=[str(p) for p in paths], **source)])  # type: ignore[arg-type]
+    results = FileScanner(clock=time.time, max_size=max_size).scan(wanted)
+    return {r.path: (r.error, len(r.certs)) for r in results}
+
+
+def pkcs12_of(leaf: Issued, password: bytes) -> bytes:
+    """Return a PKCS#12 holding ``leaf`` and its key, encrypted with ``password``."""
+    return pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(password)
+    )

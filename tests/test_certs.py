@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
+import base64
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import FileReason
-from gunicorn_cert_exporter.sources import certs
-from tests.support import DAY, NOW, PKI, Issued
+from gunicorn_cert_exporter.sources import certs, pfx
+from tests.support import DAY, NOW, PKI, Issued, require_tool, write_pair
 
 
 def test_pem_bundle_reports_every_certificate_in_file_order(pki: PKI, root: Issued, intermediate: Issued) -> None:
@@ -94,3 +102,129 @@ def test_expired_and_future_certificates_parse_with_their_dates(pki: PKI, root: 
     future = pki.leaf(root, not_before=NOW + DAY, not_after=NOW + 90 * DAY)
     assert certs.parse(expired.cert_pem).certs[0].not_after == (NOW - DAY).timestamp()
     assert certs.parse(future.cert_pem).certs[0].not_before == (NOW + DAY).timestamp()
+
+
+def _openssl(*args: str, stdin: bytes = b"") -> bytes:
+    openssl = require_tool("openssl")
+    return subprocess.run([openssl, *args], input=stdin, capture_output=True, check=True).stdout
+
+
+def test_trusted_certificate_block_reads_as_its_certificate(pki: PKI, root: Issued) -> None:
+    """`openssl x509 -trustout` (RHEL's ca-bundle.trust.crt) writes the certificate followed by trust settings."""
+    trusted = _openssl("x509", "-trustout", "-addtrust", "serverAuth", stdin=root.cert_pem)
+    assert b"-----BEGIN TRUSTED CERTIFICATE-----" in trusted
+    parsed = certs.parse(trusted + pki.leaf(root).cert_pem)
+    assert parsed.error is None, parsed.detail
+    assert parsed.certs[0].fingerprint_sha256 == root.fingerprint
+    assert len(parsed.certs) == 2
+
+
+def test_der_with_trailing_bytes_reads_as_openssl_reads_it(tmp_path: Path, root: Issued) -> None:
+    der = root.cert.public_bytes(serialization.Encoding.DER)
+    for name, tail in (("newline", b"\n"), ("crlf", b"\r\n"), ("zero padding", b"\x00" * 512)):
+        path = tmp_path / f"{name}.der"
+        path.write_bytes(der + tail)
+        fingerprint = _openssl("x509", "-inform", "DER", "-in", str(path), "-noout", "-fingerprint", "-sha256")
+        assert root.fingerprint in fingerprint.decode().replace(":", "").lower(), "openssl reads it"
+        for fmt in ("auto", "der"):
+            parsed = certs.parse(der + tail, fmt=fmt)  # type: ignore[arg-type]
+            assert parsed.error is None, (name, fmt, parsed.detail)
+            assert parsed.certs[0].fingerprint_sha256 == root.fingerprint
+
+
+def test_pkcs12_cryptography_cannot_parse_is_not_called_a_bad_password(tmp_path: Path) -> None:
+    """A well-formed PKCS#12 holding a certificate openssl reads but strict DER refuses (BOOLEAN true as 0x01)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lax")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(7).not_valid_before(NOW).not_valid_after(NOW + 30 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    der = cert.public_bytes(serialization.Encoding.DER)
+    at = der.index(bytes.fromhex("0101ff"))
+    (tmp_path / "lax.der").write_bytes(der[:at] + bytes.fromhex("010101") + der[at + 3 :])
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    pem = _openssl("x509", "-inform", "DER", "-in", str(tmp_path / "lax.der"))
+    (tmp_path / "lax.pem").write_bytes(pem)
+    p12 = _openssl(
+        "pkcs12", "-export", "-in", str(tmp_path / "lax.pem"), "-inkey", str(tmp_path / "key.pem"),
+        "-passout", "pass:right",
+    )  # fmt: skip
+    right = certs.parse(p12, password=b"right", name="lax.p12")
+    assert right.error is FileReason.PARSE_ERROR
+    assert "Extension::critical" in right.detail and "InvalidValue" in right.detail
+    assert certs.parse(p12, password=b"wrong", name="lax.p12").error is FileReason.BAD_PASSWORD
+
+
+def test_strict_der_rejection_says_which_block_and_why(root: Issued, pki: PKI) -> None:
+    der = root.cert.public_bytes(serialization.Encoding.DER)
+    at = der.index(bytes.fromhex("0101ff"))
+    lax = der[:at] + bytes.fromhex("010101") + der[at + 3 :]
+    block = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(lax) + b"-----END CERTIFICATE-----\n"
+    parsed = certs.parse(pki.leaf(root).cert_pem + block)
+    assert parsed.error is FileReason.PARSE_ERROR
+    assert parsed.detail.startswith("PEM block 2 (CERTIFICATE): not valid DER: InvalidValue at Certificate::tbs_cert")
+    assert len(parsed.certs) == 1  # the good block is still reported
+
+
+def test_private_keys_are_fingerprinted_without_rsa_validation(root: Issued) -> None:
+    """The exporter only fingerprints a key: skipping RSA validation cuts ~50 ms a key (see CHANGELOG)."""
+    good = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_numbers()
+    # A wrong CRT coefficient: validation would refuse the key, the fingerprint does not depend on it.
+    odd = rsa.RSAPrivateNumbers(
+        good.p, good.q, good.d, good.dmp1, good.dmq1, (good.iqmp + 1) % good.p, good.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    for encoding, fmt in ((serialization.Encoding.PEM, "auto"), (serialization.Encoding.DER, "der")):
+        data = odd.private_bytes(encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        parsed = certs.parse(data, fmt=fmt)  # type: ignore[arg-type]
+        assert parsed.error is None, parsed.detail
+        assert parsed.keys[0].key_type == "rsa" and parsed.keys[0].key_bits == 2048
+
+
+def test_pkcs12_with_a_key_cryptography_does_not_support_is_unsupported(tmp_path: Path) -> None:
+    """An SM2 key (openssl makes it, cryptography has no such curve): `unsupported`, never `bad_password`."""
+    _openssl("genpkey", "-algorithm", "SM2", "-out", str(tmp_path / "sm2.pem"))
+    _openssl("req", "-x509", "-key", str(tmp_path / "sm2.pem"), "-out", str(tmp_path / "c.pem"), "-subj", "/CN=s",
+             "-days", "30", "-sm3")  # fmt: skip
+    p12 = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "sm2.pem"),
+                   "-passout", "pass:right")  # fmt: skip
+    parsed = certs.parse(p12, password=b"right", name="sm2.p12")
+    assert parsed.error is FileReason.UNSUPPORTED
+    assert "1.2.156.10197.1.301" in parsed.detail
+
+
+@pytest.mark.parametrize("options", [(), ("-legacy",), ("-macalg", "sha512")])
+def test_pkcs12_mac_check_agrees_with_openssl(tmp_path: Path, root: Issued, pki: PKI, options: tuple[str, ...]) -> None:
+    leaf = pki.leaf(root)
+    write_pair(leaf, tmp_path / "c.pem", tmp_path / "k.pem")
+    p12 = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "k.pem"),
+                   "-passout", "pass:right", *options)  # fmt: skip
+    (tmp_path / "x.p12").write_bytes(p12)
+    legacy = [o for o in options if o == "-legacy"]
+    _openssl("pkcs12", "-in", str(tmp_path / "x.p12"), "-noout", "-passin", "pass:right", *legacy)  # openssl agrees
+    assert pfx.mac_verifies(p12, b"right") is True
+    assert pfx.mac_verifies(p12, b"wrong") is False
+    nomac = _openssl("pkcs12", "-export", "-in", str(tmp_path / "c.pem"), "-inkey", str(tmp_path / "k.pem"),
+                     "-passout", "pass:right", "-nomac")  # fmt: skip
+    assert pfx.mac_verifies(nomac, b"right") is None  # nothing to tell by
+
+
+def test_pkcs12_cryptography_refuses_with_the_right_password_is_not_called_a_bad_password(
+    pki: PKI, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cryptography says "Invalid password or PKCS12 data" for both causes (PKITS' inherited DSA parameters)."""
+    leaf = pki.leaf(root)
+    p12 = pkcs12.serialize_key_and_certificates(
+        b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(b"right")
+    )
+
+    def refuse(data: bytes, password: bytes | None, backend: object = None) -> object:
+        raise ValueError("Invalid password or PKCS12 data")
+
+    monkeypatch.setattr(pkcs12, "load_pkcs12", refuse)
+    assert certs.parse(p12, password=b"right", name="a.p12").error is FileReason.UNSUPPORTED
+    assert certs.parse(p12, password=b"wrong", name="a.p12").error is FileReason.BAD_PASSWORD

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
-from gunicorn_cert_exporter.model import EndpointReason, FileReason, MasterReason, VerifyReason
+from gunicorn_cert_exporter.model import EndpointReason, FileReason, MasterReason, PatternReason, VerifyReason
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +21,7 @@ def test_every_metric_is_documented_and_every_documented_metric_exists() -> None
 
 def test_every_reason_is_documented() -> None:
     text = (ROOT / "docs" / "metrics.md").read_text()
-    for enum in (FileReason, EndpointReason, VerifyReason, MasterReason):
+    for enum in (FileReason, EndpointReason, VerifyReason, MasterReason, PatternReason):
         for reason in enum:
             assert f"`{reason.value}`" in text, reason
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -12,7 +13,7 @@ import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, VerifyReason
-from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.endpoints import MAX_CONTEXTS, Prober
 from tests.support import DAY, NOW, PKI, Issued, TLSServer, ipv6_available, server_context
 
 HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback"))]
@@ -261,3 +262,42 @@ def test_starttls_refused_has_its_reason() -> None:
         port = listener.getsockname()[1]
         result = Prober().probe(EndpointConfig(address=f"127.0.0.1:{port}", starttls="smtp", timeout=2))
     assert result.addresses[0].error is EndpointReason.STARTTLS_FAILED
+
+
+def test_client_context_cache_stays_bounded_and_follows_a_changed_ca_file(
+    tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    other = pki.ca("Another Root")
+    ca = tmp_path / "ca.pem"
+    prober = Prober()
+    config = EndpointConfig(address=server.address, ca_file=str(ca), timeout=5)
+    for round_ in range(20):  # each write changes the file (and its mtime): the old context must go
+        ca.write_bytes((root if round_ % 2 == 0 else other).cert_pem)
+        os.utime(ca, ns=(round_ * 10**9, round_ * 10**9))
+        result = prober.probe(config).addresses[0]
+        assert result.verified is (round_ % 2 == 0), round_  # the context follows the file's content
+        assert prober.cached_contexts == 1
+    for i in range(MAX_CONTEXTS + 20):
+        (tmp_path / f"ca{i}.pem").write_bytes(root.cert_pem)
+        prober.probe(EndpointConfig(address=server.address, ca_file=str(tmp_path / f"ca{i}.pem"), timeout=5))
+    assert prober.cached_contexts == MAX_CONTEXTS
+
+
+def test_tls_info_has_the_version_even_when_verification_fails(
+    tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    result = probe_one(server)  # the system trust store does not know the test root
+    assert result.verify_error is VerifyReason.UNKNOWN_CA
+    assert result.tls_version.startswith("TLSv1") and result.cipher
+
+
+def test_a_fifo_as_ca_file_is_refused_without_blocking(tmp_path: Path, tls_server: type[TLSServer], pki: PKI) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(pki.ca()),)))
+    os.mkfifo(tmp_path / "ca.pem")  # open() of a FIFO with no writer would block the probe for good
+    started = time.monotonic()
+    result = Prober().probe(EndpointConfig(address=server.address, ca_file=str(tmp_path / "ca.pem"), timeout=5))
+    assert time.monotonic() - started < 5
+    assert result.addresses[0].error is EndpointReason.CA_FILE_UNAVAILABLE
+    assert "not a regular file" in result.addresses[0].detail

@@ -9,19 +9,14 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileReason
-from gunicorn_cert_exporter.sources import certs, files
+from gunicorn_cert_exporter.model import FileReason, PatternReason
+from gunicorn_cert_exporter.sources import certs, files, globs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
-from tests.support import PKI, Issued
-
-
-def scan(*paths: Path | str, max_size: int = 1 << 20, **source: object) -> dict[str, tuple[FileReason | None, int]]:
-    wanted, _ = files.expand([FileSource(paths=[str(p) for p in paths], **source)])  # type: ignore[arg-type]
-    results = FileScanner(clock=time.time, max_size=max_size).scan(wanted)
-    return {r.path: (r.error, len(r.certs)) for r in results}
+from tests.support import PKI, Issued, pkcs12_of, scan_paths
 
 
 def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: Path, root: Issued) -> None:
@@ -34,7 +29,7 @@ def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: P
     (tmp_path / "loop.pem").symlink_to(tmp_path / "loop.pem")
     (tmp_path / "zero.pem").symlink_to("/dev/zero")
     (tmp_path / "dangling.pem").symlink_to(tmp_path / "gone")
-    found = scan(tmp_path / "*.pem", tmp_path / "missing.pem", max_size=4096)
+    found = scan_paths(tmp_path / "*.pem", tmp_path / "missing.pem", max_size=4096)
     assert found == {
         str(tmp_path / "big.pem"): (FileReason.TOO_LARGE, 0),
         str(tmp_path / "corrupt.pem"): (FileReason.PARSE_ERROR, 0),
@@ -73,24 +68,6 @@ def test_unreadable_file_is_permission_denied_for_an_unprivileged_scanner(root: 
     finally:
         (directory / "secret.pem").unlink()
         directory.rmdir()
-
-
-def test_globs_directories_and_excludes(tmp_path: Path, root: Issued) -> None:
-    (tmp_path / "a" / "b").mkdir(parents=True)
-    for rel in ("top.pem", "a/one.pem", "a/b/two.pem", "a/b/tls.key", "a/.hidden.pem"):
-        (tmp_path / rel).write_bytes(root.cert_pem)
-    deep = scan(tmp_path / "**" / "*.pem")
-    assert sorted(Path(p).relative_to(tmp_path).as_posix() for p in deep) == ["a/b/two.pem", "a/one.pem", "top.pem"]
-    directory = scan(tmp_path / "a", exclude=["**/*.key"])
-    assert list(directory) == [str(tmp_path / "a" / "one.pem")]
-    excluded = scan(tmp_path / "**", exclude=["**/*.key", "two.pem"])
-    assert sorted(Path(p).name for p in excluded) == ["one.pem", "top.pem"]
-
-
-def test_pattern_matches_are_counted(tmp_path: Path, root: Issued) -> None:
-    (tmp_path / "x.pem").write_bytes(root.cert_pem)
-    _, patterns = files.expand([FileSource(paths=[str(tmp_path / "*.pem"), str(tmp_path / "*.crt")])])
-    assert [p.matches for p in patterns] == [1, 0]
 
 
 def test_unchanged_files_are_not_parsed_again(
@@ -138,7 +115,7 @@ def test_kubernetes_data_symlink_swap_is_a_change(tmp_path: Path, root: Issued, 
     (volume / "..data").symlink_to("..2026_01")
     (volume / "tls.crt").symlink_to("..data/tls.crt")
     scanner = FileScanner(clock=time.time, max_size=1 << 20)
-    wanted, _ = files.expand([FileSource(paths=[str(volume)])])
+    wanted, _ = globs.expand([FileSource(paths=[str(volume)])])
     assert [w.path for w in wanted] == [str(volume / "tls.crt")]  # ..data and ..<ts> are not reported
     before = scanner.scan(wanted)[0]
     # What the kubelet does: write a new timestamped dir, then rename a new ..data link over the old one.
@@ -154,7 +131,6 @@ def test_kubernetes_data_symlink_swap_is_a_change(tmp_path: Path, root: Issued, 
 def test_pkcs12_passwords_come_from_file_or_env(
     tmp_path: Path, root: Issued, pki: PKI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cryptography.hazmat.primitives import serialization
 
     leaf = pki.leaf(root)
     p12 = tmp_path / "app.p12"
@@ -165,12 +141,12 @@ def test_pkcs12_passwords_come_from_file_or_env(
     )
     password_file = tmp_path / "pw"
     password_file.write_text("hunter2\n")
-    assert scan(p12, password_file=str(password_file))[str(p12)] == (None, 1)
+    assert scan_paths(p12, password_file=str(password_file))[str(p12)] == (None, 1)
     monkeypatch.setenv("P12_PW", "hunter2")
-    assert scan(p12, password_env="P12_PW")[str(p12)] == (None, 1)
-    assert scan(p12, password_env="NOT_SET_ANYWHERE")[str(p12)] == (FileReason.PASSWORD_UNAVAILABLE, 0)
+    assert scan_paths(p12, password_env="P12_PW")[str(p12)] == (None, 1)
+    assert scan_paths(p12, password_env="NOT_SET_ANYWHERE")[str(p12)] == (FileReason.PASSWORD_UNAVAILABLE, 0)
     password_file.write_text("wrong")
-    assert scan(p12, password_file=str(password_file))[str(p12)] == (FileReason.BAD_PASSWORD, 0)
+    assert scan_paths(p12, password_file=str(password_file))[str(p12)] == (FileReason.BAD_PASSWORD, 0)
 
 
 def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> None:
@@ -181,43 +157,30 @@ def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> No
     assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
 
 
-def _tree(base: Path, root: Issued) -> None:
-    for rel in ("a.pem", "b.crt", "x/c.pem", "x/y/d.pem", "x/y/z/e.pem", "x/.hid.pem", ".hdir/f.pem", "w/g.pem"):
-        (base / rel).parent.mkdir(parents=True, exist_ok=True)
-        (base / rel).write_bytes(root.cert_pem)
-    (base / "link").symlink_to(base / "x" / "y")
+def test_password_file_uses_its_first_line_only(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    (tmp_path / "a.p12").write_bytes(pkcs12_of(pki.leaf(root), b"right"))
+    for text in (b"right\nnotes: rotated by vault\n", b"right\r\nsecond line\r\n", b"right"):
+        (tmp_path / "pw").write_bytes(text)
+        found = scan_paths(tmp_path / "a.p12", password_file=str(tmp_path / "pw"))
+        assert found == {str(tmp_path / "a.p12"): (None, 1)}
 
 
-@pytest.mark.parametrize(
-    "pattern", ["*.pem", "**/*.pem", "*/*.pem", "x/*/*.pem", "**", "x/**", "x/**/e.pem", "*/y/*.pem", "link/*.pem"]
-)
-def test_finder_matches_what_glob_finds(tmp_path: Path, root: Issued, pattern: str) -> None:
-    import glob
+def test_past_the_deadline_the_walk_stops_and_unread_files_keep_what_was_known(tmp_path: Path, root: Issued) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.pem").write_bytes(root.cert_pem)
+    now = [0.0]
+    finder = globs.Finder(clock=lambda: now[0])
+    wanted, patterns = finder.expand([FileSource(paths=[f"{tmp_path}/*.pem"])], deadline=10.0)
+    assert len(wanted) == 3 and patterns[0].problems == ()
+    now[0] = 11.0
+    _, late = finder.expand([FileSource(paths=[f"{tmp_path}/*.pem"])], deadline=10.0)
+    assert [p.reason for p in late[0].problems] == [PatternReason.SCAN_DEADLINE]
 
-    _tree(tmp_path, root)
-    full = f"{tmp_path}/{pattern}"
-    expected = sorted(p for p in glob.glob(full, recursive=True) if not os.path.isdir(p))
-    found, _ = files.Finder().expand([FileSource(paths=[full])])
-    assert [w.path for w in found] == expected
-
-
-def test_finder_lists_again_only_what_changed(tmp_path: Path, root: Issued) -> None:
-    _tree(tmp_path, root)
-    finder = files.Finder()
-    source = [FileSource(paths=[f"{tmp_path}/**/*.pem"])]
-    before = {w.path for w in finder.expand(source)[0]}
-    (tmp_path / "x" / "y" / "new.pem").write_bytes(root.cert_pem)
-    (tmp_path / "w" / "g.pem").unlink()
-    after = {w.path for w in finder.expand(source)[0]}
-    assert after - before == {f"{tmp_path}/x/y/new.pem", f"{tmp_path}/link/new.pem"}
-    assert before - after == {f"{tmp_path}/w/g.pem"}
-
-
-def test_symlink_loops_in_a_recursive_glob_terminate(tmp_path: Path, root: Issued) -> None:
-    (tmp_path / "d" / "e").mkdir(parents=True)
-    (tmp_path / "d" / "e" / "c.pem").write_bytes(root.cert_pem)
-    (tmp_path / "d" / "e" / "up").symlink_to(tmp_path / "d")  # d/e/up -> d: a loop
-    started = time.monotonic()
-    found, _ = files.Finder().expand([FileSource(paths=[f"{tmp_path}/**/*.pem"])])
-    assert time.monotonic() - started < 5
-    assert f"{tmp_path}/d/e/c.pem" in [w.path for w in found]
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    first = scanner.scan(wanted)
+    ticks = iter([0.0, 0.0, 20.0])
+    second = scanner.scan(wanted, deadline=10.0, clock=lambda: next(ticks))
+    assert [r.error for r in second] == [None, None, FileReason.SCAN_DEADLINE]
+    assert second[2].certs == first[2].certs  # its series stay while it waits for a scan with time for it
+    third = scanner.scan(wanted)
+    assert [r.error for r in third] == [None, None, None]  # read again, not trusted as unchanged

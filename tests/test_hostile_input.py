@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gunicorn_cert_exporter.model import FileReason, Parsed
 from gunicorn_cert_exporter.sources import certs, files
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
-from tests.support import PKI, Issued
+from tests.support import PKI, Issued, RunningExporter, StartExporter, deep_tree, remove_tree
 
 # Deterministic in the suite (CI must not turn red on a new random draw); bench/fuzz_parser.py runs the long
 # random campaign by hand.
@@ -204,3 +204,22 @@ def test_a_file_that_grows_between_stat_and_read_is_refused_as_too_large(tmp_pat
     result = scanner.scan_one(Wanted(str(path)))
     assert result.error is FileReason.TOO_LARGE
     assert result.certs == ()
+
+
+def test_a_tree_1200_levels_deep_never_removes_another_sources_series(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued
+) -> None:
+    deep = tmp_path / "deep"
+    deep_tree(deep, 1200, {1200: root.cert_pem})
+    (tmp_path / "app.pem").write_bytes(root.cert_pem)
+    try:
+        exporter: RunningExporter = run_exporter(
+            f"files: [{{paths: ['{deep}/**']}}, {{paths: ['{tmp_path}/app.pem']}}]"
+        )
+        for _ in range(2):
+            exporter.scan_now()
+            metrics = exporter.metrics()
+            assert metrics[f'gunicorn_cert_file_up{{path="{tmp_path}/app.pem"}}'] == 1
+            assert metrics[f'gunicorn_cert_file_pattern_error{{pattern="{deep}/**",reason="max_depth"}}'] == 1
+    finally:
+        remove_tree(deep)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 
-from gunicorn_cert_exporter.logs import JSONFormatter, LogfmtFormatter
+import pytest
+
+from gunicorn_cert_exporter.logs import JSONFormatter, LogfmtFormatter, setup, show_warning
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -31,3 +34,29 @@ def test_json_lines_parse_and_keep_fields() -> None:
         "target": "api",
         "outcome": "confirmed",
     }
+
+
+def test_python_warnings_become_log_lines_and_negative_serial_noise_is_debug(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved = warnings.showwarning, root.handlers[:], root.level
+    try:
+        setup(level="info", fmt="json")
+        assert warnings.showwarning is show_warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("PKCS#12 bundle could not be parsed as DER, falling back to BER", UserWarning, stacklevel=1)
+            warnings.warn(
+                "Parsed a serial number which wasn't positive (i.e., it was negative or zero), which is disallowed"
+                " by RFC 5280. Loading this certificate will cause an exception in a future release of cryptography.",
+                UserWarning,
+                stacklevel=1,
+            )
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        warnings.showwarning = saved[0]
+        root.handlers[:] = saved[1]
+        root.setLevel(saved[2])
+    assert [(entry["level"], entry["category"]) for entry in lines] == [("warning", "UserWarning")]
+    assert lines[0]["msg"].startswith("PKCS#12 bundle could not be parsed")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from gunicorn_cert_exporter.sources import files
 from gunicorn_cert_exporter.sources.files import FileScanner
-from tests.support import PKI, Issued, RunningExporter, StartExporter
+from tests.support import PKI, Issued, RunningExporter, StartExporter, eventually, free_port, write_pair
 
 
 def test_scrape_during_a_slow_scan_of_10000_files_answers_from_the_last_snapshot(
@@ -83,3 +88,132 @@ def test_a_scan_of_a_replaced_config_does_not_publish_when_it_ends(tmp_path: Pat
     scheduler.replace(new)  # (not started: only the swap matters here)
     old.scan_files()  # the old config's scan, still running at the swap, ends now
     assert [f.path for f in store.snapshot.files] == [f"{tmp_path}/new.pem"]
+
+
+def _stuck_on(monkeypatch: pytest.MonkeyPatch, suffix: str) -> tuple[list[float], threading.Event]:
+    """Make reading any file named ``*suffix`` block like a hung NFS read, until released; count the attempts."""
+    entered: list[float] = []
+    release = threading.Event()
+    real_scan_one = FileScanner.scan_one
+
+    def scan_one(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+        if item.path.endswith(suffix):
+            entered.append(time.monotonic())
+            release.wait(120)
+        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileScanner, "scan_one", scan_one)
+    return entered, release
+
+
+def test_a_scan_stuck_in_a_read_publishes_at_its_deadline_and_the_next_run_starts_on_time(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a-good.pem").write_bytes(root.cert_pem)
+    (tmp_path / "b-stuck.pem").write_bytes(root.cert_pem)
+    entered, release = _stuck_on(monkeypatch, "b-stuck.pem")
+    config = f"scan: {{interval: 2s, jitter: 0}}\nfiles: [{{paths: ['{tmp_path}/*.pem']}}]"
+    exporter: RunningExporter = run_exporter(config, schedule=True)
+    try:
+        stuck = f'gunicorn_cert_file_error{{path="{tmp_path}/b-stuck.pem",reason="scan_deadline"}}'
+        good = f'gunicorn_cert_file_up{{path="{tmp_path}/a-good.pem"}}'
+        metrics = eventually(lambda: (m := exporter.metrics()).get(stuck) and m, "the stuck file marked")
+        assert metrics[good] == 1  # what the stuck scan had is published
+        # The next run starts while the first is still stuck (max_instances would have skipped it).
+        eventually(lambda: len(entered) >= 2, "a second run of the files scan")
+        assert entered[1] - entered[0] < 10
+    finally:
+        release.set()
+
+
+def test_a_config_reload_never_waits_for_a_stuck_scan(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "stuck.pem").write_bytes(root.cert_pem)
+    (tmp_path / "new.pem").write_bytes(root.cert_pem)
+    entered, release = _stuck_on(monkeypatch, "stuck.pem")
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/stuck.pem']}}]", schedule=True)
+    try:
+        eventually(lambda: entered, "the files scan stuck")
+        exporter.config_path.write_text(f"files: [{{paths: ['{tmp_path}/new.pem']}}]")
+        started = time.monotonic()
+        assert exporter.service.reload() == []
+        assert time.monotonic() - started < 5
+        eventually(
+            lambda: exporter.metrics().get(f'gunicorn_cert_file_up{{path="{tmp_path}/new.pem"}}') == 1,
+            "the new config's files",
+        )
+    finally:
+        release.set()
+
+
+def test_sigterm_ends_serve_within_5s_while_a_target_scan_is_stuck_on_a_fifo_pidfile(
+    tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    leaf = pki.leaf(root)
+    write_pair(leaf, tmp_path / "cert.pem", tmp_path / "key.pem")
+    os.mkfifo(tmp_path / "app.pid")  # open() of a FIFO with no writer blocks
+    port = free_port()
+    (tmp_path / "config.yaml").write_text(
+        f"gunicorn: [{{name: app, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/key.pem,"
+        f" endpoint: '127.0.0.1:{free_port()}', pidfile: {tmp_path}/app.pid}}]\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "serve", "--config", str(tmp_path / "config.yaml"),
+         "--web.listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        eventually(lambda: b"gunicorn_cert_exporter_last_scan_timestamp_seconds" in _fetch(url), "first scans")
+        time.sleep(1)  # the gunicorn scan is blocked in open() of the FIFO by now
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        proc.wait(timeout=30)
+        assert time.monotonic() - started < 5
+        assert proc.returncode == 0
+        assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return bytes(response.read())
+
+
+def test_the_watchdog_of_an_old_run_never_abandons_a_newer_run(
+    tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With jitter, the next run may begin before the stuck run's watchdog fires: the newer run still publishes."""
+    from gunicorn_cert_exporter.config import load
+    from gunicorn_cert_exporter.scanning.scans import Scans
+    from gunicorn_cert_exporter.scanning.store import Store
+    from gunicorn_cert_exporter.sources.endpoints import Prober
+
+    (tmp_path / "a.pem").write_bytes(root.cert_pem)
+    gates = [threading.Event(), threading.Event()]
+    calls: list[int] = []
+    real_scan_one = FileScanner.scan_one
+
+    def gated(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+        calls.append(1)
+        gates[len(calls) - 1].wait(60)  # the first run blocks until the end; the second until released
+        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileScanner, "scan_one", gated)
+    store = Store()
+    scans = Scans(config=load(f"files: [{{paths: ['{tmp_path}/a.pem']}}]"), store=store, prober=Prober())
+    old = threading.Thread(target=scans.scan_files, daemon=True)
+    old.start()
+    eventually(lambda: len(calls) == 1, "the old run stuck")
+    new = threading.Thread(target=scans.scan_files, daemon=True)
+    new.start()
+    eventually(lambda: len(calls) == 2, "the new run reading")
+    scans.overrun("files", old.ident)  # the old run's watchdog fires late
+    gates[1].set()
+    new.join(30)
+    assert [(f.path, f.error) for f in store.snapshot.files] == [(f"{tmp_path}/a.pem", None)]
+    gates[0].set()

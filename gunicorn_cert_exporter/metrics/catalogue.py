@@ -62,6 +62,12 @@ CATALOGUE: tuple[Spec, ...] = (
         ("pattern",),
     ),
     Spec(
+        "gunicorn_cert_file_pattern_error",
+        "gauge",
+        "1 while a pattern's matches may be incomplete or empty, with the reason.",
+        ("pattern", "reason"),
+    ),
+    Spec(
         "gunicorn_cert_endpoint_up",
         "gauge",
         "1 if a TLS handshake with this address completed, verified or not.",

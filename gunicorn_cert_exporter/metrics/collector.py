@@ -72,6 +72,8 @@ class SnapshotCollector(Collector):
         add_files(out, snap.files)
         for pattern in snap.patterns:
             out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
+            for problem in pattern.problems:
+                out.add("gunicorn_cert_file_pattern_error", [label(pattern.pattern), problem.reason.value], 1.0)
         for endpoint in snap.all_endpoints:
             add_endpoint(out, endpoint)
         for target in snap.targets:
@@ -114,7 +116,8 @@ def add_endpoint(out: Families, endpoint: EndpointResult) -> None:
         out.add("gunicorn_cert_endpoint_verified", where, 1.0 if result.verified else 0.0)
         if result.verify_error is not None:
             out.add("gunicorn_cert_endpoint_verify_error", [*where, result.verify_error.value], 1.0)
-        out.add("gunicorn_cert_endpoint_tls_info", [*where, result.tls_version, result.cipher], 1.0)
+        if result.tls_version and result.cipher:  # no empty label values: omitted if the stack did not say
+            out.add("gunicorn_cert_endpoint_tls_info", [*where, result.tls_version, result.cipher], 1.0)
         out.add("gunicorn_cert_endpoint_handshake_duration_seconds", where, result.handshake_seconds)
         for index, cert in enumerate(result.chain):
             position = [*where, str(index)]

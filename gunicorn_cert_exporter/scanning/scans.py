@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gunicorn_cert_exporter.config import Config, FileSource
-from gunicorn_cert_exporter.model import ScanStats, TargetState
+from gunicorn_cert_exporter.model import FileResult, PatternResult, ScanStats, TargetState
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import files, gunicorn
+from gunicorn_cert_exporter.sources import files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 
 KINDS = ("files", "endpoints", "gunicorn")
+
+
+@dataclass
+class _FilesRun:
+    """A files scan in flight: enough to publish what it has if it gets stuck in one read."""
+
+    token: int
+    started: float
+    wanted: list[Wanted]
+    patterns: list[PatternResult]
+    progress: list[FileResult]
 
 
 class Scans:
     """The three scans of a config; each publishes a whole part of the snapshot when it ends.
 
-    The one exception: a target about to be reloaded is published first, so its drift shows during the reload.
+    Each scan has a deadline (``scan.deadline``, 80% of the interval): the files scan checks it between files and
+    marks what it did not reach. A scan stuck in one read past its deadline is abandoned by the scheduler through
+    ``overrun()``: what it has is published, and whatever it publishes later is dropped (a newer run owns the kind).
+    A target about to be reloaded is published ahead of its scan, so its drift shows during the reload.
     """
 
     def __init__(
@@ -39,8 +56,12 @@ class Scans:
         self._prober = prober
         self._clock = clock
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
-        self._scanner = FileScanner(clock=clock, max_size=config.scan.max_file_size)
-        self._finder = files.Finder()
+        self._lock = threading.Lock()
+        self._tokens = itertools.count(1)
+        self._current: dict[str, int] = {}  # the run of each kind allowed to publish
+        self._owner: dict[str, int] = {}  # the thread of that run
+        self._files_run: _FilesRun | None = None
+        self._scanner, self._finder = self._file_tools()
         self.watcher = TargetWatcher(
             prober=prober,
             scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size),
@@ -49,32 +70,73 @@ class Scans:
             on_observed=self._observed,
         )
 
+    def _file_tools(self) -> tuple[FileScanner, globs.Finder]:
+        scan = self.config.scan
+        return (
+            FileScanner(clock=self._clock, max_size=scan.max_file_size),
+            globs.Finder(max_files=scan.max_files, max_depth=scan.max_depth),
+        )
+
     def scan_files(self) -> None:
-        """Scan every configured file, plus each target's cert_file and key_file."""
-        started = time.monotonic()
+        """Scan every configured file, plus each target's cert_file and key_file, by the deadline."""
+        token, started = self._begin("files"), time.monotonic()
+        deadline = started + self.config.scan.deadline
         sources = list(self.config.files)
         for target in self.config.gunicorn:
             sources.append(FileSource(paths=[target.cert_file, target.key_file]))
-        wanted, patterns = self._finder.expand(sources)
-        results = self._scanner.scan(wanted)
-        self._publish("files", started, files=results, patterns=tuple(patterns))
+        scanner, finder = self._scanner, self._finder
+        # The walk may take half the time: the files it found must still be read.
+        wanted, patterns = finder.expand(sources, deadline=started + self.config.scan.deadline / 2)
+        run = _FilesRun(token, started, wanted, patterns, [])
+        with self._lock:
+            self._files_run = run
+        results = scanner.scan(wanted, deadline=deadline, progress=run.progress)
+        self._publish("files", token, started, files=results, patterns=tuple(patterns))
 
     def scan_endpoints(self) -> None:
         """Probe every configured endpoint on every address."""
-        started = time.monotonic()
+        token, started = self._begin("endpoints"), time.monotonic()
         results = self._prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
-        self._publish("endpoints", started, endpoints=results)
+        self._publish("endpoints", token, started, endpoints=results)
 
     def scan_targets(self) -> None:
         """Watch every Gunicorn target: drift, key pairing, master, and reload when allowed."""
-        started = time.monotonic()
+        token, started = self._begin("gunicorn"), time.monotonic()
         results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency)
-        self._publish("gunicorn", started, targets=results)
+        self._publish("gunicorn", token, started, targets=results)
+
+    def job(self, kind: str) -> Callable[[], None]:
+        """Return the scan of one kind."""
+        return {"files": self.scan_files, "endpoints": self.scan_endpoints, "gunicorn": self.scan_targets}[kind]
 
     def run_all(self) -> None:
         """Run each scan once, in order (used by `check` and at start-up)."""
-        for job in (self.scan_files, self.scan_endpoints, self.scan_targets):
-            job()
+        for kind in KINDS:
+            self.job(kind)()
+
+    def overrun(self, kind: str, thread: int | None = None) -> None:
+        """Give up on a scan stuck past its deadline: publish what it has, mark the rest, drop what it sends later.
+
+        ``thread`` names the run (its thread ident): if a newer run of the kind has begun since, it owns the kind
+        and nothing is done (with jitter, the next run may start before this run's watchdog fires).
+        """
+        with self._lock:
+            if thread is not None and self._owner.get(kind) != thread:
+                return
+            self._current[kind] = next(self._tokens)  # the stuck run no longer owns the kind
+            run = None
+            if kind == "files":
+                run, self._files_run = self._files_run, None
+                # The stuck thread keeps its scanner and finder; the next run starts with fresh ones.
+                self._scanner, self._finder = self._file_tools()
+        self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
+        if run is None or self._retired:
+            return
+        known = {f.path: f for f in self._store.snapshot.files}
+        done = list(run.progress)
+        left = [files.overdue(w.path, known.get(w.path)) for w in run.wanted[len(done) :]]
+        stats = ScanStats(duration_seconds=time.monotonic() - run.started, finished_at=self._clock())
+        self._store.record_scan("files", stats, files=(*done, *left), patterns=tuple(run.patterns))
 
     def _observed(self, state: TargetState) -> None:
         if not self._retired:
@@ -84,9 +146,18 @@ class Scans:
         """Stop publishing: a scan of a replaced config that ends late must not bring back its sources."""
         self._retired = True
 
-    def _publish(self, kind: str, started: float, **parts: object) -> None:
-        if self._retired:
-            return
-        took = time.monotonic() - started
-        self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
+    def _begin(self, kind: str) -> int:
+        with self._lock:
+            token = self._current[kind] = next(self._tokens)
+            self._owner[kind] = threading.get_ident()
+        return token
+
+    def _publish(self, kind: str, token: int, started: float, **parts: object) -> None:
+        with self._lock:
+            if self._retired or self._current.get(kind) != token:
+                return  # a replaced config, or a run abandoned at its deadline
+            if kind == "files":
+                self._files_run = None
+            took = time.monotonic() - started
+            self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})

@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts, Parsed
+from gunicorn_cert_exporter.sources import pfx
 
 Format = Literal["auto", "pem", "der", "pkcs12"]
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE"})
+_TRUSTED_LABEL = b"TRUSTED CERTIFICATE"  # openssl x509 -trustout: the certificate, then its trust settings
 _KEY_LABELS = frozenset({b"PRIVATE KEY", b"RSA PRIVATE KEY", b"EC PRIVATE KEY", b"DSA PRIVATE KEY"})
 _ENCRYPTED_KEY_LABEL = b"ENCRYPTED PRIVATE KEY"
 _PKCS12_SUFFIXES = (".p12", ".pfx")
@@ -32,6 +34,8 @@ _SHA256 = hashes.SHA256()
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 # What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
 _DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+_RIGHT_PASSWORD_UNREADABLE = "PKCS#12 MAC verifies with this password, but cryptography can't read the content"  # noqa: S105  (a message)
+_ASN1_PROBLEM = re.compile(r"ParseError \{ kind: (\w+).*?location: \[([^\]]*)\]")
 
 
 def parse(
@@ -159,66 +163,119 @@ def der_chain_facts(chain: Iterable[bytes], cache: FactsCache | None = None) -> 
 def _parse_pem(data: bytes, cache: FactsCache | None) -> Parsed:
     certs: list[CertFacts] = []
     keys: list[KeyFacts] = []
-    broken = 0
-    for match in _PEM_BLOCK.finditer(data):
+    broken: list[str] = []
+    for number, match in enumerate(_PEM_BLOCK.finditer(data), start=1):
         label, body = match.group(1), match.group(2)
-        if label in _CERT_LABELS:
+        where = f"PEM block {number} ({label.decode()})"
+        if label in _CERT_LABELS or label == _TRUSTED_LABEL:
             try:
-                certs.append(der_facts(base64.b64decode(b"".join(body.split()), validate=True), cache))
-            except (*_LOAD_ERRORS, binascii.Error):
-                broken += 1
+                der = base64.b64decode(b"".join(body.split()), validate=True)
+            except binascii.Error as exc:
+                broken.append(f"{where}: not base64 ({exc})")
+                continue
+            if label == _TRUSTED_LABEL:
+                der = first_der_element(der) or der
+            try:
+                certs.append(der_facts(der, cache))
+            except _LOAD_ERRORS as exc:
+                broken.append(f"{where}: {why(exc)}")
         elif label in _KEY_LABELS:
             key = _pem_key(match.group(0))
-            if key is None:
-                broken += 1
+            if isinstance(key, str):
+                broken.append(f"{where}: {key}")
             else:
                 keys.append(key)
         elif label == _ENCRYPTED_KEY_LABEL:
             keys.append(KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True))
     if broken:
-        detail = f"{broken} PEM block(s) could not be parsed"
-        return Parsed(certs=tuple(certs), keys=tuple(keys), error=FileReason.PARSE_ERROR, detail=detail)
+        more = f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""
+        return Parsed(certs=tuple(certs), keys=tuple(keys), error=FileReason.PARSE_ERROR, detail=broken[0] + more)
     if not certs and not keys:
         reason = FileReason.NO_CERTIFICATE if b"-----END " in data else FileReason.PARSE_ERROR
         return Parsed(error=reason, detail="no certificate or private key in PEM data")
     return Parsed(certs=tuple(certs), keys=tuple(keys))
 
 
-def _pem_key(block: bytes) -> KeyFacts | None:
+def _wrong_password(exc: ValueError) -> bool:
+    """Tell cryptography's "wrong password (or MAC)" from content it could decrypt but not parse."""
+    return "password" in str(exc).lower()
+
+
+def why(exc: BaseException) -> str:
+    """Say in a few words why cryptography rejected some bytes (e.g. which ASN.1 field broke strict DER)."""
+    text = str(exc)
+    found = _ASN1_PROBLEM.search(text)
+    if found:
+        location = found.group(2).replace('"', "").replace(", ", ".")
+        return f"not valid DER: {found.group(1)} at {location or 'the top level'}"
+    return text[:200] or type(exc).__name__
+
+
+def first_der_element(data: bytes) -> bytes | None:
+    """Return the first DER element of ``data`` by its own length (openssl reads a DER file this way)."""
+    if len(data) < 2:
+        return None
+    first = data[1]
+    if first < 0x80:
+        end = 2 + first
+    else:
+        count = first & 0x7F
+        if not 0 < count <= 4 or len(data) < 2 + count:
+            return None
+        end = 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+    return data[:end] if end <= len(data) else None
+
+
+def _pem_key(block: bytes) -> KeyFacts | str:
+    """Describe a PEM private key, or say why it can't be read."""
     try:
-        key = serialization.load_pem_private_key(block, password=None)
+        # The exporter only fingerprints the key: RSA validation (~50 ms a key) buys nothing here.
+        key = serialization.load_pem_private_key(block, password=None, unsafe_skip_rsa_key_validation=True)
     except TypeError:  # encrypted in the legacy OpenSSL way (Proc-Type header)
         return KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True)
-    except _LOAD_ERRORS:
-        return None
+    except _LOAD_ERRORS as exc:
+        return why(exc)
     return _key_facts(key)
 
 
 def _parse_der(data: bytes, cache: FactsCache | None) -> Parsed:
+    first = first_der_element(data)
     try:
         return Parsed(certs=(der_facts(data, cache),))
-    except _LOAD_ERRORS:
-        pass
+    except _LOAD_ERRORS as exc:
+        problem = why(exc)
+    if first is not None and len(first) < len(data):
+        try:  # trailing bytes (a newline, zero padding): openssl reads the first element, so do we
+            return Parsed(certs=(der_facts(first, cache),))
+        except _LOAD_ERRORS:
+            pass
     try:
-        key = serialization.load_der_private_key(data, password=None)
+        key = serialization.load_der_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
     except _LOAD_ERRORS:
-        return Parsed(error=FileReason.PARSE_ERROR, detail="not a DER certificate or private key")
+        return Parsed(error=FileReason.PARSE_ERROR, detail=f"not a DER certificate ({problem}) or private key")
     return Parsed(keys=(_key_facts(key),))
 
 
 def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None) -> Parsed:
     try:
         bundle = pkcs12.load_pkcs12(data, password)
-    except ValueError:
-        if password is None:
-            try:  # many tools write PKCS#12 with an empty password rather than none
-                bundle = pkcs12.load_pkcs12(data, b"")
-            except ValueError:
-                return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
-        else:
-            return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 password wrong or data corrupt")
-    except (TypeError, UnsupportedAlgorithm):
-        return Parsed(error=FileReason.PARSE_ERROR, detail="unsupported PKCS#12 content")
+    except ValueError as exc:
+        if not _wrong_password(exc):
+            return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(exc)}")
+        if password is not None:
+            if pfx.mac_verifies(data, password):
+                return Parsed(error=FileReason.UNSUPPORTED, detail=_RIGHT_PASSWORD_UNREADABLE)
+            return Parsed(error=FileReason.BAD_PASSWORD, detail="PKCS#12 MAC or decryption failed with this password")
+        try:  # many tools write PKCS#12 with an empty password rather than none
+            bundle = pkcs12.load_pkcs12(data, b"")
+        except ValueError as retry:
+            if not _wrong_password(retry):
+                return Parsed(error=FileReason.PARSE_ERROR, detail=f"PKCS#12 content: {why(retry)}")
+            if pfx.mac_verifies(data, None) or pfx.mac_verifies(data, b""):
+                return Parsed(error=FileReason.UNSUPPORTED, detail=_RIGHT_PASSWORD_UNREADABLE)
+            return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
+    except (TypeError, UnsupportedAlgorithm) as exc:
+        return Parsed(error=FileReason.UNSUPPORTED, detail=f"PKCS#12 content this build can't read: {why(exc)}")
     certs = [bundle.cert.certificate] if bundle.cert else []
     certs.extend(extra.certificate for extra in bundle.additional_certs)
     keys = (_key_facts(bundle.key),) if bundle.key is not None else ()

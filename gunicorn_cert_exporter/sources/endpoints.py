@@ -6,8 +6,10 @@ import errno
 import os
 import socket
 import ssl
+import stat
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -19,6 +21,12 @@ from gunicorn_cert_exporter.sources import certs, starttls
 
 Resolver = Callable[[str, int], Sequence[tuple[int, str]]]
 """host, port -> [(address family, IP literal), ...]; raises OSError when the name does not resolve."""
+
+_Stamp = tuple[int, int, int, int]
+"""device, inode, size, mtime: what tells that a file behind a context may have changed."""
+
+MAX_CONTEXTS = 128
+"""Client TLS contexts kept at most (one per distinct ca_file/client_cert/client_key set)."""
 
 _ENCODING_DER = 2  # _ssl.ENCODING_DER, stable since Python 3.10
 _PLAINTEXT_REASONS = frozenset(
@@ -65,7 +73,7 @@ class Prober:
     ) -> None:
         self._resolver = resolver
         self._clock = clock
-        self._contexts: dict[tuple[object, ...], ssl.SSLContext] = {}
+        self._contexts: OrderedDict[tuple[str, ...], tuple[tuple[_Stamp, ...], ssl.SSLContext]] = OrderedDict()
         self._facts = certs.FactsCache()
         self._lock = threading.Lock()
 
@@ -169,18 +177,30 @@ class Prober:
             chain=chain,
             verified=verify_error is None,
             verify_error=verify_error,
-            tls_version=tls.version() or "",
+            # version() is None when verification failed mid-handshake; cipher() still names the protocol.
+            tls_version=tls.version() or (cipher[1] if cipher else ""),
             cipher=cipher[0] if cipher else "",
             handshake_seconds=elapsed,
         )
 
     def _context(self, config: EndpointConfig) -> ssl.SSLContext | tuple[EndpointReason, str]:
-        """Return the client context for these files as they are now (rebuilt when one changes), or why not."""
-        key = tuple((path, _mtime(path)) for path in (config.ca_file, config.client_cert, config.client_key) if path)
+        """Return the client context for these files as they are now (rebuilt when one changes), or why not.
+
+        Keyed by the paths: a context whose files changed is replaced, never kept beside the new one, and at most
+        ``MAX_CONTEXTS`` are kept (least recently used dropped), so memory stays flat however often files change.
+        """
+        paths = tuple(path for path in (config.ca_file, config.client_cert, config.client_key) if path)
+        stamp = tuple(_stamp(path) for path in paths)
         with self._lock:
-            context = self._contexts.get(key)
-            if context is not None:
-                return context
+            cached = self._contexts.get(paths)
+            if cached is not None and cached[0] == stamp:
+                self._contexts.move_to_end(paths)
+                return cached[1]
+            self._contexts.pop(paths, None)
+            special = next((path for path in paths if _special(path)), None)
+            if special is not None:  # a FIFO would block the handshake's thread in open(): refuse it
+                reason = EndpointReason.CA_FILE_UNAVAILABLE if special == config.ca_file else None
+                return reason or EndpointReason.CLIENT_CERT_UNAVAILABLE, f"{special}: not a regular file"
             try:
                 context = ssl.create_default_context(cafile=config.ca_file)
             except (OSError, ssl.SSLError, ValueError) as exc:
@@ -190,8 +210,15 @@ class Prober:
                     context.load_cert_chain(config.client_cert, config.client_key)
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     return EndpointReason.CLIENT_CERT_UNAVAILABLE, f"client_cert/client_key: {_short(exc)}"
-            self._contexts[key] = context
+            self._contexts[paths] = (stamp, context)
+            while len(self._contexts) > MAX_CONTEXTS:
+                self._contexts.popitem(last=False)
             return context
+
+    @property
+    def cached_contexts(self) -> int:
+        """Return how many client TLS contexts are cached (bounded by ``MAX_CONTEXTS``)."""
+        return len(self._contexts)
 
 
 def _served_chain(tls: ssl.SSLSocket) -> list[bytes]:
@@ -233,8 +260,17 @@ def _short(exc: BaseException) -> str:
     return str(exc)[:200] or type(exc).__name__
 
 
-def _mtime(path: str) -> int:
+def _special(path: str) -> bool:
+    """Tell whether a path exists and is not a regular file (a FIFO, a device, a directory)."""
     try:
-        return os.stat(path).st_mtime_ns
+        return not stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
-        return 0
+        return False  # missing: ssl says so with its own message
+
+
+def _stamp(path: str) -> _Stamp:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (0, 0, 0, 0)
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)

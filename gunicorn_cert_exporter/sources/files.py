@@ -1,20 +1,22 @@
-"""Paths, globs and directories to FileResults: stat, read under a size cap, parse, skip what is unchanged."""
+"""Files to FileResults: stat, read under a size cap, parse, skip what is unchanged (globs.py finds them)."""
 
 from __future__ import annotations
 
 import errno
-import glob
 import hashlib
 import logging
 import os
-import re
 import stat
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 
-from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileIdentity, FileReason, FileResult, Parsed, PatternResult
+from gunicorn_cert_exporter.model import (
+    FileIdentity,
+    FileReason,
+    FileResult,
+    Parsed,
+)
 from gunicorn_cert_exporter.sources import certs
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
@@ -56,101 +58,6 @@ class Wanted:
     password_env: str | None = None
 
 
-class Finder:
-    """Expand paths, globs and directories into files; a directory is listed again only when it changed.
-
-    A directory's listing is kept with its inode and mtime: entries added, removed or renamed (a Kubernetes
-    ``..data`` swap included) change the mtime, so an unchanged tree costs one stat per directory.
-    """
-
-    def __init__(self) -> None:
-        self._listings: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
-        self._seen: dict[str, tuple[tuple[int, int], tuple[tuple[str, bool], ...]]] = {}
-
-    def expand(self, sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternResult]]:
-        """Resolve configured paths, globs and directories into files, each once, in a stable order."""
-        self._seen = {}
-        wanted: dict[str, Wanted] = {}
-        patterns: list[PatternResult] = []
-        for source in sources:
-            excludes = [_glob_regex(p) for p in source.exclude]
-            for pattern in source.paths:
-                matches = self._matches(pattern)
-                if excludes:
-                    matches = [p for p in matches if not _excluded(p, excludes)]
-                patterns.append(PatternResult(pattern=pattern, matches=len(matches)))
-                for path in matches:
-                    wanted.setdefault(path, Wanted(path, source.format, source.password_file, source.password_env))
-        self._listings = self._seen  # directories that left every pattern are forgotten
-        return list(wanted.values()), patterns
-
-    def _matches(self, pattern: str) -> list[str]:
-        if not glob.has_magic(pattern):
-            listing = self._list(pattern)
-            if listing is None:
-                return [pattern]  # a file, or missing: scan_one says which
-            # A directory: its files (Kubernetes Secret volumes hold ..data and ..<timestamp> beside them).
-            return sorted(os.path.join(pattern, name) for name, is_dir in listing if not is_dir)
-        parts = pattern.split("/")
-        static = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-        base = "/".join(parts[:static]) or ("/" if pattern.startswith("/") else ".")
-        rest = parts[static:]
-        depth = None if any("**" in part for part in rest) else len(rest)
-        regex = _glob_regex(pattern if base != "." or pattern.startswith("./") else "./" + pattern)
-        found: list[str] = []
-        self._walk(base, regex, depth, frozenset(), found)
-        if base == "." and not pattern.startswith("./"):
-            found = [p[2:] for p in found]
-        return sorted(found)
-
-    def _walk(
-        self, directory: str, regex: re.Pattern[str], depth: int | None, ancestors: frozenset[str], out: list[str]
-    ) -> None:
-        listing = self._list(directory)
-        real = os.path.realpath(directory)
-        if listing is None or real in ancestors:  # a symlink back up the tree: follow it once, never loop
-            return
-        ancestors = ancestors | {real}
-        for name, is_dir in listing:
-            path = directory.rstrip("/") + "/" + name
-            if is_dir:
-                if depth is None or depth > 1:
-                    self._walk(path, regex, None if depth is None else depth - 1, ancestors, out)
-            elif (depth is None or depth == 1) and regex.match(path):
-                out.append(path)
-
-    def _list(self, directory: str) -> tuple[tuple[str, bool], ...] | None:
-        try:
-            info = os.stat(directory)
-        except OSError:
-            return None
-        if not stat.S_ISDIR(info.st_mode):
-            return None
-        stamp = (info.st_ino, info.st_mtime_ns)
-        cached = self._listings.get(directory) or self._seen.get(directory)
-        if cached is None or cached[0] != stamp:
-            try:
-                with os.scandir(directory) as entries:
-                    listing = tuple(sorted((e.name, _is_dir(e)) for e in entries if not e.name.startswith(".")))
-            except OSError:
-                return None
-            cached = (stamp, listing)
-        self._seen[directory] = cached
-        return cached[1]
-
-
-def _is_dir(entry: os.DirEntry[str]) -> bool:
-    try:
-        return entry.is_dir(follow_symlinks=True)
-    except OSError:
-        return False
-
-
-def expand(sources: Sequence[FileSource]) -> tuple[list[Wanted], list[PatternResult]]:
-    """Resolve configured paths, globs and directories into files, each once (no listing cache)."""
-    return Finder().expand(sources)
-
-
 class FileScanner:
     """Scan files, re-parsing only those whose identity (device, inode, size, mtime) changed."""
 
@@ -161,12 +68,26 @@ class FileScanner:
         self._cache: dict[str, FileResult] = {}
         self._facts = certs.FactsCache()
 
-    def scan(self, wanted: Iterable[Wanted]) -> tuple[FileResult, ...]:
-        """Scan each file; one broken file never stops the others."""
+    def scan(
+        self,
+        wanted: Iterable[Wanted],
+        *,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        progress: list[FileResult] | None = None,
+    ) -> tuple[FileResult, ...]:
+        """Scan each file; one broken file never stops the others, and past ``deadline`` the rest are marked.
+
+        ``progress``, if given, receives each result as it is made: what a scan stuck in one read has so far.
+        """
         previous, self._cache = self._cache, {}
-        results = []
+        results = [] if progress is None else progress
         for item in wanted:
-            result = self.scan_one(item, previous.get(item.path))
+            before = previous.get(item.path)
+            if deadline is not None and clock() > deadline:
+                result = overdue(item.path, before)
+            else:
+                result = self.scan_one(item, before)
             self._cache[item.path] = result
             results.append(result)
         return tuple(results)
@@ -183,6 +104,9 @@ class FileScanner:
         identity = _identity(info)
         if previous is not None and previous.identity == identity and previous.error not in _PASSWORD_REASONS:
             return previous
+        if info.st_size == 0:
+            # Not read: /proc and /sys pseudo-files say 0 bytes and would give up to max_file_size of noise each.
+            return FileResult(path=item.path, error=FileReason.EMPTY, detail="0 bytes", identity=identity)
         try:
             data, info = self._reader(item.path, self._max_size)
         except OSError as exc:
@@ -232,34 +156,6 @@ class FileScanner:
         )
 
 
-@lru_cache(maxsize=256)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob where ``**`` spans directories and ``*`` does not."""
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def _excluded(path: str, excludes: list[re.Pattern[str]]) -> bool:
-    base = os.path.basename(path)
-    return any(rx.match(path) or rx.match(base) for rx in excludes)
-
-
 def _identity(info: os.stat_result) -> FileIdentity:
     return FileIdentity(info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
@@ -272,11 +168,23 @@ def _password(item: Wanted) -> tuple[bytes | None, str | None]:
         return value.encode(), None
     if item.password_file:
         try:
-            with open(item.password_file, "rb") as handle:
-                return handle.read(4096).rstrip(b"\r\n"), None
+            data, info = read_capped(item.password_file, 4096)  # never blocks, even on a FIFO
         except OSError as exc:
             return None, f"password file {item.password_file}: {exc.strerror or type(exc).__name__}"
+        if not stat.S_ISREG(info.st_mode):
+            return None, f"password file {item.password_file}: {_file_kind(info.st_mode)}, not a regular file"
+        first = data.split(b"\n", 1)[0]
+        return first.removesuffix(b"\r"), None  # the first line, as the docs say; CRLF files too
     return None, None
+
+
+def overdue(path: str, previous: FileResult | None) -> FileResult:
+    """Mark a file the scan had no time for; what was known of it stays, so its series don't disappear."""
+    detail = "the scan reached its deadline before this file"
+    if previous is None:
+        return FileResult(path=path, error=FileReason.SCAN_DEADLINE, detail=detail)
+    # No identity: the next scan reads the file again instead of trusting this result as unchanged.
+    return replace(previous, error=FileReason.SCAN_DEADLINE, detail=detail, identity=None)
 
 
 def _os_reason(exc: OSError) -> FileReason:
