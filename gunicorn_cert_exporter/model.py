@@ -62,6 +62,7 @@ class MasterReason(str, Enum):
     NO_PROCESS = "no_process"
     NOT_GUNICORN = "not_gunicorn"
     NOT_MASTER = "not_master"
+    NOT_LISTENING = "not_listening"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
 
@@ -200,6 +201,7 @@ class MasterState:
     workers: tuple[ProcessInfo, ...] = ()
     error: MasterReason | None = None
     detail: str = ""
+    successor: int | None = None  # a new master forked by USR2, while the old one still runs
 
     @property
     def up(self) -> bool:
@@ -237,6 +239,7 @@ class TargetState:
     last_reload: float | None = None
     reload_signals: int = 0
     reload_failures: int = 0
+    history_problem: str = ""  # the reload history could not be read or written
 
     @property
     def file_leaf(self) -> CertFacts | None:
