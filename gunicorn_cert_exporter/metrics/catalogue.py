@@ -169,6 +169,12 @@ CATALOGUE: tuple[Spec, ...] = (
         ("target",),
     ),
     Spec(
+        "gunicorn_cert_reload_history_error",
+        "gauge",
+        "1 while the target's reload history (--storage.path) can't be read or written; reloads wait a cooldown.",
+        ("target",),
+    ),
+    Spec(
         "gunicorn_cert_exporter_build_info", "gauge", "Version of the exporter; always 1.", ("version", "pythonversion")
     ),
     Spec("gunicorn_cert_exporter_scan_duration_seconds", "gauge", "Duration of the last scan of this kind.", ("kind",)),

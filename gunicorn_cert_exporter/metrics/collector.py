@@ -152,6 +152,7 @@ def add_target(out: Families, target: TargetState) -> None:
         out.add("gunicorn_cert_last_reload_timestamp_seconds", name, target.last_reload)
     out.add("gunicorn_cert_reload_signals", name, target.reload_signals)
     out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
+    out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
 
 
 def add_exporter(out: Families, snap: Snapshot) -> None:

@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
 from gunicorn_cert_exporter.model import AddressDrift, EndpointResult, FileResult, TargetState
 from gunicorn_cert_exporter.reload import drift
+from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
+from gunicorn_cert_exporter.sources.listeners import Binding
 
 _VERIFY_INTERVAL = 0.2
 
@@ -28,6 +30,8 @@ class _Memory:
     signals_total: int = 0
     failures_total: int = 0
     last_reload: float | None = None
+    history_problem: str = ""
+    logged: tuple[str, str] = ("", "")  # the last decision logged: blocked/waiting lines repeat only on change
 
 
 class TargetWatcher:
@@ -43,8 +47,10 @@ class TargetWatcher:
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
         on_observed: Callable[[TargetState], None] | None = None,
+        history: History | None = None,
     ) -> None:
         self._on_observed = on_observed or (lambda _state: None)
+        self._history = history or History(None)
         self._prober = prober
         self._scanner = scanner
         self._clock = clock
@@ -60,32 +66,48 @@ class TargetWatcher:
 
     def scan(self, targets: Sequence[GunicornTarget], *, concurrency: int = 8) -> tuple[TargetState, ...]:
         """Scan every target concurrently; a reload being confirmed on one never delays another."""
-        self._memory = {t.name: self._memory.get(t.name, _Memory()) for t in targets}
+        self._memory = {t.name: self._memory.get(t.name) or self._remembered(t.name) for t in targets}
         if not targets:
             return ()
         with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
             return tuple(pool.map(self.scan_one, targets))
 
+    def _remembered(self, name: str) -> _Memory:
+        """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
+        loaded = self._history.load(name, now=self._clock())
+        return _Memory(signals=list(loaded.attempts), history_problem=loaded.problem or "")
+
     def scan_one(self, target: GunicornTarget) -> TargetState:
         """Observe one target, then act on the decision."""
-        memory = self._memory.setdefault(target.name, _Memory())
+        memory = self._memory.get(target.name) or self._memory.setdefault(target.name, self._remembered(target.name))
         state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
         decision = drift.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
-        if decision.action in (drift.Action.NONE, drift.Action.WAIT):
-            self._log.debug("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
-            return state
         if decision.action is not drift.Action.SIGNAL:
-            self._log.info("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
+            self._audit_decision(target, memory, state, decision)
             return state
+        memory.logged = ("", "")
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
         return self._reload(target, memory, state)
+
+    def _audit_decision(
+        self, target: GunicornTarget, memory: _Memory, state: TargetState, decision: drift.Decision
+    ) -> None:
+        """Log a decision at info when its rule changes; the same rule again is a debug line, not a flood."""
+        key = (decision.action.value, decision.rule)
+        quiet = decision.action is drift.Action.NONE or key == memory.logged
+        memory.logged = key
+        log = self._log.debug if quiet else self._log.info
+        log("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
 
     def _observe(self, target: GunicornTarget, memory: _Memory, endpoint: EndpointResult) -> TargetState:
         now = self._clock()
         cert = self._scanner.scan_one(Wanted(target.cert_file), self._files.get(target.cert_file))
         key = self._scanner.scan_one(Wanted(target.key_file), self._files.get(target.key_file))
         self._files[target.cert_file], self._files[target.key_file] = cert, key
-        master = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
+        host, port = target.binding()
+        master = gunicorn.locate(
+            pidfile=target.pidfile, pid=target.pid, binding=Binding(port=port, host=parse_ip(host) if host else None)
+        )
         if master.up and master.workers_since is not None:
             # Never backwards: process start times carry the boot time's one-second rounding.
             memory.last_reload = max(master.workers_since, memory.last_reload or 0.0)
@@ -103,6 +125,7 @@ class TargetWatcher:
             last_reload=memory.last_reload,
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
+            history_problem=memory.history_problem,
         )
 
     def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
@@ -112,7 +135,15 @@ class TargetWatcher:
         identity = gunicorn.MasterIdentity(master.pid, master.start_time)
         sent_at = self._clock()
         # Every attempt counts toward cooldown and max_per_hour, failed ones too: nothing may retry in a loop.
-        memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR] + [sent_at]
+        window = max(drift.HOUR, target.reload.cooldown)
+        memory.signals = [t for t in memory.signals if sent_at - t < window] + [sent_at]
+        # Written before the signal: an exporter killed right after sending still remembers it at its next start.
+        problem = self._history.record(target.name, tuple(memory.signals))
+        if problem is not None:
+            memory.history_problem = problem
+            self._log.warning("reload refused", extra=_audit(target, state, "history_unwritable", problem))
+            return replace(state, history_problem=problem)
+        memory.history_problem = ""
         try:
             self._sender(identity, signal.SIGHUP)
         except (ProcessLookupError, PermissionError, OSError) as exc:

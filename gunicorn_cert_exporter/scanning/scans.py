@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.model import ScanStats, TargetState
+from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import files, gunicorn
@@ -32,6 +33,7 @@ class Scans:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
+        history: History | None = None,
     ) -> None:
         self.config = config
         self._retired = False
@@ -47,6 +49,7 @@ class Scans:
             clock=clock,
             sender=sender,
             on_observed=self._observed,
+            history=history,
         )
 
     def scan_files(self) -> None:
