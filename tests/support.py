@@ -383,15 +383,20 @@ class Gunicorn:
         key: Path,
         workers: int = 2,
         env: dict[str, str] | None = None,
+        console_script: bool = False,
     ) -> None:
+        """Start it as ``python -m gunicorn``, or through its console script (``python .../bin/gunicorn``)."""
         self.port = free_port()
         self.workers = workers
         self.pidfile = directory / "gunicorn.pid"
         self.log = directory / "gunicorn.log"
         is_asgi = worker_class == "asgi" or "uvicorn" in worker_class.lower()
         app = "gunicorn_cert_exporter.demo_app:" + ("asgi_app" if is_asgi else "wsgi_app")
+        launcher = [sys.executable, str(Path(sys.executable).parent / "gunicorn")] if console_script else [
+            sys.executable, "-m", "gunicorn"
+        ]  # fmt: skip
         command = [
-            sys.executable, "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+            *launcher, "-k", worker_class, "-w", str(workers),
             "--certfile", str(cert), "--keyfile", str(key), "-b", f"127.0.0.1:{self.port}",
             "--pid", str(self.pidfile), "--graceful-timeout", "5", app,
         ]  # fmt: skip
@@ -453,3 +458,116 @@ class Gunicorn:
 
 StartExporter = Callable[..., RunningExporter]
 """The ``run_exporter`` fixture: config text and start_exporter's keywords to a running exporter."""
+
+
+class ExporterProcess:
+    """A real ``gunicorn-cert-exporter serve`` process on a free loopback port, as an operator runs it."""
+
+    def __init__(self, config_path: Path, *, cwd: Path, storage: Path | None = None, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "gunicorn_cert_exporter", "serve", "--config", str(config_path),
+            "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug",
+        ]  # fmt: skip
+        if storage is not None:
+            command += ["--storage.path", str(storage)]
+        self.log = log or cwd / f"exporter-{self.port}.log"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def metrics(self) -> dict[str, float]:
+        """Return every sample of /metrics as {'name{labels}': value} (raises OSError while it is not up)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            body = response.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}"] = sample.value
+        return samples
+
+    def kill(self) -> None:
+        """Kill it with SIGKILL (a crash: nothing is flushed, nothing cleaned up)."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop it if it still runs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+FAKE_GUNICORN = """
+import os, socket, ssl, sys, time
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", port))
+sock.listen(16)
+if FORK:
+    os.fork()  # a "worker" holding the same listening socket, with the same command line
+while True:
+    conn, _ = sock.accept()
+    try:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(2)
+            tls.recv(1)
+    except OSError:
+        pass
+"""
+
+
+class FakeGunicorn:
+    """A plain Python TLS server that merely looks like Gunicorn: a script named ``gunicorn``, or ``-m gunicorn``.
+
+    It has no SIGHUP handler, so a HUP kills it (what the exporter must never cause).
+    """
+
+    def __init__(self, directory: Path, *, cert: Path, key: Path, form: str) -> None:
+        self.port = free_port()
+        fork = form == "script"
+        source = FAKE_GUNICORN.replace("FORK", str(fork))
+        if form == "script":
+            script = directory / "fake" / "gunicorn"
+            script.parent.mkdir()
+            script.write_text(source)
+            command = [sys.executable, str(script)]
+        else:  # a module named gunicorn in the working directory shadows the real one for `python -m gunicorn`
+            (directory / "gunicorn").mkdir()
+            (directory / "gunicorn" / "__init__.py").write_text("")
+            (directory / "gunicorn" / "__main__.py").write_text(source)
+            command = [sys.executable, "-m", "gunicorn"]
+        self.process = subprocess.Popen(
+            [*command, str(cert), str(key), str(self.port)], cwd=directory, start_new_session=True
+        )
+        self.pidfile = directory / "fake.pid"
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        eventually(self._listening, "the fake gunicorn to listen", timeout=30)
+
+    @property
+    def address(self) -> str:
+        """Return host:port."""
+        return f"127.0.0.1:{self.port}"
+
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+            return True
+
+    def alive(self) -> bool:
+        """Tell whether every process of the fake still runs (a HUP would have killed it)."""
+        procs = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children()]
+        return self.process.poll() is None and all(p.status() != psutil.STATUS_ZOMBIE for p in procs)
+
+    def stop(self) -> None:
+        """Kill the fake and its child."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)
+        self.process.wait(timeout=10)
