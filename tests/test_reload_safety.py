@@ -21,7 +21,7 @@ from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.listeners import Binding
-from tests.support import PKI, FakeGunicorn, Gunicorn, Issued, eventually, write_chain
+from tests.support import PKI, FakeGunicorn, Gunicorn, Issued, TLSServer, eventually, server_context, write_chain
 from tests.test_gunicorn import no_setproctitle
 from tests.test_watcher import RELOAD, Recorder, rotate
 
@@ -239,3 +239,50 @@ def _stop(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), f"{pid} to exit", timeout=30)
+
+
+def test_a_future_mtime_never_counts_as_changed_after_the_workers_started(
+    rig: Rig, servers: list[Gunicorn], tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    """cert_file's mtime is an hour ahead and the drift is one a HUP can't cure (Gunicorn serves another file):
+    after one HUP the workers are newer than the file, so no second HUP even with no cooldown."""
+    served = tmp_path / "served"
+    served.mkdir()
+    cert, key = write_chain(served, "tls", pki.leaf(root))
+    servers.append(Gunicorn(served, worker_class="asgi", cert=cert, key=key))
+    future = time.time() + 3600
+    os.utime(tmp_path / "cert.pem", (future, future))
+    rig.watch(endpoint=servers[0].address, pidfile=servers[0].pidfile)
+    assert rig.target is not None
+    rig.target = rig.target.model_copy(
+        update={
+            "reload": RELOAD.model_copy(update={"after": 2.5, "cooldown": 0, "max_per_hour": 60, "verify_timeout": 2})
+        }
+    )
+    # First sight of the file, then 2.5s of drift: the new workers are clearly newer than that first sight
+    # (process start times are only good to about a second).
+    assert rig.scan().reload_signals == 0
+    time.sleep(2.6)
+    first = rig.scan()
+    assert first.reload_signals == 1 and [d.mismatch for d in first.drift] == [True]
+    for _ in range(3):
+        assert rig.scan().reload_signals == 1
+    assert len(rig.sender.sent) == 1
+
+
+def test_a_blocked_decision_is_logged_when_its_reason_changes_not_every_scan(
+    tmp_path: Path, pki: PKI, root: Issued, tls_server: type[TLSServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path, pki, root)
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))  # serves another leaf: drift
+    rig.watch(endpoint=server.address, pidfile=tmp_path / "missing.pid")
+    with caplog.at_level("DEBUG", logger="gunicorn_cert_exporter.reload"):
+        for _ in range(4):
+            assert rig.scan().master.error is MasterReason.PIDFILE_MISSING
+        (tmp_path / "missing.pid").write_text("999999999\n")  # now a pid that names no process
+        for _ in range(3):
+            assert rig.scan().master.error is MasterReason.NO_PROCESS
+    info = [r for r in caplog.records if r.levelname == "INFO" and r.getMessage() == "reload decision"]
+    assert [getattr(r, "outcome", "") for r in info] == ["blocked", "blocked"]
+    assert "pidfile_missing" in getattr(info[0], "reason", "") and "no_process" in getattr(info[1], "reason", "")
+    assert rig.sender.sent == []
