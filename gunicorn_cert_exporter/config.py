@@ -187,6 +187,7 @@ class GunicornTarget(_Frozen):
     timeout: Duration = 5.0
     pidfile: str | None = None
     pid: int | None = Field(default=None, ge=2)
+    control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
     listen_port: int | None = Field(default=None, ge=1, le=65535)  # Gunicorn's port behind a TCP pass-through
     reload: ReloadConfig = ReloadConfig()
 
@@ -199,8 +200,10 @@ class GunicornTarget(_Frozen):
 
     @model_validator(mode="after")
     def _one_pid_source(self) -> GunicornTarget:
-        if (self.pidfile is None) == (self.pid is None):
-            raise ValueError("set exactly one of pidfile or pid")
+        if self.pidfile is not None and self.pid is not None:
+            raise ValueError("set pidfile or pid, not both")
+        if self.pidfile is None and self.pid is None and self.control_socket is None:
+            raise ValueError("set control_socket, pidfile or pid")
         return self
 
     def binding(self) -> tuple[str | None, int]:
@@ -315,6 +318,7 @@ def anchored(config: Config, base: str) -> Config:
                 "key_file": _anchor(target.key_file, base),
                 "ca_file": _anchor(target.ca_file, base),
                 "pidfile": _anchor(target.pidfile, base),
+                "control_socket": _anchor(target.control_socket, base),
             }
         )
         for target in config.gunicorn

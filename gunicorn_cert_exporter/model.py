@@ -63,6 +63,11 @@ class MasterReason(str, Enum):
     NOT_GUNICORN = "not_gunicorn"
     NOT_MASTER = "not_master"
     NOT_LISTENING = "not_listening"
+    PID_MISMATCH = "pid_mismatch"
+    CONTROL_SOCKET_INVALID = "control_socket_invalid"
+    CONTROL_SOCKET_UNAVAILABLE = "control_socket_unavailable"
+    CONTROL_SOCKET_TIMEOUT = "control_socket_timeout"
+    CONTROL_SOCKET_ERROR = "control_socket_error"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
 
@@ -202,6 +207,8 @@ class MasterState:
     error: MasterReason | None = None
     detail: str = ""
     successor: int | None = None  # a new master forked by USR2, while the old one still runs
+    channel: str = "pidfile"  # what proved it: "pidfile", "pid" or "control_socket"
+    reloads: int | None = None  # the master's own reload count (control socket only)
 
     @property
     def up(self) -> bool:

@@ -384,6 +384,8 @@ class Gunicorn:
         workers: int = 2,
         env: dict[str, str] | None = None,
         console_script: bool = False,
+        pidfile: bool = True,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         """Start it as ``python -m gunicorn``, or through its console script (``python .../bin/gunicorn``)."""
         self.port = free_port()
@@ -398,8 +400,9 @@ class Gunicorn:
         command = [
             *launcher, "-k", worker_class, "-w", str(workers),
             "--certfile", str(cert), "--keyfile", str(key), "-b", f"127.0.0.1:{self.port}",
-            "--pid", str(self.pidfile), "--graceful-timeout", "5", app,
+            *(("--pid", str(self.pidfile)) if pidfile else ()), "--graceful-timeout", "5", *extra_args, app,
         ]  # fmt: skip
+        self.has_pidfile = pidfile
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env={**os.environ, **(env or {})}
@@ -427,7 +430,7 @@ class Gunicorn:
             for pid in children:
                 first_seen.setdefault(pid, now)
             settled = len(children) >= self.workers and all(now - first_seen[pid] >= 1.0 for pid in children)
-            if settled and self.pidfile.exists() and self._handshake():
+            if settled and (self.pidfile.exists() or not self.has_pidfile) and self._handshake():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")

@@ -56,3 +56,18 @@ def test_dockerfile_matches_the_readme_install() -> None:
     assert "pip install --no-cache-dir --prefix=/install '.[demo]'" in dockerfile
     assert 'ENTRYPOINT ["gunicorn-cert-exporter"]' in dockerfile and "HEALTHCHECK" in dockerfile
     assert "USER 65532" in dockerfile
+
+
+def test_control_socket_sidecar_needs_no_shared_process_namespace() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "sidecar-control-socket.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert "shareProcessNamespace" not in pod
+    loaded = config.load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    socket_path = loaded.gunicorn[0].control_socket
+    assert socket_path is not None and loaded.gunicorn[0].pidfile is None
+    containers = {c["name"]: c for c in pod["containers"]}
+    app_command = containers["app"]["command"]
+    assert app_command[app_command.index("--control-socket") + 1] == socket_path
+    mounts = {m["name"]: m for c in containers.values() for m in c["volumeMounts"] if m["name"] == "run"}
+    assert mounts and all(not m.get("readOnly") for m in mounts.values())

@@ -153,6 +153,13 @@ CATALOGUE: tuple[Spec, ...] = (
         "1 while the master can't be proven, with the reason.",
         ("target", "reason"),
     ),
+    Spec(
+        "gunicorn_cert_master_info",
+        "gauge",
+        "The master as proven: its pid (in Gunicorn's namespace) and the channel that proved and reloads it "
+        "(pidfile, pid or control_socket); always 1.",
+        ("target", "channel", "pid"),
+    ),
     Spec("gunicorn_cert_master_start_timestamp_seconds", "gauge", "When the Gunicorn master started.", ("target",)),
     Spec("gunicorn_cert_master_workers", "gauge", "Number of live worker processes of the master.", ("target",)),
     Spec(

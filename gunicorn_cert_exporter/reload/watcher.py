@@ -10,10 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
-from gunicorn_cert_exporter.model import AddressDrift, EndpointResult, FileResult, TargetState
+from gunicorn_cert_exporter.model import (
+    AddressDrift,
+    EndpointResult,
+    FileResult,
+    MasterReason,
+    MasterState,
+    TargetState,
+)
 from gunicorn_cert_exporter.reload import drift
 from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.sources import control_socket, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.sources.listeners import Binding
@@ -31,6 +38,8 @@ class _Memory:
     failures_total: int = 0
     last_reload: float | None = None
     history_problem: str = ""
+    master: MasterState | None = None  # the last look, and when: control-socket workers' start times build on it
+    master_at: float | None = None
     logged: tuple[str, str] = ("", "")  # the last decision logged: blocked/waiting lines repeat only on change
 
 
@@ -104,13 +113,15 @@ class TargetWatcher:
         cert = self._scanner.scan_one(Wanted(target.cert_file), self._files.get(target.cert_file))
         key = self._scanner.scan_one(Wanted(target.key_file), self._files.get(target.key_file))
         self._files[target.cert_file], self._files[target.key_file] = cert, key
-        host, port = target.binding()
-        master = gunicorn.locate(
-            pidfile=target.pidfile, pid=target.pid, binding=Binding(port=port, host=parse_ip(host) if host else None)
-        )
+        master = self._master(target, memory, now)
         if master.up and master.workers_since is not None:
             # Never backwards: process start times carry the boot time's one-second rounding.
             memory.last_reload = max(master.workers_since, memory.last_reload or 0.0)
+        previous = memory.master
+        if master.reloads is not None and previous is not None and previous.reloads not in (None, master.reloads):
+            # The master reloaded (whoever asked): it happened after the previous look.
+            memory.last_reload = max(memory.master_at or now, memory.last_reload or 0.0)
+        memory.master, memory.master_at = master, now
         leaf = cert.certs[0] if cert.certs else None
         drifts = drift.compare(endpoint=endpoint, file_leaf=leaf, previous=memory.drift, now=now)
         memory.drift = drifts
@@ -127,6 +138,28 @@ class TargetWatcher:
             reload_failures=memory.failures_total,
             history_problem=memory.history_problem,
         )
+
+    def _master(self, target: GunicornTarget, memory: _Memory, now: float) -> MasterState:
+        """Prove the master through its control socket when one is configured, else through the pidfile or pid."""
+        host, port = target.binding()
+        binding = Binding(port=port, host=parse_ip(host) if host else None)
+        if target.control_socket is None:
+            state = gunicorn.locate(pidfile=target.pidfile, pid=target.pid, binding=binding)
+            return replace(state, channel="pidfile" if target.pidfile else "pid")
+        try:
+            view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        except control_socket.ControlError as exc:
+            return MasterState(error=exc.reason, detail=exc.detail, channel="control_socket")
+        state = control_socket.master_state(
+            view=view, port=port, previous=memory.master, previous_at=memory.master_at, now=now
+        )
+        if state.up and (target.pidfile or target.pid):
+            # Cross-check where the pid is visible (same PID namespace); elsewhere the pidfile's pid means nothing.
+            local = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
+            if local.up and local.pid != view.pid:
+                detail = f"the control socket's master is {view.pid}, the pidfile names {local.pid}"
+                return replace(state, error=MasterReason.PID_MISMATCH, detail=detail)
+        return state
 
     def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
         master = state.master
@@ -145,7 +178,7 @@ class TargetWatcher:
             return replace(state, history_problem=problem)
         memory.history_problem = ""
         try:
-            self._sender(identity, signal.SIGHUP)
+            self._send(target, identity)
         except (ProcessLookupError, PermissionError, OSError) as exc:
             memory.failures_total += 1
             self._log.warning("reload failed", extra=_audit(target, state, "signal_failed", type(exc).__name__))
@@ -161,8 +194,30 @@ class TargetWatcher:
             new_state = replace(new_state, last_reload=memory.last_reload)
         took = f"{self._clock() - sent_at:.2f}s"
         log = self._log.info if outcome == "confirmed" else self._log.warning
-        log("reload", extra=_audit(target, new_state, outcome, f"SIGHUP sent to {identity.pid}, {took}"))
+        how = "reload sent through the control socket to" if target.control_socket else "SIGHUP sent to"
+        log("reload", extra=_audit(target, new_state, outcome, f"{how} {identity.pid}, {took}"))
         return new_state
+
+    def _send(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> None:
+        """SIGHUP the proven master, or ask it to reload through its control socket if it is still the same one."""
+        if target.control_socket is None:
+            self._sender(identity, signal.SIGHUP)
+            return
+        view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        if view.pid != identity.pid:
+            raise ProcessLookupError(identity.pid)  # another master answers there now
+        control_socket.reload(target.control_socket, timeout=target.timeout)
+
+    def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
+        """Return the pids of the master's live workers, or None if it can't be seen as the same master."""
+        if target.control_socket is None:
+            master = gunicorn.inspect(identity.pid)
+            return {w.pid for w in master.workers} if master.up else None
+        try:
+            view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        except control_socket.ControlError:
+            return None  # e.g. re-created around the fork: look again
+        return set(view.workers) if view.pid == identity.pid else None
 
     def _confirm(
         self, target: GunicornTarget, state: TargetState, identity: gunicorn.MasterIdentity
@@ -175,8 +230,8 @@ class TargetWatcher:
         endpoint = state.endpoint
         while True:
             self._sleep(_VERIFY_INTERVAL)
-            master = gunicorn.inspect(identity.pid)
-            replaced = master.up and bool(master.workers) and not old_workers & {w.pid for w in master.workers}
+            workers = self._workers_now(target, identity)
+            replaced = bool(workers) and not old_workers & (workers or set())
             if replaced:  # probe only once no old worker can answer
                 endpoint = self._prober.probe(target.as_endpoint())
                 served = [a.leaf.fingerprint_sha256 for a in endpoint.addresses if a.leaf is not None]
