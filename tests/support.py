@@ -466,7 +466,16 @@ StartExporter = Callable[..., RunningExporter]
 class ExporterProcess:
     """A real ``gunicorn-cert-exporter serve`` process on a free loopback port, as an operator runs it."""
 
-    def __init__(self, config_path: Path, *, cwd: Path, storage: Path | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        cwd: Path,
+        storage: Path | None = None,
+        log: Path | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """Start it; ``prefix`` runs it under another command (e.g. ``unshare --pid --fork --mount-proc``)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
@@ -477,7 +486,7 @@ class ExporterProcess:
             command += ["--storage.path", str(storage)]
         self.log = log or cwd / f"exporter-{self.port}.log"
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+            self.process = subprocess.Popen([*prefix, *command], stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
 
     def metrics(self) -> dict[str, float]:
         """Return every sample of /metrics as {'name{labels}': value} (raises OSError while it is not up)."""
@@ -574,3 +583,39 @@ class FakeGunicorn:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, 9)
         self.process.wait(timeout=10)
+
+
+class UnixServer:
+    """A Unix socket server in a thread: ``reply`` bytes to every connection after ``delay``, or (None) silence."""
+
+    def __init__(self, path: Path, *, reply: bytes | None = None, delay: float = 0.0) -> None:
+        self.path = path
+        self._reply, self._delay = reply, delay
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._held.append(conn)  # silent: accepted, never answered
+            if self._reply is not None:
+                time.sleep(self._delay)
+                with contextlib.suppress(OSError):
+                    conn.sendall(self._reply)
+
+    def close(self) -> None:
+        """Stop serving and close every connection."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        for conn in self._held:
+            conn.close()

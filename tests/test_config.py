@@ -134,3 +134,11 @@ def test_listen_port_names_gunicorns_own_port_behind_a_pass_through() -> None:
     assert config.load(base + ", listen_port: 8443}]").gunicorn[0].binding() == (None, 8443)
     named = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'api.example:443', pid: 5}]"
     assert config.load(named).gunicorn[0].binding() == (None, 443)
+
+
+def test_a_target_needs_a_control_socket_a_pidfile_or_a_pid() -> None:
+    base = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'"
+    assert config.load(base + ", control_socket: /run/g.ctl}]").gunicorn[0].control_socket == "/run/g.ctl"
+    assert config.load(base + ", control_socket: g.ctl, pidfile: g.pid}]").gunicorn[0].pidfile == "g.pid"
+    assert any("control_socket, pidfile or pid" in p for p in problems(base + "}]"))
+    assert any("not both" in p for p in problems(base + ", pidfile: p, pid: 5}]"))
