@@ -46,7 +46,7 @@ gunicorn:
 
 def test_cross_field_rules() -> None:
     assert problems("gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'}]") == [
-        "gunicorn[0]: set exactly one of pidfile or pid"
+        "gunicorn[0]: set control_socket, pidfile or pid"
     ]
     assert "client_cert and client_key go together" in problems("endpoints: [{address: 'h:1', client_cert: c.pem}]")[0]
     assert "not both" in problems("files: [{paths: [a], password_file: f, password_env: E}]")[0]
