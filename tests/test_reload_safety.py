@@ -14,9 +14,11 @@ import psutil
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.config import Config, GunicornTarget
 from gunicorn_cert_exporter.model import MasterReason, MasterState, TargetState
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
@@ -286,3 +288,32 @@ def test_a_blocked_decision_is_logged_when_its_reason_changes_not_every_scan(
     assert [getattr(r, "outcome", "") for r in info] == ["blocked", "blocked"]
     assert "pidfile_missing" in getattr(info[0], "reason", "") and "no_process" in getattr(info[1], "reason", "")
     assert rig.sender.sent == []
+
+
+def test_a_target_being_reloaded_never_holds_back_another_targets_results(
+    rig: Rig, servers: list[Gunicorn], tmp_path: Path
+) -> None:
+    """While one target's reload is being confirmed, the other target's fresh state is already published."""
+    servers.append(Gunicorn(tmp_path, worker_class="asgi", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem"))
+    rig.watch(endpoint=servers[0].address, pidfile=servers[0].pidfile)
+    assert rig.target is not None
+    slow = rig.target
+    quick = slow.model_copy(update={"name": "quick", "reload": RELOAD.model_copy(update={"enabled": False})})
+    store = Store()
+    seen_while_reloading: list[bool] = []
+
+    def sender(identity: gunicorn.MasterIdentity, signum: int) -> None:
+        def published() -> bool:
+            return any(t.name == "quick" and t.drift for t in store.snapshot.targets)
+
+        try:
+            seen_while_reloading.append(eventually(published, "the other target's state", timeout=20))
+        except AssertionError:
+            seen_while_reloading.append(False)
+        gunicorn.send_signal(identity, signum)
+
+    scans = Scans(config=Config(gunicorn=[slow, quick]), store=store, prober=Prober(), sender=sender)
+    rig.rotate_later()
+    scans.scan_targets()
+    assert seen_while_reloading == [True]
+    assert {t.name: t.reload_signals for t in store.snapshot.targets} == {"a": 1, "quick": 0}
