@@ -162,8 +162,7 @@ def _parent_is_gunicorn(info: ProcessInfo) -> bool:
 
 
 def prove(state: MasterState, binding: Binding) -> MasterState:
-    """Prove that a live master serves the binding: it listens there, a worker shares that socket, and it runs
-    Gunicorn's own entry point (when it runs a script)."""
+    """Prove that a live master serves the binding: it listens there, a worker shares it, it runs Gunicorn."""
     if not state.up or state.pid is None:
         return state
     pid = state.pid
