@@ -79,7 +79,12 @@ class TargetWatcher:
         if not targets:
             return ()
         with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
-            return tuple(pool.map(self.scan_one, targets))
+            return tuple(pool.map(self._scan_and_publish, targets))
+
+    def _scan_and_publish(self, target: GunicornTarget) -> TargetState:
+        state = self.scan_one(target)
+        self._on_observed(state)  # published when known: a target confirming a reload never holds back another
+        return state
 
     def _remembered(self, name: str) -> _Memory:
         """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
