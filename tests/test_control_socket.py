@@ -20,7 +20,7 @@ from gunicorn_cert_exporter.sources import control_socket
 from gunicorn_cert_exporter.sources.control_socket import ControlError
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
-from tests.support import PKI, ExporterProcess, Gunicorn, Issued, UnixServer, eventually, free_port
+from tests.support import PKI, ExporterProcess, Gunicorn, Issued, UnixServer, eventually, free_port, write_chain
 from tests.test_watcher import rotate
 
 
@@ -171,3 +171,42 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
         assert served is not None and served.fingerprint_sha256 == new.fingerprint
     finally:
         exporter.stop()
+
+
+def test_the_pid_is_cross_checked_where_it_is_visible(
+    tmp_path: Path, pki: PKI, root: Issued, with_socket: Gunicorn
+) -> None:
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    cert, key = write_chain(other_dir, "tls", pki.leaf(root))
+    other = Gunicorn(other_dir, worker_class="sync", cert=cert, key=key)
+    try:
+        good = _target(tmp_path, "api", socket_path=tmp_path / "gunicorn.ctl", endpoint=with_socket.address)
+        watcher = TargetWatcher(prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20))
+        agreeing = good.model_copy(update={"pid": with_socket.process.pid})
+        assert watcher.scan([agreeing])[0].master.up
+        disagreeing = good.model_copy(update={"pidfile": str(other.pidfile)})
+        master = watcher.scan([disagreeing])[0].master
+        assert master.error is MasterReason.PID_MISMATCH and str(other.process.pid) in master.detail
+    finally:
+        other.stop()
+
+
+def test_last_reload_moves_when_the_master_reloads_whoever_asked(tmp_path: Path, with_socket: Gunicorn) -> None:
+    target = _target(tmp_path, "api", socket_path=tmp_path / "gunicorn.ctl", endpoint=with_socket.address)
+    watcher = TargetWatcher(prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20))
+    before = watcher.scan([target])[0]
+    assert before.master.up and before.last_reload is not None
+    old_workers = {w.pid for w in before.master.workers}
+    time.sleep(1.1)
+    control_socket.reload(str(tmp_path / "gunicorn.ctl"), timeout=5)  # someone else (gunicornc) reloads
+
+    def replaced() -> bool:
+        view = control_socket.observe(str(tmp_path / "gunicorn.ctl"), timeout=5)
+        return len(view.workers) == 2 and not old_workers & set(view.workers)
+
+    eventually(replaced, "the workers to be replaced", timeout=30)
+    after = watcher.scan([target])[0]
+    assert after.master.up and after.master.reloads == 1
+    assert after.last_reload is not None and after.last_reload > before.last_reload
+    assert after.reload_signals == 0  # seen, not caused
