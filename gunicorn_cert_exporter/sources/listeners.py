@@ -92,12 +92,15 @@ def parse_table(text: bytes) -> list[Listener]:
 
 def listening(pid: int) -> list[Listener]:
     """Return the listening TCP sockets in the process's network namespace (raises OSError without /proc)."""
-    out = []
+    out, read = [], 0
     for table in ("tcp", "tcp6"):
         try:
             out.extend(parse_table(read_bounded(f"/proc/{pid}/net/{table}", _TABLE_CAP)))
+            read += 1
         except FileNotFoundError:
             continue  # IPv6 disabled
+    if not read:  # no /proc (macOS), or the process is gone: nothing is proven, and "not listening" would mislead
+        raise FileNotFoundError(f"/proc/{pid}/net/tcp")
     return out
 
 
