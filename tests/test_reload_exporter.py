@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,7 +107,11 @@ def test_a_fifo_pidfile_stalls_no_other_target_and_sigterm_still_exits(
     first = exporter.metrics()['gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="gunicorn"}']
     eventually(lambda: _scans_after(exporter, "gunicorn", first), "scans to go on")
     config.write_text("scan: {interval: 1s, jitter: 0%}\ngunicorn:\n" + good)
-    exporter.process.send_signal(signal.SIGHUP)
+    # POST /-/reload rather than SIGHUP: the serve loop waits in Event.wait() without a timeout, so a SIGHUP that
+    # the kernel delivers to another thread waits for the next signal to the main thread (reported to the lead).
+    request = urllib.request.Request(exporter.url + "/-/reload", method="POST", data=b"")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
     eventually(lambda: not any('target="stuck"' in k for k in exporter.metrics()), "the FIFO target to leave")
     after = exporter.metrics()['gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="gunicorn"}']
     eventually(lambda: _scans_after(exporter, "gunicorn", after), "scans to go on after the config reload")
