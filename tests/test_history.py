@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from gunicorn_cert_exporter.config import ReloadConfig
+from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.reload.history import History
-
-RULES = ReloadConfig(enabled=True, cooldown=900, max_per_hour=2)
+from gunicorn_cert_exporter.reload.watcher import TargetWatcher
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.files import FileScanner
 
 
 def test_attempts_survive_a_new_history_on_the_same_directory(tmp_path: Path) -> None:
@@ -46,3 +50,18 @@ def test_without_a_directory_history_lives_in_memory() -> None:
     history = History(None)
     assert not history.persistent
     assert history.record("api", (1.0,)) is None and history.load("api", now=2.0).attempts == ()
+
+
+def test_a_corrupt_state_file_shows_on_the_target_and_in_the_metrics(tmp_path: Path) -> None:
+    history = History(str(tmp_path))
+    Path(history.path("api")).write_text("{garbage")
+    watcher = TargetWatcher(prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20), history=history)
+    target = GunicornTarget(
+        name="api", cert_file="c.pem", key_file="k.pem", endpoint="127.0.0.1:9", pid=999999999, timeout=1
+    )
+    state = watcher.scan([target])[0]
+    assert "api" in state.history_problem
+    store = Store()
+    store.update(targets=(state,))
+    families = {f.name: f for f in SnapshotCollector(lambda: store.snapshot).collect()}
+    assert families["gunicorn_cert_reload_history_error"].samples[0].value == 1.0
