@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--web.config.file", dest="web_config", help="exporter-toolkit web config (TLS, basic auth)")
     serve.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
     serve.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    serve.add_argument(
+        "--storage.path", dest="storage_path", help="directory where reload history survives restarts (crash loops)"
+    )
     chk = commands.add_parser("check", help="scan once, print a verdict, exit with a Nagios code")
     chk.add_argument("--config", help="YAML config file (default: the embedded example config)")
     chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
@@ -117,7 +120,16 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
             print(problem, file=sys.stderr)
         return 2
     store = Store()
-    service = Service(config=config, load=lambda: load_config(args.config), store=store, prober=Prober())
+    if args.storage_path and not os.path.isdir(args.storage_path):
+        print(f"--storage.path {args.storage_path}: not a directory", file=sys.stderr)
+        return 2
+    service = Service(
+        config=config,
+        load=lambda: load_config(args.config),
+        store=store,
+        prober=Prober(),
+        storage_path=args.storage_path,
+    )
     live = CollectorRegistry()  # series read at each scrape, beside the snapshot's pre-rendered ones
     for extra in (ProcessCollector, PlatformCollector, GCCollector):
         extra(registry=live)

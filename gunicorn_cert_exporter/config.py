@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -193,6 +194,8 @@ class GunicornTarget(_Frozen):
     timeout: Duration = 5.0
     pidfile: str | None = None
     pid: int | None = Field(default=None, ge=2)
+    control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
+    listen_port: int | None = Field(default=None, ge=1, le=65535)  # Gunicorn's port behind a TCP pass-through
     reload: ReloadConfig = ReloadConfig()
 
     @field_validator("name")
@@ -204,9 +207,18 @@ class GunicornTarget(_Frozen):
 
     @model_validator(mode="after")
     def _one_pid_source(self) -> GunicornTarget:
-        if (self.pidfile is None) == (self.pid is None):
-            raise ValueError("set exactly one of pidfile or pid")
+        if self.pidfile is not None and self.pid is not None:
+            raise ValueError("set pidfile or pid, not both")
+        if self.pidfile is None and self.pid is None and self.control_socket is None:
+            raise ValueError("set control_socket, pidfile or pid")
         return self
+
+    def binding(self) -> tuple[str | None, int]:
+        """Return the IP literal (or None: any address) and the port the master must listen on."""
+        host, port = split_host_port(self.endpoint)
+        if self.listen_port is not None:
+            return None, self.listen_port  # a pass-through's own address says nothing of Gunicorn's bind
+        return (host if parse_ip(host) is not None else None), port
 
     def as_endpoint(self) -> EndpointConfig:
         """Return the endpoint this target serves, to be probed like any other."""
@@ -257,8 +269,12 @@ class Config(_Frozen):
         return self
 
 
-def load(text: str, *, source: str = "config") -> Config:
-    """Parse and validate YAML text; raise ConfigError listing every problem."""
+def load(text: str, *, source: str = "config", base: str | None = None) -> Config:
+    """Parse and validate YAML text; raise ConfigError listing every problem.
+
+    Relative paths in it resolve against ``base`` (the config file's directory), as Prometheus does; without a
+    base (the embedded default config) they stay relative to the working directory.
+    """
     try:
         raw: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -271,9 +287,50 @@ def load(text: str, *, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: the top level must be a mapping"])
     try:
-        return Config.model_validate(raw)
+        config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc)) from None
+    return config if base is None else anchored(config, base)
+
+
+def _anchor(path: str | None, base: str) -> str | None:
+    return None if path is None else os.path.join(base, path)  # join keeps an absolute path as it is
+
+
+def anchored(config: Config, base: str) -> Config:
+    """Resolve every relative file path of a config (globs included) against ``base``."""
+    files = [
+        source.model_copy(
+            update={
+                "paths": [os.path.join(base, path) for path in source.paths],
+                "password_file": _anchor(source.password_file, base),
+            }
+        )
+        for source in config.files
+    ]
+    endpoints = [
+        endpoint.model_copy(
+            update={
+                "ca_file": _anchor(endpoint.ca_file, base),
+                "client_cert": _anchor(endpoint.client_cert, base),
+                "client_key": _anchor(endpoint.client_key, base),
+            }
+        )
+        for endpoint in config.endpoints
+    ]
+    targets = [
+        target.model_copy(
+            update={
+                "cert_file": _anchor(target.cert_file, base),
+                "key_file": _anchor(target.key_file, base),
+                "ca_file": _anchor(target.ca_file, base),
+                "pidfile": _anchor(target.pidfile, base),
+                "control_socket": _anchor(target.control_socket, base),
+            }
+        )
+        for target in config.gunicorn
+    ]
+    return config.model_copy(update={"files": files, "endpoints": endpoints, "gunicorn": targets})
 
 
 def load_file(path: str) -> Config:
@@ -285,7 +342,7 @@ def load_file(path: str) -> Config:
         raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    return load(text, source=path)
+    return load(text, source=path, base=os.path.dirname(os.path.abspath(path)))
 
 
 def default_text() -> str:

@@ -75,6 +75,12 @@ class MasterReason(str, Enum):
     NO_PROCESS = "no_process"
     NOT_GUNICORN = "not_gunicorn"
     NOT_MASTER = "not_master"
+    NOT_LISTENING = "not_listening"
+    PID_MISMATCH = "pid_mismatch"
+    CONTROL_SOCKET_INVALID = "control_socket_invalid"
+    CONTROL_SOCKET_UNAVAILABLE = "control_socket_unavailable"
+    CONTROL_SOCKET_TIMEOUT = "control_socket_timeout"
+    CONTROL_SOCKET_ERROR = "control_socket_error"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
 
@@ -222,6 +228,9 @@ class MasterState:
     workers: tuple[ProcessInfo, ...] = ()
     error: MasterReason | None = None
     detail: str = ""
+    successor: int | None = None  # a new master forked by USR2, while the old one still runs
+    channel: str = "pidfile"  # what proved it: "pidfile", "pid" or "control_socket"
+    reloads: int | None = None  # the master's own reload count (control socket only)
 
     @property
     def up(self) -> bool:
@@ -261,6 +270,7 @@ class TargetState:
     reload_failures: int = 0
     decision: str = ""  # the last reload decision's action (reload.drift.Action value), and the rule behind it
     decision_reason: str = ""
+    history_problem: str = ""  # the reload history could not be read or written
 
     @property
     def file_leaf(self) -> CertFacts | None:

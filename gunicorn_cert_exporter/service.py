@@ -18,6 +18,7 @@ from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
+from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
@@ -80,8 +81,10 @@ class Service:
         prober: Prober,
         clock: Callable[[], float] = time.time,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
+        storage_path: str | None = None,
     ) -> None:
         self._load = load
+        self._history = History(storage_path)  # one for the process: config reloads keep what it remembers
         self._reloading = threading.Lock()  # SIGHUP and POST /-/reload may arrive together
         self._store = store
         self._prober = prober
@@ -101,7 +104,17 @@ class Service:
 
     def start(self) -> None:
         """Schedule every scan of the config in force; the first runs start now."""
+        self._warn_volatile(self.config)
         self._scheduler.start()
+
+    def _warn_volatile(self, config: Config) -> None:
+        enabled = [t.name for t in config.gunicorn if t.reload.enabled and not t.reload.dry_run]
+        if enabled and not self._history.persistent:
+            _log.warning(
+                "reload history lives in memory: cooldown and max_per_hour reset when the exporter restarts; "
+                "set --storage.path",
+                extra={"targets": ",".join(enabled)},
+            )
 
     def scan_now(self) -> None:
         """Run each scan of the config in force once, in this thread."""
@@ -112,7 +125,14 @@ class Service:
         self._scheduler.shutdown()
 
     def _scans(self, config: Config) -> Scans:
-        return Scans(config=config, store=self._store, prober=self._prober, clock=self._clock, sender=self._sender)
+        return Scans(
+            config=config,
+            store=self._store,
+            prober=self._prober,
+            clock=self._clock,
+            sender=self._sender,
+            history=self._history,
+        )
 
     def reload(self) -> list[str]:
         """Load the config again; on any problem keep the running one and report the problems."""
@@ -130,6 +150,7 @@ class Service:
         scans = self._scans(new)
         scans.watcher.inherit(old.watcher)
         self._scheduler.replace(scans)
+        self._warn_volatile(new)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")
         return []

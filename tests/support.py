@@ -444,19 +444,26 @@ class Gunicorn:
         env: dict[str, str] | None = None,
         python: Path = Path(sys.executable),
         args: Sequence[str] = (),
+        console_script: bool = False,
+        pidfile: bool = True,
     ) -> None:
-        """Start ``python -m gunicorn`` (another environment's Python runs another Gunicorn) with ``args`` added."""
+        """Start ``python -m gunicorn`` (or its console script, ``python .../bin/gunicorn``) with ``args`` added.
+
+        Another environment's ``python`` runs another Gunicorn version.
+        """
         self.port = free_port()
         self.workers = workers
         self.pidfile = directory / "gunicorn.pid"
         self.log = directory / "gunicorn.log"
         is_asgi = worker_class == "asgi" or "uvicorn" in worker_class.lower()
         app = "gunicorn_cert_exporter.demo_app:" + ("asgi_app" if is_asgi else "wsgi_app")
+        launcher = [str(python), str(python.parent / "gunicorn")] if console_script else [str(python), "-m", "gunicorn"]
         command = [
-            str(python), "-m", "gunicorn", "-k", worker_class, "-w", str(workers),
+            *launcher, "-k", worker_class, "-w", str(workers),
             "--certfile", str(cert), "--keyfile", str(key), "-b", f"127.0.0.1:{self.port}",
-            "--pid", str(self.pidfile), "--graceful-timeout", "5", *args, app,
+            *(("--pid", str(self.pidfile)) if pidfile else ()), "--graceful-timeout", "5", *args, app,
         ]  # fmt: skip
+        self.has_pidfile = pidfile
         # The app module imports nothing of the exporter, so a Gunicorn environment without it finds it here.
         environment = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
         with open(self.log, "wb") as log:
@@ -486,7 +493,7 @@ class Gunicorn:
             for pid in children:
                 first_seen.setdefault(pid, now)
             settled = len(children) >= self.workers and all(now - first_seen[pid] >= 1.0 for pid in children)
-            if settled and self.pidfile.exists() and self._handshake():
+            if settled and (self.pidfile.exists() or not self.has_pidfile) and self._handshake():
                 return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")
@@ -888,3 +895,161 @@ def pkcs12_of(leaf: Issued, password: bytes) -> bytes:
     return pkcs12.serialize_key_and_certificates(
         b"x", leaf.key, leaf.cert, None, serialization.BestAvailableEncryption(password)
     )
+
+
+class ExporterProcess:
+    """A real ``gunicorn-cert-exporter serve`` process on a free loopback port, as an operator runs it."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        cwd: Path,
+        storage: Path | None = None,
+        log: Path | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """Start it; ``prefix`` runs it under another command (e.g. ``unshare --pid --fork --mount-proc``)."""
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "gunicorn_cert_exporter", "serve", "--config", str(config_path),
+            "--web.listen-address", f"127.0.0.1:{self.port}", "--log.level", "debug",
+        ]  # fmt: skip
+        if storage is not None:
+            command += ["--storage.path", str(storage)]
+        self.log = log or cwd / f"exporter-{self.port}.log"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([*prefix, *command], stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+
+    def metrics(self) -> dict[str, float]:
+        """Return every sample of /metrics as {'name{labels}': value} (raises OSError while it is not up)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            body = response.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(body):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}"] = sample.value
+        return samples
+
+    def kill(self) -> None:
+        """Kill it with SIGKILL (a crash: nothing is flushed, nothing cleaned up)."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Stop it if it still runs."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+FAKE_GUNICORN = """
+import os, socket, ssl, sys, time
+cert, key, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", port))
+sock.listen(16)
+if FORK:
+    os.fork()  # a "worker" holding the same listening socket, with the same command line
+while True:
+    conn, _ = sock.accept()
+    try:
+        with context.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(2)
+            tls.recv(1)
+    except OSError:
+        pass
+"""
+
+
+class FakeGunicorn:
+    """A plain Python TLS server that merely looks like Gunicorn: a script named ``gunicorn``, or ``-m gunicorn``.
+
+    It has no SIGHUP handler, so a HUP kills it (what the exporter must never cause).
+    """
+
+    def __init__(self, directory: Path, *, cert: Path, key: Path, form: str) -> None:
+        self.port = free_port()
+        fork = form == "script"
+        source = FAKE_GUNICORN.replace("FORK", str(fork))
+        if form == "script":
+            script = directory / "fake" / "gunicorn"
+            script.parent.mkdir()
+            script.write_text(source)
+            command = [sys.executable, str(script)]
+        else:  # a module named gunicorn in the working directory shadows the real one for `python -m gunicorn`
+            (directory / "gunicorn").mkdir()
+            (directory / "gunicorn" / "__init__.py").write_text("")
+            (directory / "gunicorn" / "__main__.py").write_text(source)
+            command = [sys.executable, "-m", "gunicorn"]
+        self.process = subprocess.Popen(
+            [*command, str(cert), str(key), str(self.port)], cwd=directory, start_new_session=True
+        )
+        self.pidfile = directory / "fake.pid"
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        eventually(self._listening, "the fake gunicorn to listen", timeout=30)
+
+    @property
+    def address(self) -> str:
+        """Return host:port."""
+        return f"127.0.0.1:{self.port}"
+
+    def _listening(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+            return True
+
+    def alive(self) -> bool:
+        """Tell whether every process of the fake still runs (a HUP would have killed it)."""
+        procs = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children()]
+        return self.process.poll() is None and all(p.status() != psutil.STATUS_ZOMBIE for p in procs)
+
+    def stop(self) -> None:
+        """Kill the fake and its child."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)
+        self.process.wait(timeout=10)
+
+
+class UnixServer:
+    """A Unix socket server in a thread: ``reply`` bytes to every connection after ``delay``, or (None) silence."""
+
+    def __init__(self, path: Path, *, reply: bytes | None = None, delay: float = 0.0) -> None:
+        self.path = path
+        self._reply, self._delay = reply, delay
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self._held.append(conn)  # silent: accepted, never answered
+            if self._reply is not None:
+                time.sleep(self._delay)
+                with contextlib.suppress(OSError):
+                    conn.sendall(self._reply)
+
+    def close(self) -> None:
+        """Stop serving and close every connection."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        for conn in self._held:
+            conn.close()

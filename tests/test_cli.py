@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -128,12 +129,15 @@ def test_python_dash_m_and_console_script_agree() -> None:
     assert by_script.stdout.strip() == run("--version").stdout.strip() == f"gunicorn-cert-exporter {__version__}"
 
 
-def test_check_prints_file_names_that_are_not_utf8(tmp_path: Path, root: Issued) -> None:
-    (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
-    (tmp_path / "config.yaml").write_text("files: [{paths: ['*.pem']}]\n")  # relative: the name shows whole
-    strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
-    for output in ("table", "json"):
-        result = subprocess.run([*EXPORTER, "check", "--config", "config.yaml", "--output", output], cwd=tmp_path,
-                                capture_output=True, timeout=60, check=False, env=strict)  # fmt: skip
-        assert result.returncode == 0 and result.stderr == b"", result.stderr
-        assert b"bad\\udcff.pem" in result.stdout
+def test_check_prints_file_names_that_are_not_utf8(root: Issued) -> None:
+    # A short directory: relative paths resolve against the config file's, and the table must show the name whole.
+    with tempfile.TemporaryDirectory(prefix="u", dir="/tmp") as short:
+        tmp_path = Path(short)
+        (tmp_path / os.fsdecode(b"bad\xff.pem")).write_bytes(root.cert_pem)
+        (tmp_path / "config.yaml").write_text("files: [{paths: ['*.pem']}]\n")
+        strict = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+        for output in ("table", "json"):
+            result = subprocess.run([*EXPORTER, "check", "--config", "config.yaml", "--output", output], cwd=tmp_path,
+                                    capture_output=True, timeout=60, check=False, env=strict)  # fmt: skip
+            assert result.returncode == 0 and result.stderr == b"", result.stderr
+            assert b"bad\\udcff.pem" in result.stdout

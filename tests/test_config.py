@@ -46,7 +46,7 @@ gunicorn:
 
 def test_cross_field_rules() -> None:
     assert problems("gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'}]") == [
-        "gunicorn[0]: set exactly one of pidfile or pid"
+        "gunicorn[0]: set control_socket, pidfile or pid"
     ]
     assert "client_cert and client_key go together" in problems("endpoints: [{address: 'h:1', client_cert: c.pem}]")[0]
     assert "not both" in problems("files: [{paths: [a], password_file: f, password_env: E}]")[0]
@@ -104,3 +104,55 @@ def test_web_config_problems_use_the_same_key_path_format(tmp_path: Path) -> Non
         f"{path}: tls_server_config.cert_fil: unknown key",
         f"{path}: basic_auth_users: Input should be a valid dictionary",
     ]
+
+
+def test_relative_paths_resolve_against_the_config_files_directory(tmp_path: Path) -> None:
+    """As Prometheus does: the working directory of the exporter does not matter; absolute paths stay."""
+    path = tmp_path / "conf" / "exporter.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        """
+files: [{paths: ["certs/*.pem", "/etc/ssl/x.pem"], password_file: pw}]
+endpoints: [{address: "h:1", ca_file: ca.pem, client_cert: c.pem, client_key: c.key}]
+gunicorn:
+  - {name: api, cert_file: tls/cert.pem, key_file: /abs/key.pem, ca_file: ca.pem, endpoint: "h:1", pidfile: app.pid}
+"""
+    )
+    loaded = config.load_file(str(path))
+    base = str(path.parent)
+    assert loaded.files[0].paths == [f"{base}/certs/*.pem", "/etc/ssl/x.pem"]
+    assert loaded.files[0].password_file == f"{base}/pw"
+    endpoint = loaded.endpoints[0]
+    assert (endpoint.ca_file, endpoint.client_cert, endpoint.client_key) == (
+        f"{base}/ca.pem",
+        f"{base}/c.pem",
+        f"{base}/c.key",
+    )
+    target = loaded.gunicorn[0]
+    assert (target.cert_file, target.key_file, target.ca_file, target.pidfile) == (
+        f"{base}/tls/cert.pem",
+        "/abs/key.pem",
+        f"{base}/ca.pem",
+        f"{base}/app.pid",
+    )
+    # The embedded default config has no file: its relative paths stay relative to the working directory.
+    assert (
+        config.load("gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1', pid: 5}]").gunicorn[0].cert_file
+        == "c"
+    )
+
+
+def test_listen_port_names_gunicorns_own_port_behind_a_pass_through() -> None:
+    base = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: '127.0.0.1:443', pid: 5"
+    assert config.load(base + "}]").gunicorn[0].binding() == ("127.0.0.1", 443)
+    assert config.load(base + ", listen_port: 8443}]").gunicorn[0].binding() == (None, 8443)
+    named = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'api.example:443', pid: 5}]"
+    assert config.load(named).gunicorn[0].binding() == (None, 443)
+
+
+def test_a_target_needs_a_control_socket_a_pidfile_or_a_pid() -> None:
+    base = "gunicorn: [{name: a, cert_file: c, key_file: k, endpoint: 'h:1'"
+    assert config.load(base + ", control_socket: /run/g.ctl}]").gunicorn[0].control_socket == "/run/g.ctl"
+    assert config.load(base + ", control_socket: g.ctl, pidfile: g.pid}]").gunicorn[0].pidfile == "g.pid"
+    assert any("control_socket, pidfile or pid" in p for p in problems(base + "}]"))
+    assert any("not both" in p for p in problems(base + ", pidfile: p, pid: 5}]"))

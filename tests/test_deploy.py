@@ -87,3 +87,18 @@ def test_image_serves_the_embedded_default_and_deploy_files_use_its_paths() -> N
     exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
     assert exec_start.startswith("ExecStart=/opt/venv/bin/gunicorn-cert-exporter serve --config " + config_path)
     assert ":9793" in exec_start
+
+
+def test_control_socket_sidecar_needs_no_shared_process_namespace() -> None:
+    docs = list(yaml.safe_load_all((DEPLOY / "kubernetes" / "sidecar-control-socket.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    pod = by_kind["Deployment"]["spec"]["template"]["spec"]
+    assert "shareProcessNamespace" not in pod
+    loaded = config.load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    socket_path = loaded.gunicorn[0].control_socket
+    assert socket_path is not None and loaded.gunicorn[0].pidfile is None
+    containers = {c["name"]: c for c in pod["containers"]}
+    app_command = containers["app"]["command"]
+    assert app_command[app_command.index("--control-socket") + 1] == socket_path
+    mounts = {m["name"]: m for c in containers.values() for m in c["volumeMounts"] if m["name"] == "run"}
+    assert mounts and all(not m.get("readOnly") for m in mounts.values())

@@ -113,6 +113,11 @@ BLOCKING_CASES: dict[str, Case] = {
         replace(state, cert=_file(new, changed_at=T0 - 9999)),
         [],
     ),
+    "USR2 upgrade in progress": lambda state, _new, _expired: (
+        RULES,
+        replace(state, master=replace(state.master, successor=12)),
+        [],
+    ),
     "cooldown": lambda state, _new, _expired: (RULES, state, [T0 - 60]),
     "max_per_hour": lambda state, _new, _expired: (replace_rules(cooldown=0), state, [T0 - 1000, T0 - 2000]),
 }

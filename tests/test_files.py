@@ -106,6 +106,15 @@ def test_changed_timestamp_moves_only_when_content_changes(tmp_path: Path, root:
     assert scanner.scan([Wanted(str(path))])[0].changed_at == 2_000_000_100.0
 
 
+def test_a_future_mtime_is_first_seen_now_not_in_the_future(tmp_path: Path, root: Issued) -> None:
+    """Clock skew or NFS: an mtime ahead of now would read as "changed after every worker started" forever."""
+    path = tmp_path / "c.pem"
+    path.write_bytes(root.cert_pem)
+    os.utime(path, (2_000_003_600, 2_000_003_600))
+    scanner = FileScanner(clock=lambda: 2_000_000_000.0, max_size=1 << 20)
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == 2_000_000_000.0
+
+
 def test_kubernetes_data_symlink_swap_is_a_change(tmp_path: Path, root: Issued, pki: PKI) -> None:
     volume = tmp_path / "secret"
     volume.mkdir()

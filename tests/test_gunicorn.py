@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +15,8 @@ import psutil
 import pytest
 
 from gunicorn_cert_exporter.model import MasterReason, MasterState
-from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.sources import gunicorn, listeners
+from gunicorn_cert_exporter.sources.listeners import Binding
 from tests.support import PKI, Gunicorn, Issued, free_port, write_chain
 
 
@@ -113,6 +116,8 @@ def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki
         (("/usr/local/bin/gunicorn-cert-exporter", "serve"), False),
         (("python3", "-m", "gunicorn_cert_exporter"), False),
         (("/usr/local/bin/gunicorn_start",), False),
+        (("python3", "/venv/lib/python3.11/site-packages/gunicorn/__main__.py", "app:app"), True),  # after USR2
+        (("python3", "/tmp/gunicorn_main.py"), False),
         ((), False),
     ],
 )
@@ -131,3 +136,50 @@ def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pi
         gunicorn.send_signal(reused, signal.SIGHUP, use_pidfd=use_pidfd)
     time.sleep(1.0)
     assert {w.pid for w in gunicorn.inspect(running.process.pid).workers} == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device", "huge"])
+def test_a_pidfile_that_is_not_a_small_regular_file_is_invalid_without_blocking(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "app.pid"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: a blocking open would wait forever
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "huge":
+        path.write_bytes(b"1" * 100_000)
+    else:
+        path = Path("/dev/zero")
+    started = time.monotonic()
+    assert gunicorn.read_pidfile(str(path)) == (None, MasterReason.PIDFILE_INVALID)
+    assert time.monotonic() - started < 5.0
+
+
+def test_proc_net_tcp_tables_parse_to_listeners() -> None:
+    table = (
+        b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        b"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4242 1\n"
+        b"   1: 0100007F:1F91 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4243 1\n"
+    )
+    v6 = (
+        b"  sl  local_address                         remote_address                        st ... inode\n"
+        b"   0: 00000000000000000000000001000000:1F92 00000000000000000000000000000000:0000 0A "
+        b"00000000:00000000 00:00000000 00000000     0        0 777 1\n"
+    )
+    v4 = listeners.parse_table(table)
+    assert v4 == [listeners.Listener(ipaddress.ip_address("127.0.0.1"), 8080, 4242)]  # the ESTABLISHED one is not
+    assert listeners.parse_table(v6) == [listeners.Listener(ipaddress.ip_address("::1"), 8082, 777)]
+    loopback = ipaddress.ip_address("127.0.0.1")
+    assert listeners.matches(v4[0], listeners.Binding(8080, loopback))
+    assert listeners.matches(v4[0], listeners.Binding(8080, None))
+    assert not listeners.matches(v4[0], listeners.Binding(8080, ipaddress.ip_address("127.0.0.2")))
+    assert not listeners.matches(v4[0], listeners.Binding(8081, loopback))
+    wildcard = listeners.Listener(ipaddress.ip_address("::"), 8080, 1)
+    assert listeners.matches(wildcard, listeners.Binding(8080, loopback))
+
+
+def test_the_master_is_proven_to_serve_its_port_and_no_other(running: Gunicorn) -> None:
+    loopback = ipaddress.ip_address("127.0.0.1")
+    proven = gunicorn.locate(pidfile=str(running.pidfile), pid=None, binding=Binding(port=running.port, host=loopback))
+    assert proven.up, proven.detail
+    elsewhere = gunicorn.locate(pidfile=str(running.pidfile), pid=None, binding=Binding(port=free_port(), host=None))
+    assert elsewhere.error is MasterReason.NOT_LISTENING

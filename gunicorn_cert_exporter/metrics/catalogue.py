@@ -159,6 +159,13 @@ CATALOGUE: tuple[Spec, ...] = (
         "1 while the master can't be proven, with the reason.",
         ("target", "reason"),
     ),
+    Spec(
+        "gunicorn_cert_master_info",
+        "gauge",
+        "The master as proven: its pid (in Gunicorn's namespace) and the channel that proved and reloads it "
+        "(pidfile, pid or control_socket); always 1.",
+        ("target", "channel", "pid"),
+    ),
     Spec("gunicorn_cert_master_start_timestamp_seconds", "gauge", "When the Gunicorn master started.", ("target",)),
     Spec("gunicorn_cert_master_workers", "gauge", "Number of live worker processes of the master.", ("target",)),
     Spec(
@@ -172,6 +179,12 @@ CATALOGUE: tuple[Spec, ...] = (
         "gunicorn_cert_reload_failures",
         "counter",
         "Reloads after which the new leaf was not served within verify_timeout.",
+        ("target",),
+    ),
+    Spec(
+        "gunicorn_cert_reload_history_error",
+        "gauge",
+        "1 while the target's reload history (--storage.path) can't be read or written; reloads wait a cooldown.",
         ("target",),
     ),
     Spec(

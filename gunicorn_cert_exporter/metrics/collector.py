@@ -148,6 +148,8 @@ def add_target(out: Families, target: TargetState) -> None:
     out.add("gunicorn_cert_master_up", name, 1.0 if master.up else 0.0)
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
+    if master.pid is not None:
+        out.add("gunicorn_cert_master_info", [target.name, master.channel, str(master.pid)], 1.0)
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))
@@ -155,6 +157,7 @@ def add_target(out: Families, target: TargetState) -> None:
         out.add("gunicorn_cert_last_reload_timestamp_seconds", name, target.last_reload)
     out.add("gunicorn_cert_reload_signals", name, target.reload_signals)
     out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
+    out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
 
 
 def add_exporter(out: Families, snap: Snapshot) -> None:

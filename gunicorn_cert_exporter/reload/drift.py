@@ -24,10 +24,11 @@ class Action(str, Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A reload decision and the rule that made it."""
+    """A reload decision, the rule that made it (a stable name) and the reason in words (may carry numbers)."""
 
     action: Action
     reason: str
+    rule: str = ""
 
 
 def key_match(cert: FileResult, key: FileResult) -> bool | None:
@@ -58,6 +59,20 @@ def compare(
     return tuple(out)
 
 
+def _files_block(state: TargetState, now: float) -> Decision | None:
+    """Return why the files on disk can't be served (so a HUP would hurt), or None."""
+    leaf = state.file_leaf
+    if leaf is None or not state.cert.up:
+        return Decision(Action.BLOCKED, "cert_file does not parse", "cert_file")
+    if not state.key.up:
+        return Decision(Action.BLOCKED, "key_file does not parse", "key_file")
+    if state.key_match is not True:
+        return Decision(Action.BLOCKED, "key_file does not match cert_file", "key_match")
+    if not leaf.not_before <= now < leaf.not_after:
+        return Decision(Action.BLOCKED, "cert_file is not valid now", "validity")
+    return None
+
+
 def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float) -> Decision:
     """Apply every safety rule of a reload, in order; the first that fails explains the decision.
 
@@ -66,31 +81,30 @@ def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float],
     """
     drifting = [d for d in state.drift if d.mismatch]
     if not drifting:
-        return Decision(Action.NONE, "no drift")
+        return Decision(Action.NONE, "no drift", "no_drift")
     if not rules.enabled:
-        return Decision(Action.NONE, "reload disabled")
+        return Decision(Action.NONE, "reload disabled", "disabled")
     began = min(d.since or now for d in drifting)
     if now - began < rules.after:
-        return Decision(Action.WAIT, f"drift for {now - began:.0f}s, waiting for {rules.after:.0f}s")
-    leaf = state.file_leaf
-    if leaf is None or not state.cert.up:
-        return Decision(Action.BLOCKED, "cert_file does not parse")
-    if not state.key.up:
-        return Decision(Action.BLOCKED, "key_file does not parse")
-    if state.key_match is not True:
-        return Decision(Action.BLOCKED, "key_file does not match cert_file")
-    if not leaf.not_before <= now < leaf.not_after:
-        return Decision(Action.BLOCKED, "cert_file is not valid now")
-    if not state.master.up:
-        return Decision(Action.BLOCKED, "master not proven a live Gunicorn master")
-    workers_since = state.master.workers_since
+        return Decision(Action.WAIT, f"drift for {now - began:.0f}s, waiting for {rules.after:.0f}s", "after")
+    files = _files_block(state, now)
+    if files is not None:
+        return files
+    master = state.master
+    if not master.up:
+        why = master.error.value if master.error else "unknown"
+        return Decision(Action.BLOCKED, f"master not proven ({why}): {master.detail}", f"master:{why}")
+    if master.successor is not None:
+        # USR2 in progress: a HUP to the old master leaves the new one serving what it loaded.
+        return Decision(Action.BLOCKED, f"USR2 upgrade in progress (new master {master.successor})", "usr2")
+    workers_since = master.workers_since
     if workers_since is not None and state.cert.changed_at is not None and workers_since > state.cert.changed_at:
         # Every worker started after the file changed and still serves another leaf: a HUP would not help.
-        return Decision(Action.BLOCKED, "workers already restarted since cert_file changed")
+        return Decision(Action.BLOCKED, "workers already restarted since cert_file changed", "workers_restarted")
     if signals and now - max(signals) < rules.cooldown:
-        return Decision(Action.BLOCKED, f"cooldown: last signal {now - max(signals):.0f}s ago")
+        return Decision(Action.BLOCKED, f"cooldown: last attempt {now - max(signals):.0f}s ago", "cooldown")
     if sum(1 for t in signals if now - t < HOUR) >= rules.max_per_hour:
-        return Decision(Action.BLOCKED, f"max_per_hour ({rules.max_per_hour}) reached")
+        return Decision(Action.BLOCKED, f"max_per_hour ({rules.max_per_hour}) reached", "max_per_hour")
     if rules.dry_run:
-        return Decision(Action.DRY_RUN, "every rule allows a reload (dry run)")
-    return Decision(Action.SIGNAL, "every rule allows a reload")
+        return Decision(Action.DRY_RUN, "every rule allows a reload (dry run)", "dry_run")
+    return Decision(Action.SIGNAL, "every rule allows a reload", "allowed")

@@ -9,12 +9,21 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import AddressDrift, EndpointResult, FileResult, TargetState
+from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
+from gunicorn_cert_exporter.model import (
+    AddressDrift,
+    EndpointResult,
+    FileResult,
+    MasterReason,
+    MasterState,
+    TargetState,
+)
 from gunicorn_cert_exporter.reload import drift
-from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.reload.history import History
+from gunicorn_cert_exporter.sources import control_socket, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
+from gunicorn_cert_exporter.sources.listeners import Binding
 
 _VERIFY_INTERVAL = 0.2
 
@@ -28,6 +37,10 @@ class _Memory:
     signals_total: int = 0
     failures_total: int = 0
     last_reload: float | None = None
+    history_problem: str = ""
+    master: MasterState | None = None  # the last look, and when: control-socket workers' start times build on it
+    master_at: float | None = None
+    logged: tuple[str, str] = ("", "")  # the last decision logged: blocked/waiting lines repeat only on change
 
 
 class TargetWatcher:
@@ -43,8 +56,10 @@ class TargetWatcher:
         sleep: Callable[[float], None] = time.sleep,
         logger: logging.Logger | None = None,
         on_observed: Callable[[TargetState], None] | None = None,
+        history: History | None = None,
     ) -> None:
         self._on_observed = on_observed or (lambda _state: None)
+        self._history = history or History(None)
         self._prober = prober
         self._scanner = scanner
         self._clock = clock
@@ -60,38 +75,61 @@ class TargetWatcher:
 
     def scan(self, targets: Sequence[GunicornTarget], *, concurrency: int = 8) -> tuple[TargetState, ...]:
         """Scan every target concurrently; a reload being confirmed on one never delays another."""
-        self._memory = {t.name: self._memory.get(t.name, _Memory()) for t in targets}
+        self._memory = {t.name: self._memory.get(t.name) or self._remembered(t.name) for t in targets}
         if not targets:
             return ()
         with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
-            return tuple(pool.map(self.scan_one, targets))
+            return tuple(pool.map(self._scan_and_publish, targets))
+
+    def _scan_and_publish(self, target: GunicornTarget) -> TargetState:
+        state = self.scan_one(target)
+        self._on_observed(state)  # published when known: a target confirming a reload never holds back another
+        return state
+
+    def _remembered(self, name: str) -> _Memory:
+        """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
+        loaded = self._history.load(name, now=self._clock())
+        return _Memory(signals=list(loaded.attempts), history_problem=loaded.problem or "")
 
     def scan_one(self, target: GunicornTarget) -> TargetState:
         """Observe one target, then act on the decision."""
-        memory = self._memory.setdefault(target.name, _Memory())
+        memory = self._memory.get(target.name) or self._memory.setdefault(target.name, self._remembered(target.name))
         state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
         decision = drift.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
         state = replace(state, decision=decision.action.value, decision_reason=decision.reason)
-        if decision.action in (drift.Action.NONE, drift.Action.WAIT):
-            self._log.debug("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
-            return state
         if decision.action is not drift.Action.SIGNAL:
-            self._log.info("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
+            self._audit_decision(target, memory, state, decision)
             return state
+        memory.logged = ("", "")
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
         return replace(
             self._reload(target, memory, state), decision=state.decision, decision_reason=state.decision_reason
         )
+
+    def _audit_decision(
+        self, target: GunicornTarget, memory: _Memory, state: TargetState, decision: drift.Decision
+    ) -> None:
+        """Log a decision at info when its rule changes; the same rule again is a debug line, not a flood."""
+        key = (decision.action.value, decision.rule)
+        quiet = decision.action is drift.Action.NONE or key == memory.logged
+        memory.logged = key
+        log = self._log.debug if quiet else self._log.info
+        log("reload decision", extra=_audit(target, state, decision.action.value, decision.reason))
 
     def _observe(self, target: GunicornTarget, memory: _Memory, endpoint: EndpointResult) -> TargetState:
         now = self._clock()
         cert = self._scanner.scan_one(Wanted(target.cert_file), self._files.get(target.cert_file))
         key = self._scanner.scan_one(Wanted(target.key_file), self._files.get(target.key_file))
         self._files[target.cert_file], self._files[target.key_file] = cert, key
-        master = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
+        master = self._master(target, memory, now)
         if master.up and master.workers_since is not None:
             # Never backwards: process start times carry the boot time's one-second rounding.
             memory.last_reload = max(master.workers_since, memory.last_reload or 0.0)
+        previous = memory.master
+        if master.reloads is not None and previous is not None and previous.reloads not in (None, master.reloads):
+            # The master reloaded (whoever asked): it happened after the previous look.
+            memory.last_reload = max(memory.master_at or now, memory.last_reload or 0.0)
+        memory.master, memory.master_at = master, now
         leaf = cert.certs[0] if cert.certs else None
         drifts = drift.compare(endpoint=endpoint, file_leaf=leaf, previous=memory.drift, now=now)
         memory.drift = drifts
@@ -106,7 +144,30 @@ class TargetWatcher:
             last_reload=memory.last_reload,
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
+            history_problem=memory.history_problem,
         )
+
+    def _master(self, target: GunicornTarget, memory: _Memory, now: float) -> MasterState:
+        """Prove the master through its control socket when one is configured, else through the pidfile or pid."""
+        host, port = target.binding()
+        binding = Binding(port=port, host=parse_ip(host) if host else None)
+        if target.control_socket is None:
+            state = gunicorn.locate(pidfile=target.pidfile, pid=target.pid, binding=binding)
+            return replace(state, channel="pidfile" if target.pidfile else "pid")
+        try:
+            view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        except control_socket.ControlError as exc:
+            return MasterState(error=exc.reason, detail=exc.detail, channel="control_socket")
+        state = control_socket.master_state(
+            view=view, port=port, previous=memory.master, previous_at=memory.master_at, now=now
+        )
+        if state.up and (target.pidfile or target.pid):
+            # Cross-check where the pid is visible (same PID namespace); elsewhere the pidfile's pid means nothing.
+            local = gunicorn.locate(pidfile=target.pidfile, pid=target.pid)
+            if local.up and local.pid != view.pid:
+                detail = f"the control socket's master is {view.pid}, the pidfile names {local.pid}"
+                return replace(state, error=MasterReason.PID_MISMATCH, detail=detail)
+        return state
 
     def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
         master = state.master
@@ -115,9 +176,17 @@ class TargetWatcher:
         identity = gunicorn.MasterIdentity(master.pid, master.start_time)
         sent_at = self._clock()
         # Every attempt counts toward cooldown and max_per_hour, failed ones too: nothing may retry in a loop.
-        memory.signals = [t for t in memory.signals if sent_at - t < drift.HOUR] + [sent_at]
+        window = max(drift.HOUR, target.reload.cooldown)
+        memory.signals = [t for t in memory.signals if sent_at - t < window] + [sent_at]
+        # Written before the signal: an exporter killed right after sending still remembers it at its next start.
+        problem = self._history.record(target.name, tuple(memory.signals))
+        if problem is not None:
+            memory.history_problem = problem
+            self._log.warning("reload refused", extra=_audit(target, state, "history_unwritable", problem))
+            return replace(state, history_problem=problem)
+        memory.history_problem = ""
         try:
-            self._sender(identity, signal.SIGHUP)
+            self._send(target, identity)
         except (ProcessLookupError, PermissionError, OSError) as exc:
             memory.failures_total += 1
             self._log.warning("reload failed", extra=_audit(target, state, "signal_failed", type(exc).__name__))
@@ -133,8 +202,30 @@ class TargetWatcher:
             new_state = replace(new_state, last_reload=memory.last_reload)
         took = f"{self._clock() - sent_at:.2f}s"
         log = self._log.info if outcome == "confirmed" else self._log.warning
-        log("reload", extra=_audit(target, new_state, outcome, f"SIGHUP sent to {identity.pid}, {took}"))
+        how = "reload sent through the control socket to" if target.control_socket else "SIGHUP sent to"
+        log("reload", extra=_audit(target, new_state, outcome, f"{how} {identity.pid}, {took}"))
         return new_state
+
+    def _send(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> None:
+        """SIGHUP the proven master, or ask it to reload through its control socket if it is still the same one."""
+        if target.control_socket is None:
+            self._sender(identity, signal.SIGHUP)
+            return
+        view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        if view.pid != identity.pid:
+            raise ProcessLookupError(identity.pid)  # another master answers there now
+        control_socket.reload(target.control_socket, timeout=target.timeout)
+
+    def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
+        """Return the pids of the master's live workers, or None if it can't be seen as the same master."""
+        if target.control_socket is None:
+            master = gunicorn.inspect(identity.pid)
+            return {w.pid for w in master.workers} if master.up else None
+        try:
+            view = control_socket.observe(target.control_socket, timeout=target.timeout)
+        except control_socket.ControlError:
+            return None  # e.g. re-created around the fork: look again
+        return set(view.workers) if view.pid == identity.pid else None
 
     def _confirm(
         self, target: GunicornTarget, state: TargetState, identity: gunicorn.MasterIdentity
@@ -147,8 +238,8 @@ class TargetWatcher:
         endpoint = state.endpoint
         while True:
             self._sleep(_VERIFY_INTERVAL)
-            master = gunicorn.inspect(identity.pid)
-            replaced = master.up and bool(master.workers) and not old_workers & {w.pid for w in master.workers}
+            workers = self._workers_now(target, identity)
+            replaced = bool(workers) and not old_workers & (workers or set())
             if replaced:  # probe only once no old worker can answer
                 endpoint = self._prober.probe(target.as_endpoint())
                 served = [a.leaf.fingerprint_sha256 for a in endpoint.addresses if a.leaf is not None]

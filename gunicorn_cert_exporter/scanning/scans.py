@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.model import FileResult, PatternResult, ScanStats, TargetState
+from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import files, globs, gunicorn
@@ -49,6 +50,7 @@ class Scans:
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
+        history: History | None = None,
     ) -> None:
         self.config = config
         self._retired = False
@@ -68,6 +70,7 @@ class Scans:
             clock=clock,
             sender=sender,
             on_observed=self._observed,
+            history=history,
         )
 
     def _file_tools(self) -> tuple[FileScanner, globs.Finder]:

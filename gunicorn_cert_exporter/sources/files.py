@@ -139,7 +139,9 @@ class FileScanner:
                 parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
         digest = hashlib.sha256(data).hexdigest()
         if previous is None or previous.content_sha256 is None:
-            changed_at: float | None = identity.mtime_ns / 1e9
+            # First sight: the mtime, but never later than now. A future mtime (clock skew, NFS) would otherwise
+            # read as "changed after the workers started" forever and let a reload repeat.
+            changed_at: float | None = min(identity.mtime_ns / 1e9, self._clock())
         elif previous.content_sha256 != digest:
             changed_at = self._clock()
         else:

@@ -1,4 +1,9 @@
-"""Pidfile or pid to a proven Gunicorn master, its workers, and a SIGHUP that can't reach another process."""
+"""Pidfile or pid to a proven Gunicorn master, its workers, and a SIGHUP that can't reach another process.
+
+Proof that a process is the master serving a target: it is Gunicorn (its command line, and the script it runs
+is Gunicorn's entry point), it holds a listening socket on the target's port, and a worker it forked holds that
+same socket. A pid and its start time then name it until the signal is sent.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,23 @@ import re
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psutil
 
 from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
+from gunicorn_cert_exporter.sources import listeners
+from gunicorn_cert_exporter.sources.listeners import Binding
 
+_PIDFILE_CAP = 64  # "4194304\n" is 8 bytes; anything longer is not a pidfile
+_SCRIPT_CAP = 16384
+# The console script pip writes, Gunicorn's own __main__.py, and setuptools' older entry-point scripts (Debian).
+_ENTRY_POINT = re.compile(rb"from gunicorn\.app\.wsgiapp import run|'console_scripts',\s*'gunicorn3?'")
 _PIDFILE_RETRIES = 10
 _PIDFILE_RETRY_SECONDS = 0.05  # Gunicorn unlinks and rewrites its pidfile on every HUP
 _PYTHON_NAMES = ("python", "pypy")
 _GUNICORN_SCRIPT = re.compile(r"^gunicorn3?$")  # the console script; Debian's package names it gunicorn3
+_GUNICORN_MAIN = re.compile(r"(^|/)gunicorn/__main__\.py$")  # what `python -m gunicorn` re-execs as on USR2
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +44,15 @@ SignalSender = Callable[[MasterIdentity, int], None]
 
 
 def read_pidfile(path: str, *, sleep: Callable[[float], None] = time.sleep) -> tuple[int | None, MasterReason | None]:
-    """Read a pid from a pidfile, retrying briefly while Gunicorn rewrites it."""
+    """Read a pid from a pidfile, retrying briefly while Gunicorn rewrites it; never blocks on a FIFO or device."""
     for attempt in range(_PIDFILE_RETRIES):
         try:
-            with open(path, "rb") as handle:
-                text = handle.read(64).strip()
+            text = listeners.read_bounded(path, _PIDFILE_CAP + 1).strip()
         except FileNotFoundError:
             text = b""
-        except OSError:
+        except OSError:  # a FIFO, device or directory (refused unread), or unreadable
+            return None, MasterReason.PIDFILE_INVALID
+        if len(text) > _PIDFILE_CAP:
             return None, MasterReason.PIDFILE_INVALID
         if text:
             return (int(text), None) if text.isdigit() and int(text) > 1 else (None, MasterReason.PIDFILE_INVALID)
@@ -74,16 +87,30 @@ def is_gunicorn(cmdline: tuple[str, ...]) -> bool:
         if args[:2] == ["-m", "gunicorn"]:
             return True
         # The script's exact name: "gunicorn-cert-exporter" or "gunicorn_start" are other programs.
-        return bool(args) and bool(_GUNICORN_SCRIPT.match(os.path.basename(args[0])))
+        return bool(args) and bool(_GUNICORN_SCRIPT.match(os.path.basename(args[0])) or _GUNICORN_MAIN.search(args[0]))
     return False
+
+
+def script_of(cmdline: tuple[str, ...]) -> str | None:
+    """Return the script file a Gunicorn command line runs; None for a title or ``-m gunicorn``."""
+    if not cmdline or cmdline[0].startswith("gunicorn: "):
+        return None
+    if _GUNICORN_SCRIPT.match(os.path.basename(cmdline[0])):
+        return cmdline[0]
+    args = [a for a in cmdline[1:] if not a.startswith("-") or a == "-m"]
+    return None if not args or args[0] == "-m" else args[0]
 
 
 def _is_worker_title(cmdline: tuple[str, ...]) -> bool:
     return bool(cmdline) and cmdline[0].startswith("gunicorn: worker")
 
 
-def inspect(pid: int) -> MasterState:
-    """Prove that ``pid`` is a live Gunicorn master and describe it with its workers."""
+def inspect(pid: int, *, pidfile: str | None = None) -> MasterState:
+    """Tell whether ``pid`` is a live Gunicorn master and describe it with its workers.
+
+    A child with the master's own command line is a worker, unless it is a new master after USR2: its pid is in
+    ``<pidfile>.2``, or it has children of its own. No worker count or reload ever waits on that one.
+    """
     try:
         proc = psutil.Process(pid)
         info = process_info(proc)
@@ -97,7 +124,8 @@ def inspect(pid: int) -> MasterState:
         return MasterState(pid=pid, error=MasterReason.NOT_GUNICORN, detail=f"{info.name} is not gunicorn")
     if _is_worker_title(info.cmdline) or _parent_is_gunicorn(info):
         return MasterState(pid=pid, error=MasterReason.NOT_MASTER, detail=f"{pid} is a gunicorn worker")
-    workers = []
+    named_successor = read_pidfile(pidfile + ".2", sleep=lambda _s: None)[0] if pidfile else None
+    workers, successor = [], None
     try:
         children = proc.children()
     except psutil.Error:
@@ -105,11 +133,23 @@ def inspect(pid: int) -> MasterState:
     for child in children:
         try:
             child_info = process_info(child)
+            grandchildren = child.children()
         except psutil.Error:
             continue  # a worker that exited while we looked
-        if child_info.cmdline == info.cmdline or _is_worker_title(child_info.cmdline):
-            workers.append(child_info)
-    return MasterState(pid=pid, start_time=info.start_time, workers=tuple(workers))
+        if not (child_info.cmdline == info.cmdline or _is_worker_title(child_info.cmdline)):
+            continue
+        if child.pid == named_successor or any(_same_command(g, child_info.cmdline) for g in grandchildren):
+            successor = child.pid  # USR2: a new master with its own workers, never one of ours
+            continue
+        workers.append(child_info)
+    return MasterState(pid=pid, start_time=info.start_time, workers=tuple(workers), successor=successor)
+
+
+def _same_command(proc: psutil.Process, cmdline: tuple[str, ...]) -> bool:
+    try:
+        return tuple(proc.cmdline()) == cmdline
+    except psutil.Error:
+        return False
 
 
 def _parent_is_gunicorn(info: ProcessInfo) -> bool:
@@ -121,15 +161,58 @@ def _parent_is_gunicorn(info: ProcessInfo) -> bool:
     return is_gunicorn(parent.cmdline) and not _is_worker_title(parent.cmdline)
 
 
-def locate(*, pidfile: str | None, pid: int | None) -> MasterState:
-    """Find and prove the master named by a pidfile or a pid."""
+def prove(state: MasterState, binding: Binding) -> MasterState:
+    """Prove that a live master serves the binding: it listens there, a worker shares it, it runs Gunicorn."""
+    if not state.up or state.pid is None:
+        return state
+    pid = state.pid
+    try:
+        held = listeners.held_listeners(pid, binding)
+        proc = psutil.Process(pid)
+        cmdline, cwd = tuple(proc.cmdline()), proc.cwd()
+    except (psutil.AccessDenied, PermissionError):
+        return replace(state, error=MasterReason.PERMISSION_DENIED, detail=f"can't read the sockets of {pid}")
+    except psutil.NoSuchProcess:
+        return replace(state, error=MasterReason.NO_PROCESS, detail=f"no process {pid}")
+    except (NotImplementedError, OSError, psutil.Error) as exc:
+        return replace(state, error=MasterReason.UNSUPPORTED_PLATFORM, detail=f"no /proc: {exc}")
+    if not held:
+        detail = f"{pid} holds no listening socket on port {binding.port}"
+        return replace(state, error=MasterReason.NOT_LISTENING, detail=detail)
+    script = script_of(cmdline)
+    if script is not None and not _is_entry_point(os.path.join(cwd, script)):
+        detail = f"{pid} runs {os.path.basename(script)}, which is not Gunicorn's entry point"
+        return replace(state, error=MasterReason.NOT_GUNICORN, detail=detail)
+    if not any(_shares(worker.pid, held) for worker in state.workers):
+        detail = f"no worker of {pid} holds its listening socket on port {binding.port}"
+        return replace(state, error=MasterReason.NOT_LISTENING, detail=detail)
+    return state
+
+
+def _is_entry_point(path: str) -> bool:
+    try:
+        return bool(_ENTRY_POINT.search(listeners.read_bounded(path, _SCRIPT_CAP)))
+    except OSError:
+        return False
+
+
+def _shares(pid: int, inodes: set[int]) -> bool:
+    try:
+        return bool(listeners.socket_inodes(pid) & inodes)
+    except OSError:
+        return False
+
+
+def locate(*, pidfile: str | None, pid: int | None, binding: Binding | None = None) -> MasterState:
+    """Find the master named by a pidfile or a pid; with a binding, prove that it serves it."""
     if pid is None:
         if pidfile is None:
             return MasterState(error=MasterReason.PIDFILE_MISSING, detail="no pidfile or pid configured")
         pid, reason = read_pidfile(pidfile)
         if pid is None:
             return MasterState(error=reason, detail=f"pidfile {pidfile}")
-    return inspect(pid)
+    state = inspect(pid, pidfile=pidfile)
+    return state if binding is None else prove(state, binding)
 
 
 def still_same_master(identity: MasterIdentity) -> bool:

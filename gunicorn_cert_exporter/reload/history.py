@@ -1,0 +1,100 @@
+"""Reload history per target: every attempt's time, kept on disk so cooldown and max_per_hour survive restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from hashlib import sha256
+
+from gunicorn_cert_exporter.sources.listeners import read_bounded
+
+_STATE_CAP = 64 * 1024  # a target keeps at most an hour of attempts; a bigger file is not ours
+_KEEP_SECONDS = 24 * 3600.0
+_log = logging.getLogger("gunicorn_cert_exporter.reload")
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A target's attempts as read at start, or why they could not be read (then a conservative stand-in)."""
+
+    attempts: tuple[float, ...]
+    problem: str | None = None
+
+
+class History:
+    """Hold every reload attempt per target; write each one through to ``directory`` when one is given.
+
+    Without a directory the history lives in memory and is lost when the exporter stops.
+    """
+
+    def __init__(self, directory: str | None) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()  # targets are scanned concurrently; each writes its own file
+
+    @property
+    def persistent(self) -> bool:
+        """Tell whether attempts survive a restart."""
+        return self.directory is not None
+
+    def path(self, target: str) -> str:
+        """Return the state file of a target (names are restricted by the config, hashed to be sure)."""
+        assert self.directory is not None  # noqa: S101  (callers check persistent)
+        digest = sha256(target.encode()).hexdigest()[:12]
+        return os.path.join(self.directory, f"reload-{target}-{digest}.json")
+
+    def load(self, target: str, *, now: float) -> Loaded:
+        """Read a target's attempts; a corrupt or unreadable file counts as an attempt made now (conservative)."""
+        if self.directory is None:
+            return Loaded(())
+        path = self.path(target)
+        try:
+            raw = json.loads(read_bounded(path, _STATE_CAP))
+            attempts = raw["attempts"]
+            if raw.get("target") != target or not all(isinstance(t, int | float) for t in attempts):
+                raise ValueError("unexpected content")  # noqa: TRY301  (one handler for every corruption)
+        except FileNotFoundError:
+            return Loaded(())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problem = f"{path}: {type(exc).__name__}; no reload before a cooldown has passed"
+            _log.warning("reload history unreadable", extra={"target": target, "problem": problem})
+            return Loaded((now,), problem)
+        return Loaded(tuple(float(t) for t in attempts))
+
+    def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
+        """Write a target's attempts atomically (temp file, fsync, rename); return the problem if that failed."""
+        if self.directory is None:
+            return None
+        keep = [t for t in attempts if max(attempts) - t < _KEEP_SECONDS]
+        body = json.dumps({"version": 1, "target": target, "attempts": keep}).encode()
+        path = self.path(target)
+        try:
+            with self._lock:
+                _write_atomically(self.directory, path, body)
+        except OSError as exc:
+            return f"{path}: {exc.strerror or exc}"
+        return None
+
+
+def _write_atomically(directory: str, path: str, body: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".reload-", dir=directory)
+    try:
+        try:
+            os.write(fd, body)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)

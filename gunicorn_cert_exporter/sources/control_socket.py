@@ -1,0 +1,189 @@
+"""Gunicorn's control socket (25.1+, the gunicornc protocol): prove, watch and reload a master without its pid.
+
+Every exchange is bounded: one deadline covers connecting (retried while Gunicorn re-creates its socket around a
+fork), sending and reading; a reply is capped in size; a path that is not a socket is refused unopened.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
+
+_REPLY_CAP = 1024 * 1024
+_RETRY_SECONDS = 0.05
+_RETRY_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN)  # Gunicorn unlinks and re-binds around forks
+_PORT = re.compile(r":(\d+)$")
+
+
+class ControlError(OSError):
+    """An exchange with a control socket that failed; ``reason`` says how."""
+
+    def __init__(self, reason: MasterReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True, slots=True)
+class ControlView:
+    """What a master says about itself through its control socket."""
+
+    pid: int
+    uptime: float
+    reloads: int
+    workers: tuple[int, ...]
+    ports: tuple[int, ...]  # the TCP ports of its listeners
+
+
+def exchange(
+    path: str,
+    command: str,
+    *,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    request_id: int = 1,
+) -> dict[str, Any]:
+    """Send one command and return the reply's ``data``; raise ControlError on any failure within ``timeout``."""
+    deadline = clock() + timeout
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None  # may appear within the deadline
+    except OSError as exc:
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNAVAILABLE, f"{path}: {exc.strerror}") from None
+    if mode is not None and not stat.S_ISSOCK(mode):
+        raise ControlError(MasterReason.CONTROL_SOCKET_INVALID, f"{path} is not a socket")
+    with _connect(path, deadline, clock) as sock:
+        payload = json.dumps({"id": request_id, "command": command, "args": []}).encode()
+        try:
+            sock.settimeout(max(deadline - clock(), 0.001))
+            sock.sendall(struct.pack(">I", len(payload)) + payload)
+            (length,) = struct.unpack(">I", _read(sock, 4, deadline, clock))
+            reply = json.loads(_read(sock, _capped(length), deadline, clock))
+        except TimeoutError:
+            raise ControlError(MasterReason.CONTROL_SOCKET_TIMEOUT, f"{path}: no answer within {timeout}s") from None
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: bad reply ({exc})") from None
+        except ControlError:
+            raise
+        except OSError as exc:
+            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {exc.strerror or exc}") from None
+    if not isinstance(reply, dict) or reply.get("status") != "ok" or not isinstance(reply.get("data"), dict):
+        error = reply.get("error") if isinstance(reply, dict) else "malformed"
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {str(error)[:200]}")
+    data: dict[str, Any] = reply["data"]
+    return data
+
+
+def _capped(length: int) -> int:
+    if length > _REPLY_CAP:
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"reply of {length} bytes is over the cap")
+    return length
+
+
+def _connect(path: str, deadline: float, clock: Callable[[], float]) -> socket.socket:
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(max(deadline - clock(), 0.001))
+        try:
+            sock.connect(path)
+        except TimeoutError:
+            sock.close()
+            raise ControlError(MasterReason.CONTROL_SOCKET_TIMEOUT, f"{path}: connect timed out") from None
+        except OSError as exc:
+            sock.close()
+            if exc.errno not in _RETRY_ERRNOS or clock() + _RETRY_SECONDS >= deadline:
+                reason = (
+                    MasterReason.CONTROL_SOCKET_INVALID
+                    if exc.errno in (errno.ENOTSOCK, errno.EPROTOTYPE)
+                    else MasterReason.CONTROL_SOCKET_UNAVAILABLE
+                )
+                raise ControlError(reason, f"{path}: {exc.strerror or exc}") from None
+            time.sleep(_RETRY_SECONDS)
+            continue
+        return sock
+
+
+def _read(sock: socket.socket, size: int, deadline: float, clock: Callable[[], float]) -> bytes:
+    chunks, got = [], 0
+    while got < size:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)  # one deadline for the whole reply: a drip can't stretch it
+        chunk = sock.recv(min(size - got, 65536))
+        if not chunk:
+            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, "connection closed mid-reply")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def observe(path: str, *, timeout: float) -> ControlView:
+    """Ask a master for its stats, workers and listeners (three exchanges under one deadline)."""
+    started = time.monotonic()
+
+    def left() -> float:
+        return max(timeout - (time.monotonic() - started), 0.001)
+
+    try:
+        stats = exchange(path, "show stats", timeout=left())
+        workers = exchange(path, "show workers", timeout=left(), request_id=2)
+        listeners = exchange(path, "show listeners", timeout=left(), request_id=3)
+        ports = []
+        for entry in listeners.get("listeners", []):
+            match = _PORT.search(str(entry.get("address", "")))
+            if match and entry.get("type") in ("tcp", "tcp6"):
+                ports.append(int(match.group(1)))
+        return ControlView(
+            pid=int(stats["pid"]),
+            uptime=float(stats.get("uptime") or 0.0),
+            reloads=int(stats.get("reloads") or 0),
+            workers=tuple(sorted(int(w["pid"]) for w in workers.get("workers", []))),
+            ports=tuple(ports),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({exc})") from None
+
+
+def reload(path: str, *, timeout: float) -> None:
+    """Ask the master to reload (as SIGHUP does); raise ControlError if it did not accept."""
+    exchange(path, "reload", timeout=timeout, request_id=4)
+
+
+def master_state(
+    *, view: ControlView, port: int, previous: MasterState | None, previous_at: float | None, now: float
+) -> MasterState:
+    """Turn what a master said into a MasterState, proven when one of its listeners is on ``port``.
+
+    The socket gives no start time per worker: a worker already known keeps its own, a new one gets the time of
+    the previous look (it did not exist then), a lower bound that never makes workers look newer than they are.
+    """
+    start = now - view.uptime
+    same = previous is not None and previous.pid == view.pid
+    if same and previous is not None and previous.start_time is not None and abs(previous.start_time - start) < 2:
+        start = previous.start_time  # uptime is rounded: keep the series steady
+    known = {w.pid: w.start_time for w in previous.workers} if same and previous is not None else {}
+    first_look = previous_at if previous_at is not None and known else start
+    workers = tuple(
+        ProcessInfo(pid=pid, ppid=view.pid, start_time=known.get(pid, first_look), cmdline=(), name="worker")
+        for pid in view.workers
+    )
+    state = MasterState(pid=view.pid, start_time=start, workers=workers, channel="control_socket", reloads=view.reloads)
+    if port not in view.ports:
+        listening = ", ".join(str(p) for p in view.ports) or "none"
+        detail = f"master {view.pid} listens on port(s) {listening}, not {port}"
+        return MasterState(
+            pid=view.pid, start_time=start, error=MasterReason.NOT_LISTENING, detail=detail, channel="control_socket"
+        )
+    return state
