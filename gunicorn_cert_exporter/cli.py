@@ -19,7 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from gunicorn_cert_exporter import __version__, check, logs, status
 from gunicorn_cert_exporter.bands import DAY, Thresholds
-from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration
+from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration, without_reloads
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service, load_config
@@ -92,7 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, config: Config) -> int:
     logs.setup(level="error", fmt="logfmt")
-    service = Service(config=config, load=lambda: config, store=Store(), prober=Prober())
+    # A one-off scan observes and never acts: `check` runs from cron and monitoring agents, not as the reloader.
+    observe_only = without_reloads(config)
+    service = Service(config=observe_only, load=lambda: observe_only, store=Store(), prober=Prober())
     service.scan_now()
     snap = service.snapshot()
     if args.output == "prometheus":

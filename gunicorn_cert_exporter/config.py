@@ -297,6 +297,12 @@ def _anchor(path: str | None, base: str) -> str | None:
     return None if path is None else os.path.join(base, path)  # join keeps an absolute path as it is
 
 
+def without_reloads(config: Config) -> Config:
+    """Return the config with every target's reload disabled: what a one-off scan (``check``) may do."""
+    targets = [t.model_copy(update={"reload": t.reload.model_copy(update={"enabled": False})}) for t in config.gunicorn]
+    return config.model_copy(update={"gunicorn": targets})
+
+
 def anchored(config: Config, base: str) -> Config:
     """Resolve every relative file path of a config (globs included) against ``base``."""
     files = [

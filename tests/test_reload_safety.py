@@ -6,6 +6,8 @@ import contextlib
 import ipaddress
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -317,3 +319,26 @@ def test_a_target_being_reloaded_never_holds_back_another_targets_results(
     scans.scan_targets()
     assert seen_while_reloading == [True]
     assert {t.name: t.reload_signals for t in store.snapshot.targets} == {"a": 1, "quick": 0}
+
+
+def test_check_observes_drift_and_never_signals(rig: Rig, servers: list[Gunicorn], tmp_path: Path) -> None:
+    """`check` runs from cron and monitoring agents: with reload enabled and every rule met, it still sends nothing."""
+    server = Gunicorn(tmp_path, worker_class="asgi", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")
+    servers.append(server)
+    rig.watch(endpoint=server.address, pidfile=server.pidfile)
+    workers = _worker_pids(server.process.pid)
+    rig.rotate_later()
+    config = tmp_path / "check.yaml"
+    config.write_text(
+        f"gunicorn: [{{name: a, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/key.pem, "
+        f"endpoint: '{server.address}', server_name: localhost, ca_file: {tmp_path}/ca.pem, "
+        f"pidfile: {server.pidfile}, reload: {{enabled: true, after: 0s, cooldown: 0s, max_per_hour: 60}}}}]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(config), "--output", "prometheus"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="a"} 1.0' in result.stdout
+    assert "gunicorn_cert_reload_signals_total" in result.stdout and 'signals_total{target="a"} 0.0' in result.stdout
+    time.sleep(1.0)
+    assert _worker_pids(server.process.pid) == workers  # a HUP would have replaced every worker
