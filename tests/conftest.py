@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,10 @@ def browser(tmp_path: Path) -> Iterator[Chromium]:
     chromium = Chromium(tmp_path / "chromium-profile")
     yield chromium
     chromium.close()
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short name: tables cut long cells, and config paths resolve against it."""
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as short:
+        yield Path(short)

@@ -62,12 +62,13 @@ def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: 
     assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
 
 
-def test_a_pattern_that_matches_nothing_warns_naming_it(tmp_path: Path, root: Issued) -> None:
-    (tmp_path / "ca.pem").write_bytes(root.cert_pem)
-    result = check(tmp_path, "files: [{paths: ['ca.pem', 'live/**/fullchain.pem']}]\n")
+def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: Issued) -> None:
+    (short_tmp / "ca.pem").write_bytes(root.cert_pem)
+    result = check(short_tmp, "files: [{paths: ['ca.pem', 'live/**/fullchain.pem']}]\n")
     assert result.returncode == 1
     rows, summary = table(result.stdout)
-    assert rows[0] == ["WARNING", "live/**/fullchain.pem", "pattern matches no file"]
+    # Relative patterns resolve against the config file's directory and are shown resolved.
+    assert rows[0] == ["WARNING", f"{short_tmp}/live/**/fullchain.pem", "pattern matches no file"]
     assert summary == "WARNING: 0 critical, 1 warning, 0 unknown, 1 ok"
 
 
@@ -100,16 +101,16 @@ def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
     assert summary == "UNKNOWN: 0 critical, 0 warning, 1 unknown, 3 ok"
 
 
-def test_table_spells_out_control_characters_in_every_field(tmp_path: Path, pki: PKI, root: Issued) -> None:
+def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki: PKI, root: Issued) -> None:
     subject = "\x1b]0;pwned\x07\nINJECTED\x9b2J\x7f\u202eevil"
-    (tmp_path / "name\x1b[2J\n.pem").write_bytes(pki.leaf(root, subject).cert_pem)
-    result = check(tmp_path, "files: [{paths: ['*.pem']}]\n")
+    (short_tmp / "name\x1b[2J\n.pem").write_bytes(pki.leaf(root, subject).cert_pem)
+    result = check(short_tmp, "files: [{paths: ['*.pem']}]\n")
     assert result.returncode == 0, result.stdout
     for raw in ("\x1b", "\x07", "\x9b", "\x7f", "\u202e"):
         assert raw not in result.stdout
     rows, _ = table(result.stdout)
     assert len(rows) == 1  # the newlines did not start new rows
-    assert rows[0][1] == "name\\x1b[2J\\x0a.pem"
+    assert rows[0][1] == f"{short_tmp}/name\\x1b[2J\\x0a.pem"
     assert rows[0][3] == "\\x1b]0;pwned\\x07\\x0aINJECTED\\x9b2J\\x7f\\u202eevil"
-    document = json.loads(check(tmp_path, "files: [{paths: ['*.pem']}]\n", "--output", "json").stdout)
+    document = json.loads(check(short_tmp, "files: [{paths: ['*.pem']}]\n", "--output", "json").stdout)
     assert document["checks"][0]["subject"] == subject  # JSON keeps the value, escaped by json.dumps
