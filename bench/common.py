@@ -118,7 +118,7 @@ class Fleet:
 class Exporter:
     """The exporter as users run it: its own process, its own scheduler."""
 
-    def __init__(self, config_text: str, workdir: Path) -> None:
+    def __init__(self, config_text: str, workdir: Path, *, extra: tuple[str, ...] = (), scheme: str = "http") -> None:
         self.port = free_port()
         config = workdir / "exporter.yaml"
         config.write_text(config_text)
@@ -133,9 +133,10 @@ class Exporter:
                 f"127.0.0.1:{self.port}",
                 "--log.level",
                 "error",
+                *extra,
             ]
         )
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:

@@ -55,6 +55,7 @@ class Body:
     chunks: tuple[Chunk, ...] = ()
     crc: int = 0
     size: int = 0
+    gzip_head: bytes = _GZIP_HEADER  # the gzip header and every chunk's deflated blocks, joined once per publish
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,8 @@ class RenderCache:
                 crc = 0
                 for chunk in chunks:
                     crc = zlib.crc32(chunk.raw, crc)
-                self._bodies[fmt] = Body(tuple(chunks), crc, sum(len(c.raw) for c in chunks))
+                head = b"".join([_GZIP_HEADER, *(c.deflated for c in chunks)])
+                self._bodies[fmt] = Body(tuple(chunks), crc, sum(len(c.raw) for c in chunks), head)
 
     def body(self, fmt: Format, *, gzipped: bool) -> list[bytes]:
         """Return the whole body for a scrape, as pieces to write in order: ready parts, then the live series."""
@@ -159,4 +161,4 @@ class RenderCache:
             return [*(c.raw for c in body.chunks), live]
         tail = Chunk.of(live)
         trailer = struct.pack("<II", zlib.crc32(live, body.crc), (body.size + len(live)) & 0xFFFFFFFF)
-        return [_GZIP_HEADER, *(c.deflated for c in body.chunks), tail.deflated, _FINAL_BLOCK, trailer]
+        return [body.gzip_head, tail.deflated + _FINAL_BLOCK + trailer]

@@ -36,7 +36,7 @@ from gunicorn_cert_exporter.web.connections import Guard, Limits, Refusals
 from gunicorn_cert_exporter.web.webconfig import BasicAuth, ReloadingContext
 
 _log = logging.getLogger("gunicorn_cert_exporter.web")
-_WRITE_SLICE = 256 * 1024  # a slow reader holds at most this much of a body in its transport's buffer
+_WRITE_SLICE = 1 << 20  # a slow reader holds at most about this much of a body in its transport's buffer
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -151,13 +151,15 @@ class _Routes:
         """Stop the connection's deadlines, check credentials, bound the answer's time, set common headers."""
         transport = request.transport
         self.guard.request_started(transport)
+        # A client that reads (or sends) too slowly loses its connection; a timer is cheaper than a task per request.
+        deadline = None
+        if transport is not None:
+            deadline = asyncio.get_running_loop().call_later(self.limits.response_timeout, transport.abort)
         try:
-            return await asyncio.wait_for(self._answer(request, handler), self.limits.response_timeout)
-        except asyncio.TimeoutError:
-            if transport is not None:
-                transport.abort()  # a client that reads (or sends) too slowly loses its connection
-            raise
+            return await self._answer(request, handler)
         finally:
+            if deadline is not None:
+                deadline.cancel()
             self.guard.request_finished(transport)
 
     async def _answer(self, request: web.Request, handler: Handler) -> web.StreamResponse:
