@@ -20,12 +20,14 @@ def _snapshot() -> Snapshot:
 
 
 def test_a_scan_of_one_kind_never_re_renders_another_kinds_part() -> None:
-    cache = RenderCache(live=[CollectorRegistry()])
-    first = _snapshot()
-    cache.publish(first)
+    current = [_snapshot()]
+    cache = RenderCache(snapshot=lambda: current[-1], live=[CollectorRegistry()])
+    first = current[-1]
+    cache.publish()
     before = dict(cache.renders)
     endpoints = (EndpointResult(endpoint="a:443", server_name="a", error=EndpointReason.DNS_FAILURE),)  # same endpoint
-    cache.publish(dataclasses.replace(first, endpoints=endpoints, scans=(("endpoints", ScanStats(0.2, 2.0)),)))
+    current.append(dataclasses.replace(first, endpoints=endpoints, scans=(("endpoints", ScanStats(0.2, 2.0)),)))
+    cache.publish()
     after = dict(cache.renders)
     assert after["files"] == before["files"] and after["gunicorn"] == before["gunicorn"]
     assert after["endpoints"] == before["endpoints"] + 1 and after["exporter"] == before["exporter"] + 1
@@ -34,8 +36,9 @@ def test_a_scan_of_one_kind_never_re_renders_another_kinds_part() -> None:
 
 
 def test_openmetrics_body_has_each_family_once_and_one_eof() -> None:
-    cache = RenderCache(live=[CollectorRegistry()])
-    cache.publish(_snapshot())
+    snapshot = _snapshot()
+    cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
+    cache.publish()
     text = b"".join(cache.body("openmetrics", gzipped=False)).decode()
     names = [f.name for f in parse_openmetrics(text)]  # the parser refuses a family split in two, or a missing EOF
     assert len(names) == len(set(names)) and text.count("# EOF") == 1 and text.endswith("# EOF\n")

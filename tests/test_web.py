@@ -429,3 +429,22 @@ def test_listens_on_several_addresses_ipv6_too(tmp_path: Path) -> None:
                 assert response.read() == b"ok\n"
     finally:
         server.stop()
+
+
+def test_a_probe_slot_is_held_until_the_probe_ends_even_if_its_client_leaves(
+    run_exporter: StartExporter, tls_server: type[TLSServer]
+) -> None:
+    """Clients that ask and hang up at once must not pile up probes behind the bound."""
+    import socket
+
+    from gunicorn_cert_exporter.web.connections import Limits
+
+    stall = tls_server("127.0.0.1", mode="stall")
+    exporter: RunningExporter = run_exporter(
+        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 10s}}", limits=Limits(probes=1)
+    )
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=10) as sock:
+        sock.sendall(f"GET /probe?target=127.0.0.1:{stall.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)  # the probe has started
+    time.sleep(0.5)  # the client is gone
+    assert exporter.get(f"/probe?target=127.0.0.1:{stall.port}")[0] == 503

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,7 +104,8 @@ def format_for(accept: str) -> tuple[Format, str]:
 class RenderCache:
     """Hold each kind's rendered families and the assembled body per format; scrapes read without waiting."""
 
-    def __init__(self, *, live: Sequence[Collector]) -> None:
+    def __init__(self, *, snapshot: Callable[[], Snapshot], live: Sequence[Collector]) -> None:
+        self._snapshot = snapshot
         self._live = _Joined(live)
         self._parts: dict[str, _Part] = {}
         self._locks = {kind: threading.Lock() for kind in KINDS}
@@ -112,11 +113,19 @@ class RenderCache:
         self._bodies: dict[Format, Body] = dict.fromkeys(FORMATS, Body())
         self.renders = dict.fromkeys(KINDS, 0)  # how often each kind was rendered (benchmarks and tests read it)
 
-    def publish(self, snapshot: Snapshot) -> None:
-        """Render the kinds whose part of ``snapshot`` changed, then assemble the bodies (in the caller's thread)."""
+    def publish(self, _published: Snapshot | None = None) -> None:
+        """Render the kinds whose part of the snapshot changed, then assemble the bodies (in the caller's thread).
+
+        The snapshot is read again under each kind's lock, so a late caller never renders older data over newer.
+        A kind another thread is rendering is left to that thread: a scan never waits for another kind's render.
+        """
         changed = False
         for kind in KINDS:
-            with self._locks[kind]:
+            lock = self._locks[kind]
+            if not lock.acquire(blocking=False):
+                continue
+            try:
+                snapshot = self._snapshot()
                 inputs = kind_inputs(kind, snapshot)
                 current = self._parts.get(kind)
                 if current is not None and (current.inputs is inputs or current.inputs == inputs):
@@ -124,6 +133,8 @@ class RenderCache:
                 self._parts[kind] = self._render(kind, snapshot, inputs)
                 self.renders[kind] += 1
                 changed = True
+            finally:
+                lock.release()
         if changed:
             self._assemble()
 

@@ -32,6 +32,7 @@ REASONS = (
     "body_too_large",
     "auth_busy",
     "probe_busy",
+    "busy",
 )
 
 

@@ -59,7 +59,7 @@ _REFUSAL_STATUS = {ProbeRefusal.MALFORMED: 400, ProbeRefusal.NOT_ALLOWED: 403}
 def app_for(service: Service, *, live: CollectorRegistry | None = None) -> App:
     """Serve a service: /metrics from its snapshot (plus ``live`` series such as process and GC), /probe, reload."""
     refusals = Refusals()
-    exposition = RenderCache(live=[live or CollectorRegistry(), refusals])
+    exposition = RenderCache(snapshot=service.snapshot, live=[live or CollectorRegistry(), refusals])
     service.subscribe(exposition.publish)  # each scan renders its own part on its own thread, as it publishes
     exposition.publish(service.snapshot())
     return App(
@@ -123,9 +123,9 @@ class _Routes:
         self.app, self.auth, self.guard, self.limits = app, auth, guard, guard.limits
         self._bcrypt = ThreadPoolExecutor(self.limits.auth_checks, thread_name_prefix="bcrypt")
         self._probes = ThreadPoolExecutor(self.limits.probes, thread_name_prefix="probe")
-        self._work = ThreadPoolExecutor(2, thread_name_prefix="web")
-        self._auth_slots = asyncio.Semaphore(self.limits.auth_checks)
-        self._probe_slots = asyncio.Semaphore(self.limits.probes)
+        self._work = ThreadPoolExecutor(2, thread_name_prefix="web")  # the status page and reloads
+        self._metrics = ThreadPoolExecutor(2, thread_name_prefix="metrics")  # never queued behind the page
+        self._busy = {"auth": 0, "probe": 0, "work": 0}
         self._reloading = asyncio.Lock()
 
     def table(self) -> list[web.AbstractRouteDef]:
@@ -140,11 +140,25 @@ class _Routes:
 
     def close(self) -> None:
         """Stop the executors."""
-        for pool in (self._bcrypt, self._probes, self._work):
+        for pool in (self._bcrypt, self._probes, self._work, self._metrics):
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, fn)
+
+    def _full(self, kind: str, limit: int) -> bool:
+        return self._busy[kind] >= limit
+
+    async def _bounded(self, kind: str, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in ``pool``, holding a slot until the work ends (not when a disconnected client gives up)."""
+        self._busy[kind] += 1
+        future = asyncio.get_running_loop().run_in_executor(pool, fn)
+
+        def release(_: object) -> None:
+            self._busy[kind] -= 1
+
+        future.add_done_callback(release)
+        return await asyncio.shield(future)  # a cancelled handler must not mark the running work as done
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -180,11 +194,10 @@ class _Routes:
                 user = password = ""
         if self.auth.remembered(user, password):
             return None
-        if self._auth_slots.locked():  # bcrypt is slow on purpose: never queue it unboundedly
+        if self._full("auth", self.limits.auth_checks):  # bcrypt is slow on purpose: never queue it unboundedly
             self.app.refusals.add("auth_busy")
             return web.Response(status=429, text="too many authentication attempts\n", headers={"Retry-After": "1"})
-        async with self._auth_slots:
-            ok = await self._run(self._bcrypt, lambda: self.auth.check(user, password))
+        ok = await self._bounded("auth", self._bcrypt, lambda: self.auth.check(user, password))
         if ok:
             return None
         return web.Response(status=401, text="unauthorized\n", headers={"WWW-Authenticate": 'Basic realm="exporter"'})
@@ -193,7 +206,7 @@ class _Routes:
         """Serve the ready bytes of the last snapshot, plus the live series."""
         fmt, content_type = format_for(request.headers.get("Accept", ""))
         gzipped = gzip_wanted(request.headers.get("Accept-Encoding", ""))
-        pieces = await self._run(self._work, lambda: self.app.exposition.body(fmt, gzipped=gzipped))
+        pieces = await self._run(self._metrics, lambda: self.app.exposition.body(fmt, gzipped=gzipped))
         response = web.StreamResponse(
             headers={
                 "Content-Type": content_type,
@@ -215,28 +228,35 @@ class _Routes:
 
     async def probe(self, request: web.Request) -> web.Response:
         """Probe one allowed target, with a bounded number of probes at once."""
-        if self._probe_slots.locked():
+        if self._full("probe", self.limits.probes):
             self.app.refusals.add("probe_busy")
             return web.Response(status=503, text="too many probes at once\n", headers={"Retry-After": "1"})
         targets, names = request.query.getall("target", []), request.query.getall("server_name", [])
-        async with self._probe_slots:
-            outcome = await self._run(self._probes, lambda: self.app.probe(list(targets), list(names)))
+        outcome = await self._bounded("probe", self._probes, lambda: self.app.probe(list(targets), list(names)))
         if outcome.registry is None:
             status = _REFUSAL_STATUS[outcome.refusal or ProbeRefusal.MALFORMED]
             return web.Response(status=status, text=outcome.message + "\n")
         registry = outcome.registry
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await self._run(self._work, lambda: encoder(registry))
+        body = await self._run(self._metrics, lambda: encoder(registry))
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """Say the server answers."""
         return web.Response(text="ok\n")
 
+    def _too_busy(self) -> web.Response | None:
+        if not self._full("work", 2):
+            return None
+        self.app.refusals.add("busy")
+        return web.Response(status=503, text="busy\n", headers={"Retry-After": "1"})
+
     async def status(self, _request: web.Request) -> web.Response:
-        """Render the HTML status page off the loop."""
+        """Render the HTML status page off the loop, two at a time at most."""
+        if refused := self._too_busy():
+            return refused
         app = self.app
-        page = await self._run(self._work, lambda: status_page.render(app.snapshot(), now=app.clock()))
+        page = await self._bounded("work", self._work, lambda: status_page.render(app.snapshot(), now=app.clock()))
         # File names may hold bytes that are not UTF-8 (surrogates here): show them escaped, never fail.
         body = page.encode("utf-8", "backslashreplace")
         return web.Response(body=body, headers={"Content-Type": "text/html; charset=utf-8"})
@@ -251,8 +271,10 @@ class _Routes:
         except web.HTTPRequestEntityTooLarge:
             self.app.refusals.add("body_too_large")
             return web.Response(status=413, text="request body too large\n", headers={"Connection": "close"})
+        if refused := self._too_busy():
+            return refused
         async with self._reloading:
-            problems = await self._run(self._work, self.app.reload)
+            problems = await self._bounded("work", self._work, self.app.reload)
         if problems:
             return web.Response(status=500, text="\n".join(problems) + "\n")
         return web.Response(text="reloaded\n")
@@ -315,6 +337,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self._routes: _Routes | None = None
         self._summary: asyncio.Task[None] | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self.guard = Guard(limits=self.limits, refusals=app.refusals)
 
     @property
@@ -340,6 +363,7 @@ class WebServer:
             max_line_size=8190,
             max_field_size=8190,
             handler_cancellation=True,
+            shutdown_timeout=2.0,  # SIGTERM must end the process within 5 s, whatever a client is doing
         )
         await runner.setup()
         self._runner = runner
@@ -349,13 +373,14 @@ class WebServer:
         protocol = self.guard.factory(runner.server, tls=ssl_context is not None)
         loop = asyncio.get_running_loop()
         for sock in self._sockets:
-            await loop.create_server(
+            server = await loop.create_server(
                 protocol,
                 sock=sock,
                 ssl=ssl_context,
                 ssl_handshake_timeout=self.limits.handshake_timeout if ssl_context else None,
                 backlog=1024,
             )
+            self._servers.append(server)
         self._summary = loop.create_task(self._summarise())
 
     async def _summarise(self) -> None:
@@ -367,7 +392,7 @@ class WebServer:
         """Stop serving and end the thread."""
         if self._thread.is_alive():
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
+                asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=3)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
         for sock in self._sockets:
@@ -377,6 +402,8 @@ class WebServer:
 
     async def _shutdown(self) -> None:
         self.app.refusals.summarise()
+        for server in self._servers:
+            server.close()
         if self._runner is not None:
             await self._runner.cleanup()
         for task in asyncio.all_tasks():
