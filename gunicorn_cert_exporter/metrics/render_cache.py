@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -104,9 +105,20 @@ def format_for(accept: str) -> tuple[Format, str]:
 class RenderCache:
     """Hold each kind's rendered families and the assembled body per format; scrapes read without waiting."""
 
-    def __init__(self, *, snapshot: Callable[[], Snapshot], live: Sequence[Collector]) -> None:
+    def __init__(
+        self,
+        *,
+        snapshot: Callable[[], Snapshot],
+        live: Sequence[Collector],
+        live_ttl: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._snapshot = snapshot
         self._live = _Joined(live)
+        # Under a flood of scrapes the live series are encoded at most every live_ttl seconds; one scraper every
+        # second or more (Prometheus) always gets them fresh.
+        self._live_ttl, self._clock = live_ttl, clock
+        self._live_cache: dict[Format, tuple[float, Chunk]] = {}
         self._parts: dict[str, _Part] = {}
         self._locks = {kind: threading.Lock() for kind in KINDS}
         self._assembling = threading.Lock()
@@ -164,12 +176,24 @@ class RenderCache:
                 head = b"".join([_GZIP_HEADER, *(c.deflated for c in chunks)])
                 self._bodies[fmt] = Body(tuple(chunks), crc, sum(len(c.raw) for c in chunks), head)
 
+    def live_is_fresh(self, fmt: Format) -> bool:
+        """Tell whether ``body`` would only join bytes (no collector to run): then it may run anywhere."""
+        cached = self._live_cache.get(fmt)
+        return cached is not None and cached[0] > self._clock()
+
     def body(self, fmt: Format, *, gzipped: bool) -> list[bytes]:
         """Return the whole body for a scrape, as pieces to write in order: ready parts, then the live series."""
         body = self._bodies[fmt]
-        live = _encode(fmt, self._live) + (_EOF if fmt == "openmetrics" else b"")
+        cached = self._live_cache.get(fmt)
+        now = self._clock()
+        if cached is None or cached[0] <= now:
+            cached = (
+                now + self._live_ttl,
+                Chunk.of(_encode(fmt, self._live) + (_EOF if fmt == "openmetrics" else b"")),
+            )
+            self._live_cache[fmt] = cached
+        tail = cached[1]
         if not gzipped:
-            return [*(c.raw for c in body.chunks), live]
-        tail = Chunk.of(live)
-        trailer = struct.pack("<II", zlib.crc32(live, body.crc), (body.size + len(live)) & 0xFFFFFFFF)
+            return [*(c.raw for c in body.chunks), tail.raw]
+        trailer = struct.pack("<II", zlib.crc32(tail.raw, body.crc), (body.size + len(tail.raw)) & 0xFFFFFFFF)
         return [body.gzip_head, tail.deflated + _FINAL_BLOCK + trailer]

@@ -206,7 +206,11 @@ class _Routes:
         """Serve the ready bytes of the last snapshot, plus the live series."""
         fmt, content_type = format_for(request.headers.get("Accept", ""))
         gzipped = gzip_wanted(request.headers.get("Accept-Encoding", ""))
-        pieces = await self._run(self._metrics, lambda: self.app.exposition.body(fmt, gzipped=gzipped))
+        exposition = self.app.exposition
+        if exposition.live_is_fresh(fmt):  # only joins ready bytes: no thread hop
+            pieces = exposition.body(fmt, gzipped=gzipped)
+        else:  # runs the live collectors (they read /proc): off the loop
+            pieces = await self._run(self._metrics, lambda: exposition.body(fmt, gzipped=gzipped))
         response = web.StreamResponse(
             headers={
                 "Content-Type": content_type,
