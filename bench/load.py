@@ -6,6 +6,9 @@
       one client holds 1,000 idle connections and drips 200 more (re-opening any that close); with --tls the
       exporter requires verified client certificates and the holders send partial ClientHellos. A scraper at one
       request per second reports its success rate and p99.
+  python bench/load.py flood [--threads 70 --duration 60]
+      70 threads of wrong-password requests and 70 of /probe to an allowed target that accepts and never answers;
+      a scraper with the right password, once a second, reports its success rate and p99.
   python bench/load.py auth [--rounds 40]
       median latency of an unknown user vs a known user with a wrong password (cost-12 bcrypt hash).
 Each exits 1 when its acceptance bound is missed.
@@ -289,6 +292,75 @@ def _refusals(port: int, client: ssl.SSLContext | None) -> dict[str, float]:
     return {reason: float(value) for reason, value in found if float(value)}
 
 
+# --- floods of wrong passwords and stalled probes ------------------------------------------------------------------
+
+
+def flood(*, threads: int, duration: float, work: Path) -> dict:
+    """Scrape once a second with valid credentials while ``threads`` clients send wrong passwords and as many probe
+    a target that never answers."""
+    import bcrypt
+
+    from tests.support import TLSServer
+
+    stall = TLSServer("127.0.0.1", mode="stall")
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=12)).decode()
+    (work / "web.yml").write_text(f"basic_auth_users: {{prom: '{hashed}'}}\n")
+    exporter = Exporter(
+        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 10s}}\n",
+        work,
+        extra=("--web.config.file", str(work / "web.yml")),
+    )
+    stop = threading.Event()
+    counts = {"401": 0, "429": 0, "503": 0, "other": 0}
+
+    def hammer(path: str, user: str, password: str) -> None:
+        while not stop.is_set():
+            try:
+                status, _ = _timed_auth(exporter.port, user, password, path=path)
+            except (OSError, http.client.HTTPException):
+                status = 0
+            key = str(status) if str(status) in counts else "other"
+            counts[key] += 1
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                _timed_auth(exporter.port, "prom", "right")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        workers = [threading.Thread(target=hammer, args=("/metrics", "prom", "wrong")) for _ in range(threads)]
+        workers += [
+            threading.Thread(target=hammer, args=(f"/probe?target=127.0.0.1:{stall.port}", "prom", "right"))
+            for _ in range(threads)
+        ]
+        for worker in workers:
+            worker.start()
+        time.sleep(2)
+        latencies, failures = [], 0
+        for _ in range(int(duration)):
+            try:
+                status, took = _timed_auth(exporter.port, "prom", "right", path="/metrics")
+            except (OSError, http.client.HTTPException):
+                status, took = 0, 10.0
+            failures += status != 200
+            latencies.append(took)
+            time.sleep(max(0.0, 1.0 - took))
+        stop.set()
+        for worker in workers:
+            worker.join()
+        ok = len(latencies) - failures
+        return {"threads": threads, "scrapes": len(latencies), "ok": ok, "success": ok / len(latencies),
+                "p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99), "attackers": counts}  # fmt: skip
+    finally:
+        stop.set()
+        exporter.close()
+        stall.close()
+
+
 # --- basic auth timing ---------------------------------------------------------------------------------------------
 
 
@@ -321,11 +393,11 @@ def auth(*, rounds: int, work: Path) -> dict:
         exporter.close()
 
 
-def _timed_auth(port: int, user: str, password: str) -> tuple[int, float]:
+def _timed_auth(port: int, user: str, password: str, *, path: str = "/healthz") -> tuple[int, float]:
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     started = time.perf_counter()
-    conn.request("GET", "/healthz", headers={"Authorization": f"Basic {token}"})
+    conn.request("GET", path, headers={"Authorization": f"Basic {token}", "Accept-Encoding": "gzip"})
     response = conn.getresponse()
     response.read()
     took = time.perf_counter() - started
@@ -347,6 +419,9 @@ def main() -> int:
     a.add_argument("--idle", type=int, default=1000)
     a.add_argument("--drip", type=int, default=200)
     a.add_argument("--duration", type=float, default=60)
+    f = commands.add_parser("flood")
+    f.add_argument("--threads", type=int, default=70)
+    f.add_argument("--duration", type=float, default=60)
     u = commands.add_parser("auth")
     u.add_argument("--rounds", type=int, default=40)
     h = commands.add_parser("attacker")  # the holding client, run as its own process by `attack`
@@ -374,6 +449,10 @@ def main() -> int:
         return 1 if result["errors"] or result["p99"] >= 0.1 else 0
     if args.command == "attack":
         result = attack(tls=args.tls, idle=args.idle, drip=args.drip, duration=args.duration, work=work)
+        print(json.dumps(result, indent=1))
+        return 1 if result["success"] < 0.95 or result["p99"] >= 1 else 0
+    if args.command == "flood":
+        result = flood(threads=args.threads, duration=args.duration, work=work)
         print(json.dumps(result, indent=1))
         return 1 if result["success"] < 0.95 or result["p99"] >= 1 else 0
     result = auth(rounds=args.rounds, work=work)

@@ -245,7 +245,10 @@ def big_scrape_figures(count: int, work: Path) -> dict[str, float]:
     exporter = Exporter(f"scan: {{interval: 5s, jitter: 0%}}\nfiles: [{{paths: ['{tree}/**/*.pem']}}]\n", work)
     try:
         started = time.monotonic()
-        exporter.wait_for('gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="files"}', timeout=1800)
+        # The files part is in the body once rendered (the scan's timestamp, another part, may show first).
+        exporter.wait_for(
+            f'gunicorn_cert_file_pattern_matches{{pattern="{tree}/**/*.pem"}} {float(count)}', timeout=1800
+        )
         first = time.monotonic() - started
         times, sizes = [], []
         for _ in range(5):

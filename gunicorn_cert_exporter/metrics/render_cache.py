@@ -121,6 +121,7 @@ class RenderCache:
         self._live_cache: dict[Format, tuple[float, Chunk]] = {}
         self._parts: dict[str, _Part] = {}
         self._locks = {kind: threading.Lock() for kind in KINDS}
+        self._pending = dict.fromkeys(KINDS, False)
         self._assembling = threading.Lock()
         self._bodies: dict[Format, Body] = dict.fromkeys(FORMATS, Body())
         self.renders = dict.fromkeys(KINDS, 0)  # how often each kind was rendered (benchmarks and tests read it)
@@ -129,24 +130,26 @@ class RenderCache:
         """Render the kinds whose part of the snapshot changed, then assemble the bodies (in the caller's thread).
 
         The snapshot is read again under each kind's lock, so a late caller never renders older data over newer.
-        A kind another thread is rendering is left to that thread: a scan never waits for another kind's render.
+        A kind that another thread is rendering is marked pending and left to that thread, which looks again when
+        it is done: a scan never waits for another kind's render, and no change is lost.
         """
         changed = False
         for kind in KINDS:
+            self._pending[kind] = True
             lock = self._locks[kind]
-            if not lock.acquire(blocking=False):
-                continue
-            try:
-                snapshot = self._snapshot()
-                inputs = kind_inputs(kind, snapshot)
-                current = self._parts.get(kind)
-                if current is not None and (current.inputs is inputs or current.inputs == inputs):
-                    continue
-                self._parts[kind] = self._render(kind, snapshot, inputs)
-                self.renders[kind] += 1
-                changed = True
-            finally:
-                lock.release()
+            while self._pending[kind] and lock.acquire(blocking=False):
+                try:
+                    self._pending[kind] = False
+                    snapshot = self._snapshot()
+                    inputs = kind_inputs(kind, snapshot)
+                    current = self._parts.get(kind)
+                    if current is not None and (current.inputs is inputs or current.inputs == inputs):
+                        continue
+                    self._parts[kind] = self._render(kind, snapshot, inputs)
+                    self.renders[kind] += 1
+                    changed = True
+                finally:
+                    lock.release()
         if changed:
             self._assemble()
 
