@@ -1,7 +1,7 @@
 """Load tests of the exporter's HTTP server, from outside, on loopback. Run by hand:
 
   python bench/load.py scrapers [--duration 60 --scrapers 20 --files 10000 --endpoints 200 --interval 2]
-      20 concurrent scrapers while every scan kind runs every 2 s; p50/p99/max and errors.
+      20 concurrent scrapers (each its own process) while every scan kind runs every 2 s; p50/p99/max, errors.
   python bench/load.py attack [--tls] [--idle 1000 --drip 200 --duration 60]
       one client holds 1,000 idle connections and drips 200 more (re-opening any that close); with --tls the
       exporter requires verified client certificates and the holders send partial ClientHellos. A scraper at one
@@ -20,6 +20,7 @@ import argparse
 import base64
 import http.client
 import json
+import os
 import re
 import resource
 import selectors
@@ -36,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from common import Exporter, Fleet, machine, make_tree, percentile
+from common import Exporter, Fleet, machine, make_tree, percentile, scrape_in_processes
 
 from tests.support import PKI, write_chain
 
@@ -62,52 +63,20 @@ def scrapers(*, duration: float, count: int, files: int, endpoints: int, interva
     try:
         exporter.wait_for('gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="endpoints"}')
         exporter.wait_for('gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="files"}')
-        latencies: list[float] = []
-        errors: list[str] = []
-        sizes: list[int] = []
-        lock = threading.Lock()
-        stop_at = time.monotonic() + duration
-
-        def scrape() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=30)
-            while time.monotonic() < stop_at:
-                t0 = time.perf_counter()
-                try:
-                    conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
-                    response = conn.getresponse()
-                    body = response.read()
-                    ok = response.status == 200 and body[:2] == b"\x1f\x8b"
-                except (OSError, http.client.HTTPException) as exc:
-                    ok, body = False, str(exc).encode()
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=30)
-                took = time.perf_counter() - t0
-                with lock:
-                    latencies.append(took)
-                    sizes.append(len(body))
-                    if not ok:
-                        errors.append(body[:200].decode("utf-8", "replace"))
-            conn.close()
-
         before = _scan_times(exporter.metrics())
-        threads = [threading.Thread(target=scrape) for _ in range(count)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        latencies, errors = scrape_in_processes(exporter.port, scrapers=count, duration=duration)
         after = _scan_times(exporter.metrics())
         plain = exporter.metrics().encode()
         return {
             "scrapes": len(latencies),
-            "errors": len(errors),
+            "errors": errors,
             "p50": percentile(latencies, 0.5),
             "p99": percentile(latencies, 0.99),
             "max": max(latencies),
-            "gzip_mb": sizes[-1] / 1e6,
             "plain_mb": len(plain) / 1e6,
             "scans": {k: float(after[k]) - float(before.get(k, after[k])) for k in after},
             "rss": exporter.rss_mib(),
-            "first_errors": errors[:3],
+            "load": os.getloadavg()[0],
         }
     finally:
         exporter.close()
