@@ -118,7 +118,7 @@ class Fleet:
 class Exporter:
     """The exporter as users run it: its own process, its own scheduler."""
 
-    def __init__(self, config_text: str, workdir: Path) -> None:
+    def __init__(self, config_text: str, workdir: Path, *, extra: tuple[str, ...] = (), scheme: str = "http") -> None:
         self.port = free_port()
         config = workdir / "exporter.yaml"
         config.write_text(config_text)
@@ -133,9 +133,10 @@ class Exporter:
                 f"127.0.0.1:{self.port}",
                 "--log.level",
                 "error",
+                *extra,
             ]
         )
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:
@@ -175,3 +176,37 @@ def ssl_client_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def scrape_loop(port: int, stop_at: float) -> tuple[list[float], int]:
+    """Scrape /metrics with gzip, a new connection each time, until ``stop_at`` (time.time()); latencies, errors.
+
+    Each scraper runs in its own process, as separate Prometheus servers would: scraper threads sharing one
+    interpreter would wait for each other's GIL and add that wait to what they measure.
+    """
+    import http.client
+
+    latencies, errors = [], 0
+    while time.time() < stop_at:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+            response = conn.getresponse()
+            body = response.read()
+            errors += response.status != 200 or body[:2] != b"\x1f\x8b"
+        except (OSError, http.client.HTTPException):
+            errors += 1
+        latencies.append(time.perf_counter() - t0)
+        conn.close()
+    return latencies, errors
+
+
+def scrape_in_processes(port: int, *, scrapers: int, duration: float) -> tuple[list[float], int]:
+    """Run ``scrapers`` scrape loops at once, each in its own process; all latencies and the error count."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    stop_at = time.time() + duration
+    with ProcessPoolExecutor(scrapers) as pool:
+        results = list(pool.map(scrape_loop, [port] * scrapers, [stop_at] * scrapers))
+    return [t for latencies, _ in results for t in latencies], sum(errors for _, errors in results)

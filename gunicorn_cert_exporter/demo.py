@@ -13,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -184,9 +183,8 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
     )
     loaded = config.load_file(str(work / "config.yaml"))
     service = Service(config=loaded, load=lambda: loaded, store=Store(), prober=Prober())
-    http = web.listen("127.0.0.1:0", app=web.app_for(service), auth=webconfig.BasicAuth({}), tls=None)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{http.socket.getsockname()[1]}/metrics"
+    http = web.serve_in_background(web.app_for(service), addresses=["127.0.0.1:0"], auth=webconfig.BasicAuth({}))
+    url = f"http://127.0.0.1:{http.addresses[0][1]}/metrics"
     service.start()
     try:
         mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
@@ -216,8 +214,7 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
         return 0 if ok else 1
     finally:
         service.stop()
-        http.shutdown()
-        http.server_close()
+        http.stop()
 
 
 def _wait(url: str, done: Callable[[str], bool], timeout: float = 20.0) -> str:

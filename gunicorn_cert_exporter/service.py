@@ -102,6 +102,10 @@ class Service:
         """Return the last completed snapshot."""
         return self._store.snapshot
 
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener`` with each newly published snapshot, in the thread that published it."""
+        self._store.subscribe(listener)
+
     def start(self) -> None:
         """Schedule every scan of the config in force; the first runs start now."""
         self._warn_volatile(self.config)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gunicorn_cert_exporter import config
@@ -44,7 +45,8 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity, SignalSender, send_signal
 from gunicorn_cert_exporter.web import server as web
-from gunicorn_cert_exporter.web.server import Server
+from gunicorn_cert_exporter.web.connections import Limits
+from gunicorn_cert_exporter.web.server import WebServer
 from gunicorn_cert_exporter.web.webconfig import BasicAuth, ReloadingContext
 
 T = TypeVar("T")
@@ -365,8 +367,13 @@ class RunningExporter:
 
     url: str
     service: Service
-    server: Server
+    server: WebServer
     config_path: Path
+
+    @property
+    def port(self) -> int:
+        """Return the port the exporter listens on."""
+        return self.server.addresses[0][1]
 
     def scan_now(self) -> None:
         """Run every scan once and publish it."""
@@ -393,8 +400,7 @@ class RunningExporter:
 
     def close(self) -> None:
         """Stop serving and scheduling."""
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.service.stop()
 
 
@@ -406,6 +412,8 @@ def start_exporter(
     schedule: bool = False,
     prober: Prober | None = None,
     sender: SignalSender = send_signal,
+    limits: Limits | None = None,
+    live: CollectorRegistry | None = None,
 ) -> RunningExporter:
     """Serve the config at ``config_path`` on a free loopback port, as ``serve`` wires it."""
     service = Service(
@@ -415,12 +423,14 @@ def start_exporter(
         prober=prober or Prober(),
         sender=sender,
     )
-    server = web.listen("127.0.0.1:0", app=web.app_for(service), auth=BasicAuth(users or {}), tls=tls)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app = web.app_for(service, live=live)
+    server = web.serve_in_background(
+        app, addresses=["127.0.0.1:0"], auth=BasicAuth(users or {}), tls=tls, limits=limits
+    )
     if schedule:
         service.start()
     scheme = "https" if tls else "http"
-    return RunningExporter(f"{scheme}://127.0.0.1:{server.server_address[1]}", service, server, config_path)
+    return RunningExporter(f"{scheme}://127.0.0.1:{server.addresses[0][1]}", service, server, config_path)
 
 
 def free_port() -> int:

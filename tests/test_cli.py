@@ -141,3 +141,23 @@ def test_check_prints_file_names_that_are_not_utf8(root: Issued) -> None:
                                     capture_output=True, timeout=60, check=False, env=strict)  # fmt: skip
             assert result.returncode == 0 and result.stderr == b"", result.stderr
             assert b"bad\\udcff.pem" in result.stdout
+
+
+def test_serve_listens_on_every_listen_address(tmp_path: Path, root: Issued) -> None:
+    from tests.support import ipv6_available
+
+    config = _config(tmp_path, ("a.pem", root.cert_pem))
+    ports = [free_port(), free_port()]
+    hosts = ["127.0.0.1", "[::1]" if ipv6_available() else "127.0.0.1"]
+    addresses = [f"{host}:{port}" for host, port in zip(hosts, ports, strict=True)]
+    proc = subprocess.Popen(
+        [*EXPORTER, "--config", config, *(a for address in addresses for a in ("--web.listen-address", address))],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for address in addresses:
+            _wait_metrics(f"http://{address}/metrics", f'path="{tmp_path}/a.pem"')
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

@@ -14,7 +14,16 @@ import pytest
 
 from gunicorn_cert_exporter import allowlist as probe
 from gunicorn_cert_exporter.web import webconfig
-from tests.support import PKI, Issued, RunningExporter, StartExporter, TLSServer, server_context, write_chain
+from tests.support import (
+    PKI,
+    Issued,
+    RunningExporter,
+    StartExporter,
+    TLSServer,
+    eventually,
+    server_context,
+    write_chain,
+)
 
 
 def test_routes(run_exporter: StartExporter, tmp_path: Path, root: Issued) -> None:
@@ -133,7 +142,7 @@ def test_tls_listener_picks_up_a_renewed_certificate(
 
     assert served() == first.fingerprint
     write_chain(tmp_path, "web", second)
-    assert served() == second.fingerprint
+    assert served() == second.fingerprint  # the next handshake, without a restart
 
 
 def test_web_config_requires_client_ca_for_verified_client_auth(tmp_path: Path, pki: PKI, root: Issued) -> None:
@@ -172,50 +181,19 @@ def test_bad_config_reload_keeps_the_running_config(run_exporter: StartExporter,
     assert exporter.service.config.scan.interval == 30
 
 
-def test_idle_connections_cannot_exhaust_the_server(
-    run_exporter: StartExporter, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import socket
-
-    from gunicorn_cert_exporter.web import server as web
-
-    monkeypatch.setattr(web.Server, "max_connections", 4)
-    exporter: RunningExporter = run_exporter("{}")
-    host, port = exporter.url.removeprefix("http://").split(":")
-    idle = [socket.create_connection((host, int(port))) for _ in range(4)]
-    try:
-        time.sleep(0.3)
-        with socket.create_connection((host, int(port)), timeout=5) as extra:
-            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert extra.recv(100) == b""  # closed at once, no thread spent on it
-    finally:
-        for sock in idle:
-            sock.close()
-    import http.client
-
-    deadline = time.monotonic() + 5
-    while True:  # slots come back as the idle clients leave; until then a request is closed unanswered
-        try:
-            if exporter.get("/healthz")[0] == 200:
-                break
-        except (OSError, http.client.HTTPException):
-            pass
-        assert time.monotonic() < deadline, "connection slots never came back"
-        time.sleep(0.1)
-
-
 def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
     run_exporter: StartExporter, root: Issued, tmp_path: Path
 ) -> None:
     import gzip
 
-    from prometheus_client import Gauge
+    from prometheus_client import CollectorRegistry, Gauge
     from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
     from prometheus_client.parser import text_string_to_metric_families
 
     (tmp_path / "a.pem").write_bytes(root.cert_pem)
-    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")
-    Gauge("live_probe_gauge", "a live series", registry=exporter.server.app.exposition.live).set(7)
+    live = CollectorRegistry()
+    Gauge("live_probe_gauge", "a live series", registry=live).set(7)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]", live=live)
     exporter.scan_now()
     openmetrics = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
     for accept in (openmetrics, ""):
@@ -295,3 +273,179 @@ def test_file_names_that_are_not_utf8_are_shown_escaped(
     assert status == 200
     assert b"bad\\udcff.pem" in page
     assert any("bad\\udcff.pem" in key for key in exporter.metrics())
+
+
+def _raw(exporter: RunningExporter, request: bytes, *, wait: float = 1.5) -> bytes:
+    """Send raw bytes on one connection; return everything the server sends until it closes or goes quiet."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(wait)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
+def test_head_works_on_every_get_route(run_exporter: StartExporter) -> None:
+    exporter: RunningExporter = run_exporter("probe: {allow: ['127.0.0.1:1']}")
+    for path in ("/metrics", "/healthz", "/", "/probe"):
+        answer = _raw(exporter, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200" if path != "/probe" else b"HTTP/1.1 400"), (path, head)
+        assert body == b"", path
+
+
+def test_gzip_body_is_one_member_with_every_series(run_exporter: StartExporter, root: Issued, tmp_path: Path) -> None:
+    import zlib
+
+    (tmp_path / "a.pem").write_bytes(root.cert_pem)
+    exporter: RunningExporter = run_exporter(f"files: [{{paths: ['{tmp_path}/a.pem']}}]")
+    exporter.scan_now()
+    for accept in ("", "application/openmetrics-text;version=1.0.0"):
+        request = urllib.request.Request(
+            exporter.url + "/metrics", headers={"Accept-Encoding": "gzip", "Accept": accept}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Encoding"] == "gzip"
+            compressed = response.read()
+        reader = zlib.decompressobj(16 + zlib.MAX_WBITS)  # one gzip member, as `curl --compressed` reads it
+        text = reader.decompress(compressed)
+        assert reader.eof and reader.unused_data == b""
+        plain = _raw_body(exporter, accept)
+        assert _names(text) == _names(plain)
+        assert text.count(b"\n") == plain.count(b"\n")
+        assert b"gunicorn_cert_exporter_http_refused_total" in text and b"gunicorn_cert_file_up" in text
+
+
+def _raw_body(exporter: RunningExporter, accept: str) -> bytes:
+    request = urllib.request.Request(exporter.url + "/metrics", headers={"Accept": accept})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers.get("Content-Encoding") is None
+        return bytes(response.read())
+
+
+def _names(body: bytes) -> set[bytes]:
+    return {line.split(b"{")[0].split(b" ")[0] for line in body.splitlines() if line and not line.startswith(b"#")}
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [("gzip", True), ("gzip;q=0", False), ("gzip; q=0.0, identity", False), ("*;q=0.5", True), ("br", False)],
+)
+def test_accept_encoding_q_values_are_honoured(
+    run_exporter: StartExporter, accept_encoding: str, gzipped: bool
+) -> None:
+    exporter: RunningExporter = run_exporter("{}")
+    request = urllib.request.Request(exporter.url + "/metrics", headers={"Accept-Encoding": accept_encoding})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert (response.headers.get("Content-Encoding") == "gzip") is gzipped
+        body = response.read()
+    assert body.startswith(b"\x1f\x8b") is gzipped
+
+
+def test_a_request_smuggled_in_a_post_body_never_gets_its_own_answer(run_exporter: StartExporter) -> None:
+    exporter: RunningExporter = run_exporter("{}")
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = (b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled)) + smuggled
+    answer = _raw(exporter, request)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert answer.startswith(b"HTTP/1.1 200") and b"ok\n" not in answer
+
+
+def test_a_large_post_body_is_refused_and_the_connection_closed(run_exporter: StartExporter) -> None:
+    exporter: RunningExporter = run_exporter("{}")
+    body = b"x" * (65 * 1024)
+    answer = _raw(exporter, b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    assert answer.startswith(b"HTTP/1.1 413") and answer.count(b"HTTP/1.1 ") == 1
+    assert exporter.metrics()['gunicorn_cert_exporter_http_refused_total{reason="body_too_large"}'] == 1
+
+
+def test_unknown_users_are_checked_against_a_hash_as_slow_as_the_slowest_user() -> None:
+    fast, slow = (bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=r)).decode() for r in (4, 7))
+    auth = webconfig.BasicAuth({"fast": fast, "slow": slow})
+    assert webconfig.bcrypt_cost(auth.dummy_hash) == 7
+    assert not auth.check("nobody", "pw") and auth.check("slow", "pw") and not auth.check("slow", "nope")
+
+
+def test_bcrypt_checks_are_bounded_and_the_rest_answered_at_once(run_exporter: StartExporter) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gunicorn_cert_exporter.web.connections import Limits
+
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(rounds=12)).decode()
+    exporter: RunningExporter = run_exporter("{}", users={"prom": hashed}, limits=Limits(auth_checks=1))
+    with ThreadPoolExecutor(12) as pool:
+        statuses = list(pool.map(lambda _: exporter.get("/healthz", Authorization=_auth("prom", "x"))[0], range(12)))
+    assert set(statuses) <= {401, 429} and 429 in statuses, statuses
+    # the server still answers; the right password passes once a bcrypt slot is free, and is then remembered
+    assert eventually(lambda: exporter.get("/healthz", Authorization=_auth("prom", "right"))[0] == 200, "auth")
+
+
+def test_probes_are_bounded(run_exporter: StartExporter, tls_server: type[TLSServer]) -> None:
+    import threading
+
+    from gunicorn_cert_exporter.web.connections import Limits
+
+    stall = tls_server("127.0.0.1", mode="stall")
+    exporter: RunningExporter = run_exporter(
+        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 10s}}", limits=Limits(probes=1)
+    )
+    statuses: list[int] = []
+
+    def probe() -> None:
+        statuses.append(exporter.get(f"/probe?target=127.0.0.1:{stall.port}")[0])
+
+    threads = [threading.Thread(target=probe) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    eventually(lambda: statuses == [503], "one probe refused while the other holds the only slot", timeout=8)
+    assert exporter.get("/healthz") == (200, b"ok\n")  # the server answers meanwhile
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 503]
+    assert exporter.metrics()['gunicorn_cert_exporter_http_refused_total{reason="probe_busy"}'] >= 1
+
+
+def test_listens_on_several_addresses_ipv6_too(tmp_path: Path) -> None:
+    from gunicorn_cert_exporter import config
+    from gunicorn_cert_exporter.scanning.store import Store
+    from gunicorn_cert_exporter.service import Service
+    from gunicorn_cert_exporter.sources.endpoints import Prober
+    from gunicorn_cert_exporter.web import server as web
+    from tests.support import ipv6_available
+
+    addresses = ["127.0.0.1:0", "[::1]:0"] if ipv6_available() else ["127.0.0.1:0", "127.0.0.2:0"]
+    loaded = config.load("{}")
+    service = Service(config=loaded, load=lambda: loaded, store=Store(), prober=Prober())
+    server = web.serve_in_background(web.app_for(service), addresses=addresses, auth=webconfig.BasicAuth({}))
+    try:
+        for host, port in server.addresses:
+            url_host = f"[{host}]" if ":" in host else host
+            with urllib.request.urlopen(f"http://{url_host}:{port}/healthz", timeout=10) as response:
+                assert response.read() == b"ok\n"
+    finally:
+        server.stop()
+
+
+def test_a_probe_slot_is_held_until_the_probe_ends_even_if_its_client_leaves(
+    run_exporter: StartExporter, tls_server: type[TLSServer]
+) -> None:
+    """Clients that ask and hang up at once must not pile up probes behind the bound."""
+    import socket
+
+    from gunicorn_cert_exporter.web.connections import Limits
+
+    stall = tls_server("127.0.0.1", mode="stall")
+    exporter: RunningExporter = run_exporter(
+        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 10s}}", limits=Limits(probes=1)
+    )
+    with socket.create_connection(("127.0.0.1", exporter.port), timeout=10) as sock:
+        sock.sendall(f"GET /probe?target=127.0.0.1:{stall.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)  # the probe has started
+    time.sleep(0.5)  # the client is gone
+    assert exporter.get(f"/probe?target=127.0.0.1:{stall.port}")[0] == 503

@@ -209,6 +209,12 @@ CATALOGUE: tuple[Spec, ...] = (
         "When the configuration was last loaded successfully.",
         (),
     ),
+    Spec(
+        "gunicorn_cert_exporter_http_refused",
+        "counter",
+        "Connections the HTTP server closed, or requests it refused, to stay available to others, by reason.",
+        ("reason",),
+    ),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOGUE}

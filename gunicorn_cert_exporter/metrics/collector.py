@@ -1,4 +1,4 @@
-"""Snapshot to metric families, rebuilt on every scrape; never touches files or sockets."""
+"""Snapshot to metric families, one part per scan kind; never touches files or sockets."""
 
 from __future__ import annotations
 
@@ -52,6 +52,56 @@ class Families:
     def __iter__(self) -> Iterator[Metric]:
         return iter(self._families.values())
 
+    @property
+    def by_name(self) -> dict[str, Metric]:
+        """Return the families filled so far, by name."""
+        return dict(self._families)
+
+
+KINDS = ("files", "endpoints", "gunicorn", "exporter")
+"""The parts of the exposition, each built from the part of the snapshot one scan kind publishes."""
+
+
+def kind_inputs(kind: str, snap: Snapshot) -> object:
+    """Return what the families of ``kind`` are built from: equal inputs give equal families."""
+    if kind == "files":
+        return (snap.files, snap.patterns)
+    if kind == "endpoints":
+        return snap.endpoints
+    if kind == "gunicorn":
+        return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints))
+    return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
+
+
+def kind_families(kind: str, snap: Snapshot) -> Families:
+    """Build the families of one kind from the snapshot.
+
+    Targets' endpoints belong to the ``gunicorn`` kind, except those also configured as endpoints (shown once,
+    by the ``endpoints`` kind): a target scan never re-renders the configured endpoints, nor the reverse.
+    """
+    out = Families()
+    if kind == "files":
+        add_files(out, snap.files)
+        for pattern in snap.patterns:
+            out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
+            for problem in pattern.problems:
+                out.add("gunicorn_cert_file_pattern_error", [label(pattern.pattern), problem.reason.value], 1.0)
+    elif kind == "endpoints":
+        for endpoint in snap.endpoints:
+            add_endpoint(out, endpoint)
+    elif kind == "gunicorn":
+        seen = {(e.endpoint, e.server_name) for e in snap.endpoints}
+        for target in snap.targets:
+            key = (target.endpoint.endpoint, target.endpoint.server_name)
+            if key not in seen:
+                seen.add(key)
+                add_endpoint(out, target.endpoint)
+        for target in snap.targets:
+            add_target(out, target)
+    else:
+        add_exporter(out, snap)
+    return out
+
 
 class SnapshotCollector(Collector):
     """Expose the store's last snapshot; sources that left the config leave the output with it."""
@@ -66,20 +116,21 @@ class SnapshotCollector(Collector):
             yield cls(spec.name, spec.help, labels=list(spec.labels))
 
     def collect(self) -> Iterable[Metric]:
-        """Build the families from the current snapshot."""
+        """Build the families from the current snapshot, each family once, in catalogue order."""
         snap = self._snapshot()
-        out = Families()
-        add_files(out, snap.files)
-        for pattern in snap.patterns:
-            out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
-            for problem in pattern.problems:
-                out.add("gunicorn_cert_file_pattern_error", [label(pattern.pattern), problem.reason.value], 1.0)
-        for endpoint in snap.all_endpoints:
-            add_endpoint(out, endpoint)
-        for target in snap.targets:
-            add_target(out, target)
-        add_exporter(out, snap)
-        return out
+        parts = [kind_families(kind, snap).by_name for kind in KINDS]
+        for spec in CATALOGUE:
+            merged: Metric | None = None
+            for part in parts:
+                family = part.get(spec.name)
+                if family is None:
+                    continue
+                if merged is None:
+                    merged = family
+                else:
+                    merged.samples.extend(family.samples)
+            if merged is not None:
+                yield merged
 
 
 def add_files(out: Families, files: Iterable[FileResult]) -> None:

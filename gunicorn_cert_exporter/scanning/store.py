@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,16 @@ class Store:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
+        self._listeners: list[Callable[[Snapshot], None]] = []
+
+    def subscribe(self, listener: Callable[[Snapshot], None]) -> None:
+        """Call ``listener`` with the new snapshot after every publish, in the publishing thread."""
+        self._listeners.append(listener)
+
+    def _published(self) -> None:
+        snapshot = self._snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -25,12 +36,14 @@ class Store:
         """Replace some parts of the snapshot in one step."""
         with self._lock:
             self._snapshot = replace(self._snapshot, **parts)
+        self._published()
 
     def update_target(self, state: TargetState) -> None:
         """Publish one target's state ahead of its scan's end (a reload is about to be confirmed)."""
         with self._lock:
             others = tuple(t for t in self._snapshot.targets if t.name != state.name)
             self._snapshot = replace(self._snapshot, targets=(*others, state))
+        self._published()
 
     def record_scan(self, kind: str, stats: ScanStats, **parts: Any) -> None:  # noqa: ANN401
         """Publish the results of one scan together with its timing."""
@@ -38,3 +51,4 @@ class Store:
             scans = dict(self._snapshot.scans)
             scans[kind] = stats
             self._snapshot = replace(self._snapshot, scans=tuple(sorted(scans.items())), **parts)
+        self._published()

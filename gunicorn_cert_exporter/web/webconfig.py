@@ -15,8 +15,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gunicorn_cert_exporter.config import ConfigError, describe_errors
 
-# A real bcrypt hash to check against when the user does not exist, so both paths cost the same.
-_DUMMY_HASH = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=10))
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -107,6 +105,10 @@ class ReloadingContext:
         self._stamp = self._files_stamp()
         self._context = build_context(tls)
 
+    def fresh(self) -> ssl.SSLContext:
+        """Build a new context from the files as they are now."""
+        return build_context(self._tls)
+
     def current(self) -> ssl.SSLContext:
         """Return a context for the files as they are now (the old one if the new files don't load)."""
         stamp = self._files_stamp()
@@ -131,6 +133,12 @@ class ReloadingContext:
         return tuple(stamp)
 
 
+def bcrypt_cost(hashed: bytes) -> int:
+    """Return the cost (log2 rounds) of a bcrypt hash, or 0 if it has none."""
+    parts = hashed.split(b"$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else 0
+
+
 class BasicAuth:
     """Check basic-auth credentials against bcrypt hashes; the same cost whether the user exists or not."""
 
@@ -138,21 +146,32 @@ class BasicAuth:
         self._users = {u.encode(): h.encode() for u, h in users.items()}
         self._key = os.urandom(32)
         self._good: set[bytes] = set()
+        # An unknown user is checked against a hash as slow as the slowest configured one: timing tells nothing.
+        cost = max((bcrypt_cost(h) for h in self._users.values()), default=4)
+        self.dummy_hash = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds=max(4, cost)))
 
     @property
     def enabled(self) -> bool:
         """Tell whether any user is configured."""
         return bool(self._users)
 
+    def _token(self, raw_user: bytes, raw_password: bytes) -> bytes:
+        hashed = self._users.get(raw_user, b"")
+        return hmac.new(self._key, raw_user + b"\0" + raw_password + b"\0" + hashed, hashlib.sha256).digest()
+
+    def remembered(self, user: str, password: str) -> bool:
+        """Tell, cheaply, whether these credentials already passed a full check."""
+        return self._token(user.encode("utf-8", "replace"), password.encode("utf-8", "replace")) in self._good
+
     def check(self, user: str, password: str) -> bool:
-        """Tell whether the credentials are valid."""
+        """Tell whether the credentials are valid (bcrypt's cost, unless they passed before)."""
         raw_user, raw_password = user.encode("utf-8", "replace"), password.encode("utf-8", "replace")
-        hashed = self._users.get(raw_user)
         # Remember successes by a keyed digest so each scrape doesn't pay bcrypt's cost again.
-        token = hmac.new(self._key, raw_user + b"\0" + raw_password + b"\0" + (hashed or b""), hashlib.sha256).digest()
+        token = self._token(raw_user, raw_password)
         if token in self._good:
             return True
-        ok = bcrypt.checkpw(raw_password[:72], hashed or _DUMMY_HASH) and hashed is not None
+        hashed = self._users.get(raw_user)
+        ok = bcrypt.checkpw(raw_password[:72], hashed or self.dummy_hash) and hashed is not None
         if ok:
             self._good.add(token)
         return ok
