@@ -574,9 +574,9 @@ def gunicorn_python(version: str) -> Path:
 class Cell:
     """One Gunicorn version with one worker class, as the version suite and docs/compatibility.md run it.
 
-    ``channel`` is how the exporter proves and reloads the master: ``pidfile``, or (Gunicorn 25.1+, once the
-    exporter's config has ``control_socket:``) ``control_socket``, which starts Gunicorn with
-    ``--control-socket`` and gives the target that socket instead of the pidfile.
+    ``channel`` is how the exporter proves and reloads the master: ``pidfile``, or (Gunicorn 25.1+)
+    ``control_socket``, which starts Gunicorn with ``--control-socket`` and gives the target that socket instead of
+    the pidfile.
     """
 
     version: str
