@@ -28,7 +28,7 @@ from tests.support import (
 
 
 def suite_cells() -> list[Cell]:
-    """Return sync and the per-worker classes of every version (gevent, uvicorn, asgi from 24), and the control socket."""
+    """Return sync and the per-worker classes of every version (gevent, uvicorn, asgi from 24); the control socket."""
     cells = []
     for version in gunicorn_versions():
         workers = ["sync", "gevent", "uvicorn"] + (["asgi"] if version_tuple(version) >= (24, 0) else [])
