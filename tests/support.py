@@ -361,6 +361,27 @@ def ipv6_available() -> bool:
     return True
 
 
+def parse_samples(exposition: str) -> dict[str, float]:
+    """Return every sample of an exposition as {'name{labels}': value}, labels sorted."""
+    samples = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop a child gracefully (SIGTERM), then SIGKILL after 15 s; nothing if it already exited."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class RunningExporter:
     """An exporter serving HTTP on loopback, with its scans run by hand (``scan_now``) or by its scheduler."""
@@ -391,12 +412,7 @@ class RunningExporter:
         """Return every sample of /metrics as {'name{labels}': value}."""
         status, body = self.get("/metrics")
         assert status == 200
-        samples = {}
-        for family in text_string_to_metric_families(body.decode()):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}"] = sample.value
-        return samples
+        return parse_samples(body.decode())
 
     def close(self) -> None:
         """Stop serving and scheduling."""
@@ -523,13 +539,7 @@ class Gunicorn:
 
     def stop(self) -> None:
         """Stop Gunicorn and its workers."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 StartExporter = Callable[..., RunningExporter]
@@ -883,12 +893,7 @@ class Chromium:
         with contextlib.suppress(OSError):
             os.close(self._write)
         os.close(self._read)
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def scan_paths(
@@ -936,12 +941,7 @@ class ExporterProcess:
         """Return every sample of /metrics as {'name{labels}': value} (raises OSError while it is not up)."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
             body = response.read().decode()
-        samples = {}
-        for family in text_string_to_metric_families(body):
-            for sample in family.samples:
-                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-                samples[f"{sample.name}{{{labels}}}"] = sample.value
-        return samples
+        return parse_samples(body)
 
     def kill(self) -> None:
         """Kill it with SIGKILL (a crash: nothing is flushed, nothing cleaned up)."""
@@ -950,13 +950,7 @@ class ExporterProcess:
 
     def stop(self) -> None:
         """Stop it if it still runs."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 FAKE_GUNICORN = """
