@@ -164,18 +164,19 @@ def test_an_encrypted_key_with_drift_gets_no_hup(rig: Rig, servers: list[Gunicor
     assert rig.served() == rig.first.fingerprint and servers[0].process.poll() is None
 
 
+@pytest.mark.parametrize("titles", ["plain", "setproctitle"])
 def test_usr2_successor_is_never_a_worker_and_the_target_follows_it(
-    rig: Rig, servers: list[Gunicorn], tmp_path: Path
+    rig: Rig, servers: list[Gunicorn], tmp_path: Path, titles: str
 ) -> None:
-    """Without setproctitle the new master (a child of the old, same command line) is not counted as a worker
-    and no reload happens during the overlap; after TERM to the old master the target follows the new one, and a
-    later rotation gets one HUP and the new leaf is served."""
+    """The new master (a child of the old: the same command line without setproctitle, `gunicorn: master` with it)
+    is not counted as a worker and no reload happens during the overlap; after TERM to the old master the target
+    follows the new one, and a later rotation gets one HUP and the new leaf is served."""
     old = Gunicorn(
         tmp_path,
         worker_class="asgi",
         cert=tmp_path / "cert.pem",
         key=tmp_path / "key.pem",
-        env=no_setproctitle(tmp_path),
+        env=no_setproctitle(tmp_path) if titles == "plain" else None,
         console_script=True,  # `python -m gunicorn` re-execs with gunicorn/ first on sys.path: asgi can't import
     )
     servers.append(old)

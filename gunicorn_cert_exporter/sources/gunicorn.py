@@ -136,20 +136,32 @@ def inspect(pid: int, *, pidfile: str | None = None) -> MasterState:
             grandchildren = child.children()
         except psutil.Error:
             continue  # a worker that exited while we looked
-        if not (child_info.cmdline == info.cmdline or _is_worker_title(child_info.cmdline)):
+        # USR2 first: the new master is named in <pidfile>.2, titled as a master (setproctitle), or has Gunicorn
+        # children of its own; it is never one of our workers, whatever its command line says.
+        if child.pid == named_successor or _is_master_title(child_info.cmdline) or _has_gunicorn_children(
+            grandchildren, child_info.cmdline
+        ):
+            successor = child.pid
             continue
-        if child.pid == named_successor or any(_same_command(g, child_info.cmdline) for g in grandchildren):
-            successor = child.pid  # USR2: a new master with its own workers, never one of ours
-            continue
-        workers.append(child_info)
+        if child_info.cmdline == info.cmdline or _is_worker_title(child_info.cmdline):
+            workers.append(child_info)
     return MasterState(pid=pid, start_time=info.start_time, workers=tuple(workers), successor=successor)
 
 
-def _same_command(proc: psutil.Process, cmdline: tuple[str, ...]) -> bool:
-    try:
-        return tuple(proc.cmdline()) == cmdline
-    except psutil.Error:
-        return False
+def _is_master_title(cmdline: tuple[str, ...]) -> bool:
+    return bool(cmdline) and cmdline[0].startswith("gunicorn: master")
+
+
+def _has_gunicorn_children(children: list[psutil.Process], cmdline: tuple[str, ...]) -> bool:
+    """Tell whether a process has workers: children with its own command line, or titled as Gunicorn workers."""
+    for child in children:
+        try:
+            command = tuple(child.cmdline())
+        except psutil.Error:
+            continue
+        if command == cmdline or _is_worker_title(command):
+            return True
+    return False
 
 
 def _parent_is_gunicorn(info: ProcessInfo) -> bool:
