@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+import socket
 
 from gunicorn_cert_exporter.config import parse_ip, split_host_port
 
@@ -22,9 +23,21 @@ def parse_target(target: str) -> tuple[str, int] | None:
         host, port = split_host_port(target)
     except ValueError:
         return None
-    if parse_ip(host) is None and not valid_server_name(host):
+    if parse_ip(host) is None and (not valid_server_name(host) or _legacy_ipv4(host)):
         return None
     return host, port
+
+
+def _legacy_ipv4(host: str) -> bool:
+    """Tell whether the resolver would read a host as an old numeric IPv4 form (``127.1``, ``0x7f.1``, ``2130706433``).
+
+    Such a host is no name, so a name pattern must not match it, and no canonical address, so no network either.
+    """
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
 
 
 def allowed(target: str, patterns: list[str]) -> bool:

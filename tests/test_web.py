@@ -78,6 +78,14 @@ def test_probe_allow_list(target: str, ok: bool) -> None:
     assert probe.allowed(target, allow) is ok
 
 
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.1", "0177.0.0.1", "0x7f000001"])
+def test_numeric_ipv4_spellings_match_no_name_pattern(host: str) -> None:
+    """The resolver reads these as 127.0.0.1: a name glob such as ``*:443`` must not let them through."""
+    assert probe.parse_target(f"{host}:443") is None
+    assert not probe.allowed(f"{host}:443", ["*:443", "127.0.0.0/8:443"])
+    assert probe.allowed("api.example.com:443", ["*:443"])
+
+
 def test_probe_endpoint_refuses_and_probes(
     run_exporter: StartExporter, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:

@@ -138,8 +138,10 @@ def inspect(pid: int, *, pidfile: str | None = None) -> MasterState:
             continue  # a worker that exited while we looked
         # USR2 first: the new master is named in <pidfile>.2, titled as a master (setproctitle), or has Gunicorn
         # children of its own; it is never one of our workers, whatever its command line says.
-        if child.pid == named_successor or _is_master_title(child_info.cmdline) or _has_gunicorn_children(
-            grandchildren, child_info.cmdline
+        if (
+            child.pid == named_successor
+            or _is_master_title(child_info.cmdline)
+            or _has_gunicorn_children(grandchildren, child_info.cmdline)
         ):
             successor = child.pid
             continue
