@@ -184,6 +184,33 @@ def test_every_resolved_address_is_probed_separately(
     assert leaves == {"127.0.0.1": fresh.fingerprint, "::1": stale.fingerprint}
 
 
+def test_a_stalled_resolver_costs_its_timeout_not_the_lookup(
+    tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """getaddrinfo can't be interrupted: the probe must not wait for a lookup that outlives its deadline."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    release = threading.Event()
+
+    def resolver(host: str, port: int) -> list[tuple[int, str]]:
+        if host == "stalled.test":
+            release.wait(30)  # a resolver that hangs far past the endpoint's timeout
+        return [(socket.AF_INET, "127.0.0.1")]
+
+    configs = [
+        EndpointConfig(address=f"stalled.test:{good.port}", timeout=1.0),
+        EndpointConfig(address=good.address, timeout=1.0),
+    ]
+    started = time.monotonic()
+    try:
+        stalled, answered = Prober(resolver=resolver).probe_all(configs, concurrency=4)
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert stalled.error is EndpointReason.DNS_FAILURE
+    assert answered.addresses[0].up
+    assert took < 10, f"the scan waited {took:.1f}s for a stalled lookup"
+
+
 def _free6(port: int) -> bool:
     try:
         with socket.socket(socket.AF_INET6) as sock:

@@ -81,7 +81,8 @@ class Prober:
         """Resolve every endpoint, then probe every address, all at most ``concurrency`` at a time."""
         if not configs:
             return ()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe") as pool:
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="probe")
+        try:
             resolved = [pool.submit(self._resolve, c) for c in configs]
             started = time.monotonic()  # one deadline per endpoint from the start: stalled resolvers don't add up
             plans = []
@@ -101,6 +102,10 @@ class Prober:
                 )
                 for (config, error, detail, _), pending in zip(plans, futures, strict=True)
             )
+        finally:
+            # Not `with`: leaving it would join a resolver thread stuck past its deadline (getaddrinfo can't be
+            # interrupted), and one stalled lookup would hold the whole scan. Every probe has ended by now.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def probe(self, config: EndpointConfig) -> EndpointResult:
         """Probe one endpoint on all its addresses."""
