@@ -150,7 +150,39 @@ def test_tls_listener_picks_up_a_renewed_certificate(
 
     assert served() == first.fingerprint
     write_chain(tmp_path, "web", second)
-    assert served() == second.fingerprint  # the next handshake, without a restart
+    # Without a restart: the files are looked at once a second at most, on the next handshake after that.
+    eventually(lambda: served() == second.fingerprint, "the renewed certificate", timeout=10)
+
+
+def test_a_renewal_that_does_not_load_is_tried_once_per_change_not_per_handshake(
+    tmp_path: Path, pki: PKI, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken pair must not make every client handshake reload the files (it runs on the event loop)."""
+    cert_path, key_path = write_chain(tmp_path, "web", pki.leaf(root))
+    now = [100.0]
+    context = webconfig.ReloadingContext(
+        webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path)), clock=lambda: now[0]
+    )
+    good = context.current()
+    builds: list[int] = []
+    real_build = webconfig.build_context
+
+    def counting(tls: webconfig.TLSServerConfig) -> ssl.SSLContext:
+        builds.append(1)
+        return real_build(tls)
+
+    monkeypatch.setattr(webconfig, "build_context", counting)
+    key_path.write_bytes(pki.leaf(root).key_pem)  # the key of another certificate: the pair does not load
+    for _ in range(5):
+        now[0] += 2.0
+        assert context.current() is good  # the last good pair keeps serving
+    assert len(builds) == 1
+    for _ in range(50):
+        now[0] += 0.01  # handshakes within a second: the files are not even looked at
+        context.current()
+    write_chain(tmp_path, "web", pki.leaf(root))  # fixed: a good pair again, loaded on the next look
+    now[0] += 2.0
+    assert context.current() is not good and len(builds) == 2
 
 
 def test_web_config_requires_client_ca_for_verified_client_auth(tmp_path: Path, pki: PKI, root: Issued) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import ssl
 import threading
+import time
+from collections.abc import Callable
 from typing import Literal
 
 import bcrypt
@@ -96,13 +99,19 @@ def build_context(tls: TLSServerConfig) -> ssl.SSLContext:
     return context
 
 
+_RECHECK_SECONDS = 1.0
+_log = logging.getLogger("gunicorn_cert_exporter.web")
+
+
 class ReloadingContext:
     """An SSL context rebuilt whenever the cert, key or client CA file changes on disk."""
 
-    def __init__(self, tls: TLSServerConfig) -> None:
+    def __init__(self, tls: TLSServerConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._tls = tls
+        self._clock = clock
         self._lock = threading.Lock()
         self._stamp = self._files_stamp()
+        self._checked_at = clock()
         self._context = build_context(tls)
 
     def fresh(self) -> ssl.SSLContext:
@@ -110,15 +119,24 @@ class ReloadingContext:
         return build_context(self._tls)
 
     def current(self) -> ssl.SSLContext:
-        """Return a context for the files as they are now (the old one if the new files don't load)."""
-        stamp = self._files_stamp()
-        if stamp != self._stamp:
-            with self._lock:
-                try:
-                    self._context = build_context(self._tls)
-                except ConfigError:
-                    return self._context  # half-written files: keep serving the last good pair
-                self._stamp = stamp
+        """Return a context for the files as they are now (the old one if the new files don't load).
+
+        Called on every handshake: the files are looked at once a second at most, and a pair that fails to load is
+        not tried again until the files change again (a client can't make every handshake reload a broken pair).
+        """
+        now = self._clock()
+        if now - self._checked_at < _RECHECK_SECONDS:
+            return self._context
+        with self._lock:
+            self._checked_at = now
+            stamp = self._files_stamp()
+            if stamp == self._stamp:
+                return self._context
+            self._stamp = stamp  # remembered whether the new files load or not
+            try:
+                self._context = build_context(self._tls)
+            except ConfigError:
+                _log.warning("web TLS: the new certificate, key or client CA does not load; serving the last good one")
         return self._context
 
     def _files_stamp(self) -> tuple[int, ...]:
