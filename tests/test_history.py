@@ -34,6 +34,26 @@ def test_a_corrupt_or_foreign_state_file_counts_as_an_attempt_now(tmp_path: Path
         assert loaded.problem and "api" in loaded.problem
 
 
+def test_times_that_would_switch_the_limits_off_are_corruption(tmp_path: Path) -> None:
+    """NaN compares false with everything (no cooldown would ever hold); deep nesting raised RecursionError."""
+    history = History(str(tmp_path))
+    for garbage in (
+        b'{"target": "api", "attempts": [NaN]}',
+        b'{"target": "api", "attempts": [Infinity]}',
+        b'{"target": "api", "attempts": [true]}',
+        b"[" * 60_000,
+    ):
+        Path(history.path("api")).write_bytes(garbage)
+        loaded = history.load("api", now=5000.0)
+        assert loaded.attempts == (5000.0,) and loaded.problem
+
+
+def test_an_attempt_written_with_the_clock_ahead_counts_as_made_now(tmp_path: Path) -> None:
+    history = History(str(tmp_path))
+    assert history.record("api", (9_000_000.0,)) is None  # a year ahead of "now" below
+    assert history.load("api", now=5000.0).attempts == (5000.0,)
+
+
 def test_an_unreadable_state_file_is_reported_and_conservative(tmp_path: Path) -> None:
     history = History(str(tmp_path))
     os.mkfifo(history.path("api"))  # a FIFO: never opened for a blocking read

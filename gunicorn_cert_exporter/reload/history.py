@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -55,15 +56,17 @@ class History:
         try:
             raw = json.loads(read_bounded(path, _STATE_CAP))
             attempts = raw["attempts"]
-            if raw.get("target") != target or not all(isinstance(t, int | float) for t in attempts):
+            if raw.get("target") != target or not all(_a_time(t) for t in attempts):
                 raise ValueError("unexpected content")  # noqa: TRY301  (one handler for every corruption)
         except FileNotFoundError:
             return Loaded(())
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # deep nesting: RecursionError
             problem = f"{path}: {type(exc).__name__}; no reload before a cooldown has passed"
             _log.warning("reload history unreadable", extra={"target": target, "problem": problem})
             return Loaded((now,), problem)
-        return Loaded(tuple(float(t) for t in attempts))
+        # An attempt "in the future" (the clock was ahead when it was written) counts as made now: it must not
+        # block reloads until that date, nor be forgotten.
+        return Loaded(tuple(min(float(t), now) for t in attempts))
 
     def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
         """Write a target's attempts atomically (temp file, fsync, rename); return the problem if that failed."""
@@ -78,6 +81,11 @@ class History:
         except OSError as exc:
             return f"{path}: {exc.strerror or exc}"
         return None
+
+
+def _a_time(value: object) -> bool:
+    """Tell whether a value is a finite number of seconds (JSON allows NaN and Infinity, which compare false)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _write_atomically(directory: str, path: str, body: bytes) -> None:
