@@ -29,6 +29,7 @@ from gunicorn_cert_exporter.web import webconfig
 
 DEFAULT_LISTEN = ":9793"
 SHUTDOWN_GRACE = 3.0
+SHUTDOWN_DEADLINE = 4.5  # after SIGTERM, the process is gone by then whatever blocks
 """Seconds SIGTERM waits for the HTTP server and scheduler to stop before the process exits regardless."""
 _log = logging.getLogger("gunicorn_cert_exporter")
 
@@ -171,6 +172,11 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     # when the main thread runs, which an untimed wait never does again (the signal would be lost).
     while not stop.wait(timeout=0.5):
         pass
+    # Whatever blocks from here on (a full stderr pipe under the logging lock, a stuck scan), the process ends
+    # within the 5 s an orchestrator allows: a last-resort timer exits without logging.
+    last_resort = threading.Timer(SHUTDOWN_DEADLINE, os._exit, (0,))
+    last_resort.daemon = True
+    last_resort.start()
     _log.info("shutting down")
 
     def close() -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -161,3 +162,33 @@ def test_serve_listens_on_every_listen_address(tmp_path: Path, root: Issued) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_sigterm_ends_the_process_even_when_its_log_pipe_is_full(tmp_path: Path, root: Issued) -> None:
+    """A log reader that stopped reading (a full stderr pipe) blocks every log line: SIGTERM must still end it."""
+    config = _config(tmp_path, ("a.pem", root.cert_pem))
+    port = free_port()
+    proc = subprocess.Popen(
+        [*EXPORTER, "--config", config, "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "debug"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,  # never read
+    )
+    try:
+        _wait_metrics(f"http://127.0.0.1:{port}/metrics", f'path="{tmp_path}/a.pem"')
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # debug access lines until the pipe is full and the server stalls
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    response.read()
+            except OSError:
+                break
+        else:
+            raise AssertionError("the log pipe never filled")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - started < 6
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
