@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from gunicorn_cert_exporter.safe_read import read_regular
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -339,16 +341,28 @@ def anchored(config: Config, base: str) -> Config:
     return config.model_copy(update={"files": files, "endpoints": endpoints, "gunicorn": targets})
 
 
-def load_file(path: str) -> Config:
-    """Read and validate a config file."""
+_CONFIG_CAP = 4 * 1024 * 1024
+
+
+def read_config_text(path: str) -> str:
+    """Read a config file without ever blocking (a FIFO, a device) or reading without bound; ConfigError if not."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        data = read_regular(path, _CONFIG_CAP + 1)
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: not a regular file"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+    if len(data) > _CONFIG_CAP:
+        raise ConfigError([f"{path}: larger than {_CONFIG_CAP} bytes"])
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    return load(text, source=path, base=os.path.dirname(os.path.abspath(path)))
+
+
+def load_file(path: str) -> Config:
+    """Read and validate a config file."""
+    return load(read_config_text(path), source=path, base=os.path.dirname(os.path.abspath(path)))
 
 
 def default_text() -> str:

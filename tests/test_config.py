@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,20 @@ def test_a_target_needs_a_control_socket_a_pidfile_or_a_pid() -> None:
     assert config.load(base + ", control_socket: g.ctl, pidfile: g.pid}]").gunicorn[0].pidfile == "g.pid"
     assert any("control_socket, pidfile or pid" in p for p in problems(base + "}]"))
     assert any("not both" in p for p in problems(base + ", pidfile: p, pid: 5}]"))
+
+
+def test_a_config_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A config reload reads the file on the reload path: a FIFO (or a device) must be a problem, not a hang."""
+    from gunicorn_cert_exporter.web import webconfig
+
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)
+    for load in (config.load_file, webconfig.load):
+        with pytest.raises(ConfigError) as caught:
+            load(str(fifo))
+        assert caught.value.problems == [f"{fifo}: not a regular file"]
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as handle:
+        handle.truncate(64 << 20)
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load_file(str(huge))

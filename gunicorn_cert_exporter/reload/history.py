@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 from hashlib import sha256
 
-from gunicorn_cert_exporter.sources.listeners import read_bounded
+from gunicorn_cert_exporter.safe_read import read_regular
 
 _STATE_CAP = 64 * 1024  # a target keeps at most an hour of attempts; a bigger file is not ours
 _KEEP_SECONDS = 24 * 3600.0
@@ -54,7 +54,7 @@ class History:
             return Loaded(())
         path = self.path(target)
         try:
-            raw = json.loads(read_bounded(path, _STATE_CAP))
+            raw = json.loads(read_regular(path, _STATE_CAP))
             attempts = raw["attempts"]
             if raw.get("target") != target or not all(_a_time(t) for t in attempts):
                 raise ValueError("unexpected content")  # noqa: TRY301  (one handler for every corruption)

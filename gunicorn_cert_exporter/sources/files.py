@@ -17,35 +17,15 @@ from gunicorn_cert_exporter.model import (
     FileResult,
     Parsed,
 )
+from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
 _log = logging.getLogger("gunicorn_cert_exporter.files")
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | os.O_CLOEXEC
 
 
 Reader = Callable[[str, int], tuple[bytes, os.stat_result]]
 """Read at most ``max_size + 1`` bytes of a path, with the fstat of what was opened."""
-
-
-def read_capped(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
-    """Read a regular file up to one byte past the cap; a non-regular file gives no bytes and never blocks."""
-    # O_NONBLOCK: a path swapped for a FIFO after the stat must not block the scan on open().
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            return b"", info
-        chunks, remaining = [], max_size + 1
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks), info
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import psutil
 
 from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
+from gunicorn_cert_exporter.safe_read import read_regular
 from gunicorn_cert_exporter.sources import listeners
 from gunicorn_cert_exporter.sources.listeners import Binding
 
@@ -47,7 +48,7 @@ def read_pidfile(path: str, *, sleep: Callable[[float], None] = time.sleep) -> t
     """Read a pid from a pidfile, retrying briefly while Gunicorn rewrites it; never blocks on a FIFO or device."""
     for attempt in range(_PIDFILE_RETRIES):
         try:
-            text = listeners.read_bounded(path, _PIDFILE_CAP + 1).strip()
+            text = read_regular(path, _PIDFILE_CAP + 1).strip()
         except FileNotFoundError:
             text = b""
         except OSError:  # a FIFO, device or directory (refused unread), or unreadable
@@ -205,7 +206,7 @@ def prove(state: MasterState, binding: Binding) -> MasterState:
 
 def _is_entry_point(path: str) -> bool:
     try:
-        return bool(_ENTRY_POINT.search(listeners.read_bounded(path, _SCRIPT_CAP)))
+        return bool(_ENTRY_POINT.search(read_regular(path, _SCRIPT_CAP)))
     except OSError:
         return False
 

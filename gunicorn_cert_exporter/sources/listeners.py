@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from dataclasses import dataclass
+
+from gunicorn_cert_exporter.safe_read import read_regular
 
 _LISTEN = "0A"
 _TABLE_CAP = 32 * 1024 * 1024  # ~200,000 sockets; past it the table is cut and the proof fails (conservative)
@@ -29,24 +30,6 @@ class Listener:
     address: IPAddress
     port: int
     inode: int
-
-
-def read_bounded(path: str, cap: int) -> bytes:
-    """Read at most ``cap`` bytes of a regular (or proc) file without ever blocking on a FIFO or device."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise IsADirectoryError(path)  # a FIFO, device, socket or directory: never read
-        chunks, size = [], 0
-        while size < cap:
-            chunk = os.read(fd, min(65536, cap - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def socket_inodes(pid: int) -> set[int]:
@@ -95,7 +78,7 @@ def listening(pid: int) -> list[Listener]:
     out, read = [], 0
     for table in ("tcp", "tcp6"):
         try:
-            out.extend(parse_table(read_bounded(f"/proc/{pid}/net/{table}", _TABLE_CAP)))
+            out.extend(parse_table(read_regular(f"/proc/{pid}/net/{table}", _TABLE_CAP)))
             read += 1
         except FileNotFoundError:
             continue  # IPv6 disabled

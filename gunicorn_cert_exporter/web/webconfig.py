@@ -16,7 +16,7 @@ import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gunicorn_cert_exporter.config import ConfigError, describe_errors
+from gunicorn_cert_exporter.config import ConfigError, describe_errors, read_config_text
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -57,12 +57,10 @@ class WebConfig(_Strict):
 
 def load(path: str) -> WebConfig:
     """Read and validate a web config file; raise ConfigError listing every problem."""
+    text = read_config_text(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle) or {}
+        raw = yaml.safe_load(text) or {}
         config = WebConfig.model_validate(raw)
-    except OSError as exc:
-        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
     except yaml.YAMLError:
         raise ConfigError([f"{path}: invalid YAML"]) from None
     except ValidationError as exc:
