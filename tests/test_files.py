@@ -95,12 +95,14 @@ def test_unchanged_files_are_not_parsed_again(
 def test_changed_timestamp_moves_only_when_content_changes(tmp_path: Path, root: Issued, pki: PKI) -> None:
     path = tmp_path / "c.pem"
     path.write_bytes(root.cert_pem)
-    os.utime(path, (1_700_000_000, 1_700_000_000))
+    os.utime(path, (1_700_000_000, 1_700_000_000))  # an old mtime kept by the copy (cp -p, rsync -a, tar)
     now = [2_000_000_000.0]
     scanner = FileScanner(clock=lambda: now[0], max_size=1 << 20)
-    assert scanner.scan([Wanted(str(path))])[0].changed_at == 1_700_000_000  # first sight: its mtime
+    first_sight = os.stat(path).st_ctime  # when it was put in place: later than the kept mtime
+    assert first_sight > 1_700_000_000
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == first_sight  # first sight: the later of the two
     os.utime(path, (1_800_000_000, 1_800_000_000))  # touched, same content
-    assert scanner.scan([Wanted(str(path))])[0].changed_at == 1_700_000_000
+    assert scanner.scan([Wanted(str(path))])[0].changed_at == first_sight
     path.write_bytes(pki.leaf(root).cert_pem)
     now[0] = 2_000_000_100.0
     assert scanner.scan([Wanted(str(path))])[0].changed_at == 2_000_000_100.0

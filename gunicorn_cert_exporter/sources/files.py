@@ -96,7 +96,9 @@ class FileScanner:
             return early
         if len(data) > self._max_size:  # grew between fstat and read
             return _failed(item.path, FileReason.TOO_LARGE, "over the size cap", previous)
-        return self._parse(item, data, _identity(info), previous)
+        # A copy that keeps the mtime (cp -p, rsync -a, tar) changes the inode's ctime: the later of the two.
+        changed = max(info.st_mtime, info.st_ctime)
+        return self._parse(item, data, _identity(info), previous, changed=changed)
 
     def _refuse(self, path: str, info: os.stat_result, previous: FileResult | None) -> FileResult | None:
         if not stat.S_ISREG(info.st_mode):
@@ -107,7 +109,9 @@ class FileScanner:
             return _failed(path, FileReason.TOO_LARGE, detail, previous)
         return None
 
-    def _parse(self, item: Wanted, data: bytes, identity: FileIdentity, previous: FileResult | None) -> FileResult:
+    def _parse(
+        self, item: Wanted, data: bytes, identity: FileIdentity, previous: FileResult | None, *, changed: float
+    ) -> FileResult:
         password, password_error = _password(item)
         if password_error is not None:
             parsed = Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
@@ -119,9 +123,9 @@ class FileScanner:
                 parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
         digest = hashlib.sha256(data).hexdigest()
         if previous is None or previous.content_sha256 is None:
-            # First sight: the mtime, but never later than now. A future mtime (clock skew, NFS) would otherwise
-            # read as "changed after the workers started" forever and let a reload repeat.
-            changed_at: float | None = min(identity.mtime_ns / 1e9, self._clock())
+            # First sight: the later of mtime and ctime, but never later than now. A future time (clock skew, NFS)
+            # would otherwise read as "changed after the workers started" forever and let a reload repeat.
+            changed_at: float | None = min(changed, self._clock())
         elif previous.content_sha256 != digest:
             changed_at = self._clock()
         else:
