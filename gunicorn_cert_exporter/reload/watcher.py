@@ -212,8 +212,8 @@ class TargetWatcher:
             self._sender(identity, signal.SIGHUP)
             return
         view = control_socket.observe(target.control_socket, timeout=target.timeout)
-        if view.pid != identity.pid:
-            raise ProcessLookupError(identity.pid)  # another master answers there now
+        if not self._same_master(view, identity):
+            raise ProcessLookupError(identity.pid)  # another master answers there now, maybe with the same pid
         control_socket.reload(target.control_socket, timeout=target.timeout)
 
     def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
@@ -225,7 +225,10 @@ class TargetWatcher:
             view = control_socket.observe(target.control_socket, timeout=target.timeout)
         except control_socket.ControlError:
             return None  # e.g. re-created around the fork: look again
-        return set(view.workers) if view.pid == identity.pid else None
+        return set(view.workers) if self._same_master(view, identity) else None
+
+    def _same_master(self, view: control_socket.ControlView, identity: gunicorn.MasterIdentity) -> bool:
+        return control_socket.same_master(view, pid=identity.pid, start_time=identity.start_time, now=self._clock())
 
     def _confirm(
         self, target: GunicornTarget, state: TargetState, identity: gunicorn.MasterIdentity
