@@ -337,6 +337,24 @@ def test_a_config_reload_during_a_targets_scan_stops_its_reload(socket_rig: Sock
     assert store.snapshot.targets == ()
 
 
+def test_one_target_that_fails_unexpectedly_never_stops_the_others(socket_rig: SocketRig) -> None:
+    """An exception on one target (a parser or history bug) becomes that target's state; the others publish."""
+    broken = socket_rig.target.model_copy(update={"name": "broken", "endpoint": "127.0.0.2:8443"})
+    quiet = socket_rig.target.model_copy(update={"reload": EAGER.model_copy(update={"enabled": False})})
+
+    def parser_bug(config: EndpointConfig) -> None:
+        if config.address == "127.0.0.2:8443":
+            raise RuntimeError("parser bug")
+
+    store = Store()
+    prober = OldLeafProber(socket_rig.old, before=parser_bug)
+    Scans(config=Config(gunicorn=[broken, quiet]), store=store, prober=prober).scan_targets()
+    states = {t.name: t for t in store.snapshot.targets}
+    assert states["api"].master.up and states["api"].drift[0].mismatch
+    assert not states["broken"].master.up and states["broken"].decision == "error"
+    assert "RuntimeError: parser bug" in states["broken"].decision_reason
+
+
 def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(socket_rig: SocketRig) -> None:
     """In a container a restarted master is pid 1 again: between the decision and the send the socket's master
     has the proven pid but started later, so no reload is sent and the attempt counts as failed."""

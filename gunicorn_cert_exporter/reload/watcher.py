@@ -80,6 +80,7 @@ class TargetWatcher:
         self._memory: dict[str, _Memory] = {}
         self._memory_lock = threading.Lock()  # two runs may overlap: a target must get one memory, one lock
         self._files: dict[str, FileResult] = {}
+        self._failures: dict[str, str] = {}  # the last unexpected error per target, logged once
 
     def inherit(self, other: TargetWatcher) -> None:
         """Keep what another watcher remembered (drift start, signal history, counters) across a config reload.
@@ -104,10 +105,34 @@ class TargetWatcher:
             return tuple(pool.map(lambda target: self._scan_and_publish(target, may_act), targets))
 
     def _scan_and_publish(self, target: GunicornTarget, may_act: Callable[[], bool]) -> TargetState:
-        state = self.scan_one(target, may_act=may_act)
+        try:
+            state = self.scan_one(target, may_act=may_act)
+            self._failures.pop(target.name, None)
+        except Exception as exc:  # noqa: BLE001  (a bug on one target must not stop the others' scans)
+            state = self._failed(target, exc)
         if may_act():
             self._on_observed(state)  # published when known: a target confirming a reload never holds back another
         return state
+
+    def _failed(self, target: GunicornTarget, exc: Exception) -> TargetState:
+        """Turn an unexpected error on one target into its state (master_up 0); log its traceback once."""
+        memory = self._memory.get(target.name) or _Memory()  # none yet if the history failed: load it next time
+        reason = f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"
+        if self._failures.get(target.name) != type(exc).__name__:
+            self._log.error("target scan failed", exc_info=exc, extra={"target": target.name, "reason": reason})
+        self._failures[target.name] = type(exc).__name__
+        return TargetState(
+            name=target.name,
+            cert=self._files.get(target.cert_file) or FileResult(path=target.cert_file),
+            key=self._files.get(target.key_file) or FileResult(path=target.key_file),
+            endpoint=EndpointResult(endpoint=target.endpoint, server_name=target.server_name or ""),
+            master=MasterState(detail=reason),
+            last_reload=memory.last_reload,
+            reload_signals=memory.signals_total,
+            reload_failures=memory.failures_total,
+            decision="error",
+            decision_reason=reason,
+        )
 
     def _remembered(self, name: str) -> _Memory:
         """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
