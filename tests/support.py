@@ -1057,3 +1057,48 @@ class UnixServer:
         self.sock.close()
         for conn in self._held:
             conn.close()
+
+
+class ControlServer:
+    """A fake Gunicorn control socket (length-prefixed JSON): a master at ``pid`` started at ``started``,
+    listening on ``port``; every command it receives is kept in ``commands``, and ``reload`` is accepted."""
+
+    def __init__(self, path: Path, *, pid: int, port: int, started: float, workers: tuple[int, ...] = (11, 12)) -> None:
+        self.path, self.pid, self.port, self.started, self.workers = path, pid, port, started, workers
+        self.commands: list[str] = []
+        self._stop = threading.Event()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _answer(self, command: str) -> dict[str, Any]:
+        if command == "show stats":
+            return {"pid": self.pid, "uptime": round(time.time() - self.started, 2), "reloads": 0}
+        if command == "show workers":
+            return {"workers": [{"pid": pid} for pid in self.workers]}
+        if command == "show listeners":
+            return {"listeners": [{"address": f"127.0.0.1:{self.port}", "type": "tcp"}]}
+        return {}
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            with conn, contextlib.suppress(OSError, ValueError, struct.error):
+                conn.settimeout(2)
+                (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+                request = json.loads(conn.recv(length, socket.MSG_WAITALL))
+                self.commands.append(request["command"])
+                body = json.dumps({"id": request["id"], "status": "ok", "data": self._answer(request["command"])})
+                conn.sendall(struct.pack(">I", len(body)) + body.encode())
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()

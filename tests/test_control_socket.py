@@ -210,3 +210,11 @@ def test_last_reload_moves_when_the_master_reloads_whoever_asked(tmp_path: Path,
     assert after.master.up and after.master.reloads == 1
     assert after.last_reload is not None and after.last_reload > before.last_reload
     assert after.reload_signals == 0  # seen, not caused
+
+
+def test_the_same_pid_with_another_start_time_is_another_master() -> None:
+    """A restarted master in a container is pid 1 again; only its start time (now - uptime) tells it apart."""
+    view = control_socket.ControlView(pid=1, uptime=5.0, reloads=0, workers=(), ports=(8443,))
+    assert control_socket.same_master(view, pid=1, start_time=995.4, now=1000.0)  # uptime is rounded
+    assert not control_socket.same_master(view, pid=1, start_time=100.0, now=1000.0)
+    assert not control_socket.same_master(view, pid=2, start_time=995.0, now=1000.0)

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
-from gunicorn_cert_exporter.model import TargetState
+from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
+from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
-from gunicorn_cert_exporter.sources import gunicorn
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import certs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
-from tests.support import PKI, Gunicorn, Issued
+from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
 
@@ -249,3 +253,117 @@ def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> N
         state = s.scan()
     assert attempts == [signal.SIGHUP]  # one attempt, then cooldown: no retry on every scan
     assert (state.reload_signals, state.reload_failures) == (0, 1)
+
+
+# Reloads through a fake control socket: a master that always serves the old leaf, so every rule allows a reload.
+EAGER = ReloadConfig(enabled=True, after=0, cooldown=0, max_per_hour=60, verify_timeout=2)
+
+
+class OldLeafProber(Prober):
+    """Every endpoint serves ``leaf`` on 127.0.0.1; ``before`` runs first with the endpoint (a slow probe, a
+    config reload arriving meanwhile, a parser bug)."""
+
+    def __init__(self, leaf: Issued, before: Callable[[EndpointConfig], None] = lambda _config: None) -> None:
+        super().__init__()
+        self.leaf, self.before = certs.cert_facts(leaf.cert), before
+
+    def probe(self, config: EndpointConfig) -> EndpointResult:
+        self.before(config)
+        served = AddressResult(address="127.0.0.1", chain=(self.leaf,))
+        return EndpointResult(endpoint=config.address, server_name=config.server_name or "", addresses=(served,))
+
+
+class SocketRig:
+    """A target whose files hold a new leaf while its master (a fake control socket) serves the old one."""
+
+    def __init__(self, directory: Path, pki: PKI, root: Issued) -> None:
+        self.old = pki.leaf(root)
+        rotate(directory, pki.leaf(root))
+        self.server = ControlServer(directory / "ctl", pid=4242, port=8443, started=time.time() - 3600)
+        self.target = GunicornTarget(
+            name="api",
+            cert_file=str(directory / "cert.pem"),
+            key_file=str(directory / "key.pem"),
+            endpoint="127.0.0.1:8443",
+            control_socket=str(directory / "ctl"),
+            timeout=1.0,
+            reload=EAGER,
+        )
+
+    def watcher(self, history: History | None = None) -> TargetWatcher:
+        scanner = FileScanner(clock=time.time, max_size=1 << 20)
+        return TargetWatcher(prober=OldLeafProber(self.old), scanner=scanner, history=history)
+
+    @property
+    def reloads(self) -> int:
+        return self.server.commands.count("reload")
+
+
+@pytest.fixture
+def socket_rig(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[SocketRig]:
+    rig = SocketRig(tmp_path, pki, root)
+    yield rig
+    rig.server.close()
+
+
+def test_a_scan_overlapping_a_reload_of_the_same_target_waits_and_sends_nothing(socket_rig: SocketRig) -> None:
+    """A run that starts while an earlier run still confirms the target's reload (verify_timeout may outlast the
+    interval) must not decide again: one reload, the second run says it waits."""
+    watcher = socket_rig.watcher()
+    first = threading.Thread(target=watcher.scan, args=([socket_rig.target],))
+    first.start()
+    try:
+        eventually(lambda: socket_rig.reloads == 1, "the first run's reload", timeout=10, every=0.02)
+        second = watcher.scan([socket_rig.target])[0]
+    finally:
+        first.join()
+    assert (second.decision, second.decision_reason) == ("wait", "another scan is reloading this target")
+    assert socket_rig.reloads == 1
+
+
+def test_a_config_reload_during_a_targets_scan_stops_its_reload(socket_rig: SocketRig) -> None:
+    """The operator turns reload off and reloads the exporter's config while a targets scan is probing: that scan,
+    which decided with the old rules, must neither reload the master nor publish its state."""
+    store = Store()
+    scans: list[Scans] = []
+
+    def operator_reloads(_config: EndpointConfig) -> None:
+        scans[0].retire()  # what Service.reload does to the scans of the replaced config
+
+    prober = OldLeafProber(socket_rig.old, before=operator_reloads)
+    scans.append(Scans(config=Config(gunicorn=[socket_rig.target]), store=store, prober=prober))
+    scans[0].scan_targets()
+    assert socket_rig.reloads == 0
+    assert store.snapshot.targets == ()
+
+
+def test_one_target_that_fails_unexpectedly_never_stops_the_others(socket_rig: SocketRig) -> None:
+    """An exception on one target (a parser or history bug) becomes that target's state; the others publish."""
+    broken = socket_rig.target.model_copy(update={"name": "broken", "endpoint": "127.0.0.2:8443"})
+    quiet = socket_rig.target.model_copy(update={"reload": EAGER.model_copy(update={"enabled": False})})
+
+    def parser_bug(config: EndpointConfig) -> None:
+        if config.address == "127.0.0.2:8443":
+            raise RuntimeError("parser bug")
+
+    store = Store()
+    prober = OldLeafProber(socket_rig.old, before=parser_bug)
+    Scans(config=Config(gunicorn=[broken, quiet]), store=store, prober=prober).scan_targets()
+    states = {t.name: t for t in store.snapshot.targets}
+    assert states["api"].master.up and states["api"].drift[0].mismatch
+    assert not states["broken"].master.up and states["broken"].decision == "error"
+    assert "RuntimeError: parser bug" in states["broken"].decision_reason
+
+
+def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(socket_rig: SocketRig) -> None:
+    """In a container a restarted master is pid 1 again: between the decision and the send the socket's master
+    has the proven pid but started later, so no reload is sent and the attempt counts as failed."""
+
+    class RestartMeanwhile(History):
+        def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
+            socket_rig.server.started = time.time() - 5  # the same pid, started 5 s ago
+            return super().record(target, attempts)
+
+    state = socket_rig.watcher(history=RestartMeanwhile(None)).scan([socket_rig.target])[0]
+    assert state.decision == "signal"
+    assert socket_rig.reloads == 0 and state.reload_failures == 1 and state.reload_signals == 0

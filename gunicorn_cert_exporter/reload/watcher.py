@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,11 +27,20 @@ from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.sources.listeners import Binding
 
 _VERIFY_INTERVAL = 0.2
+_BUSY = "another scan is reloading this target"
+
+
+def _always() -> bool:
+    return True
 
 
 @dataclass
 class _Memory:
-    """What the watcher remembers of a target between scans (owned by one scan at a time)."""
+    """What the watcher remembers of a target between scans.
+
+    ``acting`` is held from the decision through the history record, the reload and its confirmation: a run that
+    finds it taken (the previous interval's, or an older config's watcher, which shares this memory) only observes.
+    """
 
     drift: tuple[AddressDrift, ...] = ()
     signals: list[float] = field(default_factory=list)
@@ -41,6 +51,7 @@ class _Memory:
     master: MasterState | None = None  # the last look, and when: control-socket workers' start times build on it
     master_at: float | None = None
     logged: tuple[str, str] = ("", "")  # the last decision logged: blocked/waiting lines repeat only on change
+    acting: threading.Lock = field(default_factory=threading.Lock)
 
 
 class TargetWatcher:
@@ -67,43 +78,95 @@ class TargetWatcher:
         self._sleep = sleep
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.reload")
         self._memory: dict[str, _Memory] = {}
+        self._memory_lock = threading.Lock()  # two runs may overlap: a target must get one memory, one lock
         self._files: dict[str, FileResult] = {}
+        self._failures: dict[str, str] = {}  # the last unexpected error per target, logged once
 
     def inherit(self, other: TargetWatcher) -> None:
-        """Keep what another watcher remembered (drift start, signal history, counters) across a config reload."""
+        """Keep what another watcher remembered (drift start, signal history, counters) across a config reload.
+
+        The memories are shared, not copied: a reload the old watcher is still confirming holds the target's lock.
+        """
         self._memory = dict(other._memory)
 
-    def scan(self, targets: Sequence[GunicornTarget], *, concurrency: int = 8) -> tuple[TargetState, ...]:
-        """Scan every target concurrently; a reload being confirmed on one never delays another."""
-        self._memory = {t.name: self._memory.get(t.name) or self._remembered(t.name) for t in targets}
+    def scan(
+        self, targets: Sequence[GunicornTarget], *, concurrency: int = 8, may_act: Callable[[], bool] = _always
+    ) -> tuple[TargetState, ...]:
+        """Scan every target concurrently; a reload being confirmed on one never delays another.
+
+        ``may_act`` tells whether this run may still reload or publish (false once its config is replaced or the
+        run is abandoned at its deadline); it is asked again just before each reload is sent.
+        """
+        with self._memory_lock:
+            self._memory = {t.name: self._memory[t.name] for t in targets if t.name in self._memory}
         if not targets:
             return ()
         with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
-            return tuple(pool.map(self._scan_and_publish, targets))
+            return tuple(pool.map(lambda target: self._scan_and_publish(target, may_act), targets))
 
-    def _scan_and_publish(self, target: GunicornTarget) -> TargetState:
-        state = self.scan_one(target)
-        self._on_observed(state)  # published when known: a target confirming a reload never holds back another
+    def _scan_and_publish(self, target: GunicornTarget, may_act: Callable[[], bool]) -> TargetState:
+        try:
+            state = self.scan_one(target, may_act=may_act)
+            self._failures.pop(target.name, None)
+        except Exception as exc:  # noqa: BLE001  (a bug on one target must not stop the others' scans)
+            state = self._failed(target, exc)
+        if may_act():
+            self._on_observed(state)  # published when known: a target confirming a reload never holds back another
         return state
+
+    def _failed(self, target: GunicornTarget, exc: Exception) -> TargetState:
+        """Turn an unexpected error on one target into its state (master_up 0); log its traceback once."""
+        memory = self._memory.get(target.name) or _Memory()  # none yet if the history failed: load it next time
+        reason = f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"
+        if self._failures.get(target.name) != type(exc).__name__:
+            self._log.error("target scan failed", exc_info=exc, extra={"target": target.name, "reason": reason})
+        self._failures[target.name] = type(exc).__name__
+        return TargetState(
+            name=target.name,
+            cert=self._files.get(target.cert_file) or FileResult(path=target.cert_file),
+            key=self._files.get(target.key_file) or FileResult(path=target.key_file),
+            endpoint=EndpointResult(endpoint=target.endpoint, server_name=target.server_name or ""),
+            master=MasterState(detail=reason),
+            last_reload=memory.last_reload,
+            reload_signals=memory.signals_total,
+            reload_failures=memory.failures_total,
+            decision="error",
+            decision_reason=reason,
+        )
 
     def _remembered(self, name: str) -> _Memory:
         """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
         loaded = self._history.load(name, now=self._clock())
         return _Memory(signals=list(loaded.attempts), history_problem=loaded.problem or "")
 
-    def scan_one(self, target: GunicornTarget) -> TargetState:
-        """Observe one target, then act on the decision."""
-        memory = self._memory.get(target.name) or self._memory.setdefault(target.name, self._remembered(target.name))
+    def scan_one(self, target: GunicornTarget, *, may_act: Callable[[], bool] = _always) -> TargetState:
+        """Observe one target, then act on the decision unless another run is reloading it."""
+        with self._memory_lock:
+            memory = self._memory.get(target.name)
+            if memory is None:
+                memory = self._memory[target.name] = self._remembered(target.name)
         state = self._observe(target, memory, self._prober.probe(target.as_endpoint()))
+        if not memory.acting.acquire(blocking=False):
+            return replace(state, decision=drift.Action.WAIT.value, decision_reason=_BUSY)
+        try:
+            return self._decide(target, memory, state, may_act)
+        finally:
+            memory.acting.release()
+
+    def _decide(
+        self, target: GunicornTarget, memory: _Memory, state: TargetState, may_act: Callable[[], bool]
+    ) -> TargetState:
         decision = drift.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
         state = replace(state, decision=decision.action.value, decision_reason=decision.reason)
         if decision.action is not drift.Action.SIGNAL:
             self._audit_decision(target, memory, state, decision)
             return state
         memory.logged = ("", "")
+        if not may_act():
+            return replace(state, decision=drift.Action.NONE.value, decision_reason="scan abandoned or config replaced")
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
         return replace(
-            self._reload(target, memory, state), decision=state.decision, decision_reason=state.decision_reason
+            self._reload(target, memory, state, may_act), decision=state.decision, decision_reason=state.decision_reason
         )
 
     def _audit_decision(
@@ -169,7 +232,9 @@ class TargetWatcher:
                 return replace(state, error=MasterReason.PID_MISMATCH, detail=detail)
         return state
 
-    def _reload(self, target: GunicornTarget, memory: _Memory, state: TargetState) -> TargetState:
+    def _reload(
+        self, target: GunicornTarget, memory: _Memory, state: TargetState, may_act: Callable[[], bool]
+    ) -> TargetState:
         master = state.master
         if master.pid is None or master.start_time is None:  # decide() proved the master; keep mypy sure
             return state
@@ -186,7 +251,10 @@ class TargetWatcher:
             return replace(state, history_problem=problem)
         memory.history_problem = ""
         try:
-            self._send(target, identity)
+            self._send(target, identity, may_act)
+        except _AbandonedError:
+            self._log.warning("reload withdrawn", extra=_audit(target, state, "withdrawn", "scan abandoned"))
+            return state
         except (ProcessLookupError, PermissionError, OSError) as exc:
             memory.failures_total += 1
             self._log.warning("reload failed", extra=_audit(target, state, "signal_failed", type(exc).__name__))
@@ -206,14 +274,18 @@ class TargetWatcher:
         log("reload", extra=_audit(target, new_state, outcome, f"{how} {identity.pid}, {took}"))
         return new_state
 
-    def _send(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> None:
+    def _send(self, target: GunicornTarget, identity: gunicorn.MasterIdentity, may_act: Callable[[], bool]) -> None:
         """SIGHUP the proven master, or ask it to reload through its control socket if it is still the same one."""
         if target.control_socket is None:
+            if not may_act():
+                raise _AbandonedError
             self._sender(identity, signal.SIGHUP)
             return
         view = control_socket.observe(target.control_socket, timeout=target.timeout)
-        if view.pid != identity.pid:
-            raise ProcessLookupError(identity.pid)  # another master answers there now
+        if not self._same_master(view, identity):
+            raise ProcessLookupError(identity.pid)  # another master answers there now, maybe with the same pid
+        if not may_act():
+            raise _AbandonedError
         control_socket.reload(target.control_socket, timeout=target.timeout)
 
     def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
@@ -225,7 +297,10 @@ class TargetWatcher:
             view = control_socket.observe(target.control_socket, timeout=target.timeout)
         except control_socket.ControlError:
             return None  # e.g. re-created around the fork: look again
-        return set(view.workers) if view.pid == identity.pid else None
+        return set(view.workers) if self._same_master(view, identity) else None
+
+    def _same_master(self, view: control_socket.ControlView, identity: gunicorn.MasterIdentity) -> bool:
+        return control_socket.same_master(view, pid=identity.pid, start_time=identity.start_time, now=self._clock())
 
     def _confirm(
         self, target: GunicornTarget, state: TargetState, identity: gunicorn.MasterIdentity
@@ -247,6 +322,10 @@ class TargetWatcher:
                     return endpoint, True
             if self._clock() >= deadline:
                 return endpoint, False
+
+
+class _AbandonedError(Exception):
+    """The run lost the right to act (config replaced, deadline passed) between its decision and the send."""
 
 
 def _audit(target: GunicornTarget, state: TargetState, outcome: str, reason: str) -> dict[str, object]:

@@ -38,7 +38,8 @@ class Scans:
     Each scan has a deadline (``scan.deadline``, 80% of the interval): the files scan checks it between files and
     marks what it did not reach. A scan stuck in one read past its deadline is abandoned by the scheduler through
     ``overrun()``: what it has is published, and whatever it publishes later is dropped (a newer run owns the kind).
-    A target about to be reloaded is published ahead of its scan, so its drift shows during the reload.
+    A target about to be reloaded is published ahead of its scan, so its drift shows during the reload. A targets
+    run reloads and publishes a target only while it owns the kind (not retired, not abandoned, before its deadline).
     """
 
     def __init__(
@@ -105,7 +106,13 @@ class Scans:
     def scan_targets(self) -> None:
         """Watch every Gunicorn target: drift, key pairing, master, and reload when allowed."""
         token, started = self._begin("gunicorn"), time.monotonic()
-        results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency)
+        deadline = started + self.config.scan.deadline
+
+        def may_act() -> bool:
+            # Asked just before each reload: a replaced config, a newer run or a passed deadline sends nothing.
+            return self._owns("gunicorn", token) and time.monotonic() < deadline
+
+        results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency, may_act=may_act)
         self._publish("gunicorn", token, started, targets=results)
 
     def job(self, kind: str) -> Callable[[], None]:
@@ -146,8 +153,13 @@ class Scans:
             self._store.update_target(state)
 
     def retire(self) -> None:
-        """Stop publishing: a scan of a replaced config that ends late must not bring back its sources."""
-        self._retired = True
+        """Stop publishing and reloading: a scan of a replaced config that ends late must not act on old rules."""
+        with self._lock:
+            self._retired = True
+
+    def _owns(self, kind: str, token: int) -> bool:
+        with self._lock:
+            return not self._retired and self._current.get(kind) == token
 
     def _begin(self, kind: str) -> int:
         with self._lock:

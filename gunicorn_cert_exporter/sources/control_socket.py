@@ -24,6 +24,7 @@ _REPLY_CAP = 1024 * 1024
 _RETRY_SECONDS = 0.05
 _RETRY_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN)  # Gunicorn unlinks and re-binds around forks
 _PORT = re.compile(r":(\d+)$")
+_START_SLACK = 2.0  # uptime is rounded and read a moment after it was computed: start times within this agree
 
 
 class ControlError(OSError):
@@ -161,6 +162,20 @@ def reload(path: str, *, timeout: float) -> None:
     exchange(path, "reload", timeout=timeout, request_id=4)
 
 
+def same_master(view: ControlView, *, pid: int, start_time: float, now: float) -> bool:
+    """Tell whether the socket's master is the one proven earlier: same pid and same start time.
+
+    A pid alone proves nothing in a container, where a restarted master is pid 1 again.
+    """
+    return view.pid == pid and abs((now - view.uptime) - start_time) < _START_SLACK
+
+
+def _continues(view: ControlView, previous: MasterState | None, now: float) -> bool:
+    if previous is None or previous.pid is None or previous.start_time is None:
+        return False
+    return same_master(view, pid=previous.pid, start_time=previous.start_time, now=now)
+
+
 def master_state(
     *, view: ControlView, port: int, previous: MasterState | None, previous_at: float | None, now: float
 ) -> MasterState:
@@ -170,10 +185,10 @@ def master_state(
     the previous look (it did not exist then), a lower bound that never makes workers look newer than they are.
     """
     start = now - view.uptime
-    same = previous is not None and previous.pid == view.pid
-    if same and previous is not None and previous.start_time is not None and abs(previous.start_time - start) < 2:
+    known: dict[int, float] = {}
+    if _continues(view, previous, now) and previous is not None and previous.start_time is not None:
         start = previous.start_time  # uptime is rounded: keep the series steady
-    known = {w.pid: w.start_time for w in previous.workers} if same and previous is not None else {}
+        known = {w.pid: w.start_time for w in previous.workers}  # a restarted master (pid 1 again) has new ones
     first_look = previous_at if previous_at is not None and known else start
     workers = tuple(
         ProcessInfo(pid=pid, ppid=view.pid, start_time=known.get(pid, first_look), cmdline=(), name="worker")
