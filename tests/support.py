@@ -1024,7 +1024,10 @@ class FakeGunicorn:
 
 
 class UnixServer:
-    """A Unix socket server in a thread: ``reply`` bytes to every connection after ``delay``, or (None) silence."""
+    """A Unix socket server in a thread: ``reply`` bytes to every connection after ``delay``, or (None) silence.
+
+    Subclasses answer otherwise by overriding ``handle``.
+    """
 
     def __init__(self, path: Path, *, reply: bytes | None = None, delay: float = 0.0) -> None:
         self.path = path
@@ -1044,11 +1047,15 @@ class UnixServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 continue
-            self._held.append(conn)  # silent: accepted, never answered
-            if self._reply is not None:
-                time.sleep(self._delay)
-                with contextlib.suppress(OSError):
-                    conn.sendall(self._reply)
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """Hold the connection, and send the reply (if any) after the delay."""
+        self._held.append(conn)  # silent: accepted, never answered
+        if self._reply is not None:
+            time.sleep(self._delay)
+            with contextlib.suppress(OSError):
+                conn.sendall(self._reply)
 
     def close(self) -> None:
         """Stop serving and close every connection."""
@@ -1059,20 +1066,14 @@ class UnixServer:
             conn.close()
 
 
-class ControlServer:
+class ControlServer(UnixServer):
     """A fake Gunicorn control socket (length-prefixed JSON): a master at ``pid`` started at ``started``,
     listening on ``port``; every command it receives is kept in ``commands``, and ``reload`` is accepted."""
 
     def __init__(self, path: Path, *, pid: int, port: int, started: float, workers: tuple[int, ...] = (11, 12)) -> None:
-        self.path, self.pid, self.port, self.started, self.workers = path, pid, port, started, workers
+        self.pid, self.port, self.started, self.workers = pid, port, started, workers
         self.commands: list[str] = []
-        self._stop = threading.Event()
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(path)
 
     def _answer(self, command: str) -> dict[str, Any]:
         if command == "show stats":
@@ -1083,22 +1084,12 @@ class ControlServer:
             return {"listeners": [{"address": f"127.0.0.1:{self.port}", "type": "tcp"}]}
         return {}
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn, contextlib.suppress(OSError, ValueError, struct.error):
-                conn.settimeout(2)
-                (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
-                request = json.loads(conn.recv(length, socket.MSG_WAITALL))
-                self.commands.append(request["command"])
-                body = json.dumps({"id": request["id"], "status": "ok", "data": self._answer(request["command"])})
-                conn.sendall(struct.pack(">I", len(body)) + body.encode())
-
-    def close(self) -> None:
-        """Stop serving."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
+    def handle(self, conn: socket.socket) -> None:
+        """Answer one request as Gunicorn's control socket does."""
+        with conn, contextlib.suppress(OSError, ValueError, struct.error):
+            conn.settimeout(2)
+            (length,) = struct.unpack(">I", conn.recv(4, socket.MSG_WAITALL))
+            request = json.loads(conn.recv(length, socket.MSG_WAITALL))
+            self.commands.append(request["command"])
+            body = json.dumps({"id": request["id"], "status": "ok", "data": self._answer(request["command"])})
+            conn.sendall(struct.pack(">I", len(body)) + body.encode())
