@@ -11,6 +11,7 @@ from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
     AddressDrift,
     AddressResult,
+    EndpointReason,
     EndpointResult,
     FileReason,
     FileResult,
@@ -131,3 +132,18 @@ def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued, expected: st
     decision = drift.decide(rules=rules, state=case, signals=signals, now=T0)
     assert decision.action is not drift.Action.SIGNAL
     assert expected in decision.reason
+
+
+def test_an_endpoint_that_served_nothing_is_drift_unknown_not_no_drift(pki: PKI, root: Issued) -> None:
+    """The decision's wording must not say "no drift" when nothing could be compared (refused, timeout)."""
+    state, _, _ = _state(pki, root)
+    refused = EndpointResult(
+        endpoint="h:1",
+        server_name="h",
+        addresses=(AddressResult(address="127.0.0.1", error=EndpointReason.REFUSED),),
+    )
+    unknown = replace(state, endpoint=refused, drift=(AddressDrift("127.0.0.1", False),))
+    decision = drift.decide(rules=RULES, state=unknown, signals=[], now=T0)
+    assert decision.action is drift.Action.NONE and decision.reason.startswith("drift unknown")
+    in_sync = replace(state, drift=(AddressDrift("127.0.0.1", False),))
+    assert drift.decide(rules=RULES, state=in_sync, signals=[], now=T0).reason == "no drift"

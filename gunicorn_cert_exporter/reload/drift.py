@@ -81,6 +81,8 @@ def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float],
     """
     drifting = [d for d in state.drift if d.mismatch]
     if not drifting:
+        if not any(a.leaf is not None for a in state.endpoint.addresses):
+            return Decision(Action.NONE, "drift unknown: no address served a certificate", "no_drift")
         return Decision(Action.NONE, "no drift", "no_drift")
     if not rules.enabled:
         return Decision(Action.NONE, "reload disabled", "disabled")
