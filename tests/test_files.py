@@ -195,3 +195,25 @@ def test_past_the_deadline_the_walk_stops_and_unread_files_keep_what_was_known(t
     assert second[2].certs == first[2].certs  # its series stay while it waits for a scan with time for it
     third = scanner.scan(wanted)
     assert [r.error for r in third] == [None, None, None]  # read again, not trusted as unchanged
+
+
+def test_the_run_after_an_abandoned_one_starts_from_what_it_found(tmp_path: Path, root: Issued, pki: PKI) -> None:
+    """A scan abandoned at its deadline hands on what it parsed: a cold restart would overrun again, forever."""
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.pem"
+        path.write_bytes(pki.leaf(root).cert_pem)
+        paths.append(str(path))
+    reads: list[str] = []
+
+    def counting(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
+        reads.append(path)
+        return files.read_capped(path, max_size)
+
+    scanner = FileScanner(clock=time.time, max_size=1 << 20, reader=counting)
+    done = scanner.scan([Wanted(p) for p in paths[:2]])  # what the stuck run got through before its deadline
+    reads.clear()
+    following = scanner.successor()
+    results = following.scan([Wanted(p) for p in paths])
+    assert reads == [paths[2]]  # only the file the abandoned run never reached is read
+    assert results[:2] == done and all(r.up for r in results)

@@ -137,8 +137,9 @@ class Scans:
             run = None
             if kind == "files":
                 run, self._files_run = self._files_run, None
-                # The stuck thread keeps its scanner and finder; the next run starts with fresh ones.
-                self._scanner, self._finder = self._file_tools()
+                # The stuck thread keeps its scanner and finder; the next run gets a fresh finder and a scanner
+                # that starts from what this run knew and found (a cold start could overrun again, and forever).
+                self._scanner, self._finder = self._scanner.successor(), self._file_tools()[1]
         self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
         if run is None or self._retired:
             return
@@ -173,6 +174,7 @@ class Scans:
                 return  # a replaced config, or a run abandoned at its deadline
             if kind == "files":
                 self._files_run = None
+            self._owner.pop(kind, None)  # finished: a watchdog firing while the thread exits abandons nothing
             took = time.monotonic() - started
             self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})

@@ -46,7 +46,20 @@ class FileScanner:
         self._max_size = max_size
         self._reader = reader
         self._cache: dict[str, FileResult] = {}
+        self._previous: dict[str, FileResult] = {}
         self._facts = certs.FactsCache()
+
+    def successor(self) -> FileScanner:
+        """Return a scanner for the next run that knows what this one knew and found so far.
+
+        For a run abandoned at its deadline (its thread may still be reading): the next run starts from every
+        result already made instead of cold, so a tree too big to scan within one deadline still converges.
+        """
+        following = FileScanner(clock=self._clock, max_size=self._max_size, reader=self._reader)
+        following._previous = {**self._previous, **self._cache}
+        following._cache = dict(following._previous)
+        following._facts = self._facts  # thread-safe, and facts are a pure function of the DER
+        return following
 
     def scan(
         self,
@@ -61,6 +74,7 @@ class FileScanner:
         ``progress``, if given, receives each result as it is made: what a scan stuck in one read has so far.
         """
         previous, self._cache = self._cache, {}
+        self._previous = previous
         results = [] if progress is None else progress
         for item in wanted:
             before = previous.get(item.path)
