@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import psutil
 import pytest
@@ -119,13 +119,18 @@ def remove_tree(base: Path) -> None:
         os.rmdir(directory)
 
 
+def unavailable(what: str, *, ci_must: str) -> NoReturn:
+    """Skip a test whose prerequisite is missing locally; fail it under CI, which must provide it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what}; {ci_must}")
+    pytest.skip(what)
+
+
 def require_tool(name: str) -> str:
     """Return a tool's path; skip locally when missing, fail under CI (CI must install it)."""
     path = shutil.which(name)
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{name} is not installed; .ci/run must install it")
-        pytest.skip(f"{name} not installed")
+        unavailable(f"{name} is not installed", ci_must=".ci/run must install it")
     return path
 
 
@@ -574,9 +579,9 @@ def gunicorn_python(version: str) -> Path:
     """Return the Python of a version's environment; skip locally when it is not built, fail under CI."""
     python = GUNICORN_ENVS / version / "bin" / "python"
     if not python.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no environment for Gunicorn {version}; scripts/test builds it with scripts/gunicorn-envs")
-        pytest.skip(f"no environment for Gunicorn {version} (run scripts/gunicorn-envs)")
+        unavailable(
+            f"no environment for Gunicorn {version}", ci_must="scripts/test builds it with scripts/gunicorn-envs"
+        )
     return python
 
 
