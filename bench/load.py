@@ -292,15 +292,7 @@ def flood(*, threads: int, duration: float, work: Path) -> dict:
             counts[key] += 1
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _timed_auth(exporter.port, "prom", "right")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        _wait_authenticated(exporter.port)
         workers = [threading.Thread(target=hammer, args=("/metrics", "prom", "wrong")) for _ in range(threads)]
         workers += [
             threading.Thread(target=hammer, args=(f"/probe?target=127.0.0.1:{stall.port}", "prom", "right"))
@@ -333,6 +325,20 @@ def flood(*, threads: int, duration: float, work: Path) -> dict:
 # --- basic auth timing ---------------------------------------------------------------------------------------------
 
 
+def _wait_authenticated(port: int, timeout: float = 60.0) -> None:
+    """Wait until the exporter answers an authenticated request (it is up and its users are loaded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _timed_auth(port, "prom", "right")
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        else:
+            return
+
+
 def auth(*, rounds: int, work: Path) -> dict:
     """Median latency of an unknown user and of a known user with a wrong password, interleaved."""
     import bcrypt
@@ -341,15 +347,7 @@ def auth(*, rounds: int, work: Path) -> dict:
     (work / "web.yml").write_text(f"basic_auth_users: {{prom: '{hashed}'}}\n")
     exporter = Exporter("{}", work, extra=("--web.config.file", str(work / "web.yml")))
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _timed_auth(exporter.port, "prom", "right")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        _wait_authenticated(exporter.port)
         times: dict[str, list[float]] = {"unknown": [], "wrong": []}
         for _ in range(rounds):
             for name, user in (("unknown", "nobody"), ("wrong", "prom")):
