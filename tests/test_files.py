@@ -187,14 +187,26 @@ def test_past_the_deadline_the_walk_stops_and_unread_files_keep_what_was_known(t
     _, late = finder.expand([FileSource(paths=[f"{tmp_path}/*.pem"])], deadline=10.0)
     assert [p.reason for p in late[0].problems] == [PatternReason.SCAN_DEADLINE]
 
-    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+    reads: list[str] = []
+
+    def counting(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
+        reads.append(path)
+        return files.read_capped(path, max_size)
+
+    scanner = FileScanner(clock=time.time, max_size=1 << 20, reader=counting)
     first = scanner.scan(wanted)
     ticks = iter([0.0, 0.0, 20.0])
     second = scanner.scan(wanted, deadline=10.0, clock=lambda: next(ticks))
     assert [r.error for r in second] == [None, None, FileReason.SCAN_DEADLINE]
     assert second[2].certs == first[2].certs  # its series stay while it waits for a scan with time for it
+    reads.clear()
     third = scanner.scan(wanted)
-    assert [r.error for r in third] == [None, None, None]  # read again, not trusted as unchanged
+    assert [r.error for r in third] == [None, None, None] and third[2] == first[2]
+    assert reads == []  # unchanged since it was last read: not read again (re-reading all would overrun again)
+    ticks = iter([0.0, 0.0, 20.0])
+    scanner.scan(wanted, deadline=10.0, clock=lambda: next(ticks))
+    os.utime(wanted[2].path, ns=(0, 0))  # changed while it waited: read again, not trusted as unchanged
+    assert [r.error for r in scanner.scan(wanted)] == [None, None, None] and reads == [wanted[2].path]
 
 
 def test_the_run_after_an_abandoned_one_starts_from_what_it_found(tmp_path: Path, root: Issued, pki: PKI) -> None:

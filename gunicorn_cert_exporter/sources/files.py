@@ -80,9 +80,12 @@ class FileScanner:
             before = previous.get(item.path)
             if deadline is not None and clock() > deadline:
                 result = overdue(item.path, before)
+                if before is not None:
+                    # The next scan compares against what was last read, not this mark: a file unchanged since
+                    # is not read again (re-reading every overdue file would overrun the next deadline too).
+                    self._cache[item.path] = before
             else:
-                result = self.scan_one(item, before)
-            self._cache[item.path] = result
+                result = self._cache[item.path] = self.scan_one(item, before)
             results.append(result)
         return tuple(results)
 
@@ -179,11 +182,13 @@ def _password(item: Wanted) -> tuple[bytes | None, str | None]:
 
 
 def overdue(path: str, previous: FileResult | None) -> FileResult:
-    """Mark a file the scan had no time for; what was known of it stays, so its series don't disappear."""
+    """Mark a file the scan had no time for; what was known of it stays, so its series don't disappear.
+
+    The mark is for publishing only: it has no identity, so it never passes for an unchanged file.
+    """
     detail = "the scan reached its deadline before this file"
     if previous is None:
         return FileResult(path=path, error=FileReason.SCAN_DEADLINE, detail=detail)
-    # No identity: the next scan reads the file again instead of trusting this result as unchanged.
     return replace(previous, error=FileReason.SCAN_DEADLINE, detail=detail, identity=None)
 
 
