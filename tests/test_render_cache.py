@@ -5,11 +5,27 @@ from __future__ import annotations
 import dataclasses
 import zlib
 
-from prometheus_client import CollectorRegistry
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
+from gunicorn_cert_exporter.metrics import collector
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.metrics.exposition import FORMATS, Format
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache
-from gunicorn_cert_exporter.model import EndpointReason, EndpointResult, ScanStats, Snapshot
+from gunicorn_cert_exporter.model import (
+    CertFacts,
+    EndpointReason,
+    EndpointResult,
+    FileReason,
+    FileResult,
+    PatternResult,
+    ScanStats,
+    Snapshot,
+)
 
 
 def _snapshot() -> Snapshot:
@@ -45,3 +61,90 @@ def test_openmetrics_body_has_each_family_once_and_one_eof() -> None:
     gzipped = b"".join(cache.body("openmetrics", gzipped=True))
     reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
     assert reader.decompress(gzipped).decode() == text and reader.eof and not reader.unused_data
+
+
+def _cert(n: int) -> CertFacts:
+    return CertFacts(
+        not_before=1e9 + n,
+        not_after=2e9 + n,
+        fingerprint_sha256=f"{n:064x}",
+        serial=f"{n:x}",
+        subject_cn=f'host "{n}"\\\n\r',  # every character the exposition escapes, and one it does not
+        issuer_cn="CA",
+        subject=f"CN=host {n}",
+        issuer="CN=CA",
+        sans=(),
+        key_type="ecdsa",
+        key_bits=256,
+        spki_sha256=f"{n:064x}",
+        signature_algorithm="ecdsa-with-SHA256",
+        is_ca=False,
+        self_signed=False,
+    )
+
+
+_FILES = st.builds(
+    FileResult,
+    path=st.sampled_from([f"/etc/ssl/{i}.pem" for i in range(8)] + ["/caf\u00e9/\udcff.pem"]),
+    certs=st.lists(st.integers(0, 5).map(_cert), max_size=3).map(tuple),
+    error=st.none() | st.sampled_from(FileReason),
+    changed_at=st.none() | st.floats(),  # NaN, infinities and exponents too
+)
+_ENDPOINTS = st.builds(
+    EndpointResult,
+    endpoint=st.sampled_from(["a:443", "b:8443"]),
+    server_name=st.sampled_from(["a", "b"]),
+    error=st.none() | st.just(EndpointReason.DNS_FAILURE),
+)
+_SNAPSHOTS = st.builds(
+    Snapshot,
+    files=st.lists(_FILES, max_size=8).map(tuple),
+    patterns=st.lists(
+        st.builds(PatternResult, pattern=st.sampled_from(["/a/*", "/b/*"]), matches=st.integers(0, 3)), max_size=2
+    ).map(tuple),
+    endpoints=st.lists(_ENDPOINTS, max_size=3).map(tuple),
+)
+
+
+def _whole(cache: RenderCache, fmt: Format) -> bytes:
+    plain = b"".join(cache.body(fmt, gzipped=False))
+    reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert reader.decompress(b"".join(cache.body(fmt, gzipped=True))) == plain and reader.eof
+    return plain
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_SNAPSHOTS, min_size=1, max_size=6))
+def test_a_part_rendered_piece_by_piece_equals_one_rendered_whole(snapshots: list[Snapshot]) -> None:
+    """Files and endpoints come, go, change, repeat and reorder: reused pieces never leave stale or misplaced bytes."""
+    current = [snapshots[0]]
+    kept = RenderCache(snapshot=lambda: current[-1], live=[CollectorRegistry()])
+    for snapshot in snapshots:
+        current.append(snapshot)
+        kept.publish()
+        cold = RenderCache(snapshot=lambda s=snapshot: s, live=[CollectorRegistry()])
+        cold.publish()
+        registry = CollectorRegistry()
+        registry.register(SnapshotCollector(lambda s=snapshot: s))
+        for fmt in FORMATS:
+            assert _whole(kept, fmt) == _whole(cold, fmt)
+        assert _whole(kept, "text") == generate_latest(registry)
+        assert _whole(kept, "openmetrics") == generate_openmetrics(registry)
+
+
+def test_one_changed_file_among_many_renders_that_file_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = tuple(FileResult(path=f"/certs/{i}.pem", certs=(_cert(i),)) for i in range(200))
+    current = [Snapshot(files=files)]
+    cache = RenderCache(snapshot=lambda: current[-1], live=[CollectorRegistry()])
+    cache.publish()
+    rendered: list[str] = []
+    real = collector.add_file
+    monkeypatch.setattr(collector, "add_file", lambda out, result: (rendered.append(result.path), real(out, result)))
+    renewed = dataclasses.replace(files[120], certs=(_cert(1000),))
+    current.append(Snapshot(files=(*files[:120], renewed, *files[121:])))
+    cache.publish()
+    assert rendered == ["/certs/120.pem"]
+    body = _whole(cache, "text")
+    assert (
+        f'fingerprint_sha256="{1000:064x}"'.encode() in body and f'fingerprint_sha256="{120:064x}"'.encode() not in body
+    )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
-from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, Snapshot, TargetState
+from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, PatternResult, Snapshot, TargetState
 
 
 def label(value: object) -> str:
@@ -31,6 +34,13 @@ def cert_labels(cert: CertFacts) -> list[str]:
         str(cert.is_ca).lower(),
         str(cert.self_signed).lower(),
     ]
+
+
+class Sink(Protocol):
+    """Where series are added: metric families, or sample lines being rendered."""
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        """Add one sample to the named family of the catalogue."""
 
 
 class Families:
@@ -62,6 +72,18 @@ KINDS = ("files", "endpoints", "gunicorn", "exporter")
 """The parts of the exposition, each built from the part of the snapshot one scan kind publishes."""
 
 
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """What renders together: one file, glob pattern or endpoint, or the whole of a small kind.
+
+    Equal ``value``s give equal series, so a render may reuse what it made for an equal value under the same key.
+    """
+
+    key: Hashable
+    value: object
+    add: Callable[[Sink], None]
+
+
 def kind_inputs(kind: str, snap: Snapshot) -> object:
     """Return what the families of ``kind`` are built from: equal inputs give equal families."""
     if kind == "files":
@@ -73,34 +95,42 @@ def kind_inputs(kind: str, snap: Snapshot) -> object:
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
 
 
-def kind_families(kind: str, snap: Snapshot) -> Families:
-    """Build the families of one kind from the snapshot.
+def kind_entities(kind: str, snap: Snapshot) -> list[Entity]:
+    """Split the part of ``kind`` into entities, in the order their series appear in each family."""
+    if kind == "files":
+        return [
+            *(Entity(("file", f.path), f, partial(add_file, result=f)) for f in snap.files),
+            *(Entity(("pattern", p.pattern), p, partial(add_pattern, pattern=p)) for p in snap.patterns),
+        ]
+    if kind == "endpoints":
+        return [
+            Entity(("endpoint", e.endpoint, e.server_name), e, partial(add_endpoint, endpoint=e))
+            for e in snap.endpoints
+        ]
+    add = partial(_add_gunicorn if kind == "gunicorn" else add_exporter, snap=snap)
+    return [Entity((kind,), kind_inputs(kind, snap), add)]
 
-    Targets' endpoints belong to the ``gunicorn`` kind, except those also configured as endpoints (shown once,
+
+def kind_families(kind: str, snap: Snapshot) -> Families:
+    """Build the families of one kind from the snapshot."""
+    out = Families()
+    for entity in kind_entities(kind, snap):
+        entity.add(out)
+    return out
+
+
+def _add_gunicorn(out: Sink, snap: Snapshot) -> None:
+    """Targets' endpoints belong to the ``gunicorn`` kind, except those also configured as endpoints (shown once,
     by the ``endpoints`` kind): a target scan never re-renders the configured endpoints, nor the reverse.
     """
-    out = Families()
-    if kind == "files":
-        add_files(out, snap.files)
-        for pattern in snap.patterns:
-            out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
-            for problem in pattern.problems:
-                out.add("gunicorn_cert_file_pattern_error", [label(pattern.pattern), problem.reason.value], 1.0)
-    elif kind == "endpoints":
-        for endpoint in snap.endpoints:
-            add_endpoint(out, endpoint)
-    elif kind == "gunicorn":
-        seen = {(e.endpoint, e.server_name) for e in snap.endpoints}
-        for target in snap.targets:
-            key = (target.endpoint.endpoint, target.endpoint.server_name)
-            if key not in seen:
-                seen.add(key)
-                add_endpoint(out, target.endpoint)
-        for target in snap.targets:
-            add_target(out, target)
-    else:
-        add_exporter(out, snap)
-    return out
+    seen = {(e.endpoint, e.server_name) for e in snap.endpoints}
+    for target in snap.targets:
+        key = (target.endpoint.endpoint, target.endpoint.server_name)
+        if key not in seen:
+            seen.add(key)
+            add_endpoint(out, target.endpoint)
+    for target in snap.targets:
+        add_target(out, target)
 
 
 class SnapshotCollector(Collector):
@@ -133,25 +163,31 @@ class SnapshotCollector(Collector):
                 yield merged
 
 
-def add_files(out: Families, files: Iterable[FileResult]) -> None:
-    """Add the series of scanned files."""
-    for result in files:
-        path = label(result.path)
-        out.add("gunicorn_cert_file_up", [path], 1.0 if result.up else 0.0)
-        if result.error is not None:
-            out.add("gunicorn_cert_file_error", [path, result.error.value], 1.0)
-        if result.changed_at is not None:
-            out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
-        out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
-        out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
-        for index, cert in enumerate(result.certs):
-            position = [path, str(index)]
-            out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
-            out.add("gunicorn_cert_file_not_before_timestamp_seconds", position, cert.not_before)
-            out.add("gunicorn_cert_file_info", [*position, *cert_labels(cert)], 1.0)
+def add_file(out: Sink, result: FileResult) -> None:
+    """Add the series of one scanned file."""
+    path = label(result.path)
+    out.add("gunicorn_cert_file_up", [path], 1.0 if result.up else 0.0)
+    if result.error is not None:
+        out.add("gunicorn_cert_file_error", [path, result.error.value], 1.0)
+    if result.changed_at is not None:
+        out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
+    out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
+    out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
+    for index, cert in enumerate(result.certs):
+        position = [path, str(index)]
+        out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
+        out.add("gunicorn_cert_file_not_before_timestamp_seconds", position, cert.not_before)
+        out.add("gunicorn_cert_file_info", [*position, *cert_labels(cert)], 1.0)
 
 
-def add_endpoint(out: Families, endpoint: EndpointResult) -> None:
+def add_pattern(out: Sink, pattern: PatternResult) -> None:
+    """Add the series of one configured path or glob."""
+    out.add("gunicorn_cert_file_pattern_matches", [label(pattern.pattern)], pattern.matches)
+    for problem in pattern.problems:
+        out.add("gunicorn_cert_file_pattern_error", [label(pattern.pattern), problem.reason.value], 1.0)
+
+
+def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
     out.add("gunicorn_cert_endpoint_addresses", [name, sni], len(endpoint.addresses))
@@ -177,7 +213,7 @@ def add_endpoint(out: Families, endpoint: EndpointResult) -> None:
             out.add("gunicorn_cert_endpoint_info", [*position, *cert_labels(cert)], 1.0)
 
 
-def add_target(out: Families, target: TargetState) -> None:
+def add_target(out: Sink, target: TargetState) -> None:
     """Add the drift, key, master and reload series of one Gunicorn target."""
     name = [target.name]
     for drift in target.drift:
@@ -211,7 +247,7 @@ def add_target(out: Families, target: TargetState) -> None:
     out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
 
 
-def add_exporter(out: Families, snap: Snapshot) -> None:
+def add_exporter(out: Sink, snap: Snapshot) -> None:
     """Add the exporter's own series."""
     out.add("gunicorn_cert_exporter_build_info", [__version__, platform.python_version()], 1.0)
     for kind, stats in snap.scans:

@@ -12,23 +12,20 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from array import array
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from itertools import accumulate
 
-from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
-from gunicorn_cert_exporter.metrics.collector import KINDS, kind_families, kind_inputs
+from gunicorn_cert_exporter.metrics.collector import KINDS, kind_entities, kind_inputs
+from gunicorn_cert_exporter.metrics.exposition import EOF, FORMATS, HEADERS, Format, encode, sample_line
 from gunicorn_cert_exporter.model import Snapshot
 
-Format = Literal["text", "openmetrics"]
-FORMATS: tuple[Format, ...] = ("text", "openmetrics")
-_EOF = b"# EOF\n"
 _LEVEL = 1  # parts are deflated once per change; level 1 keeps a 100,000-file render fast at ~10x compression
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
 _FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends the concatenated deflate stream
@@ -59,18 +56,33 @@ class Body:
     gzip_head: bytes = _GZIP_HEADER  # the gzip header and every chunk's deflated blocks, joined once per publish
 
 
+_HEADERS = {fmt: {name: Chunk.of(header) for name, header in headers.items()} for fmt, headers in HEADERS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """The samples of one family in a part (the same in both formats), and each entity's share of their bytes."""
+
+    samples: Chunk
+    lengths: array[int]  # bytes per entity, in entity order (0 for an entity without a sample in this family)
+
+
 @dataclass(frozen=True, slots=True)
 class _Part:
     inputs: object
-    families: dict[Format, dict[str, tuple[bytes, Chunk]]]  # format -> family name -> (header, samples)
+    entities: dict[Hashable, tuple[int, object]]  # entity key -> (position, value it was rendered from)
+    families: dict[str, _Family]
 
 
-class _One(Collector):
-    def __init__(self, family: Metric) -> None:
-        self._family = family
+class _Lines:
+    """Sample lines of the entities being rendered: family name -> entity index -> lines."""
 
-    def collect(self) -> Iterable[Metric]:
-        return [self._family]
+    def __init__(self) -> None:
+        self.owner = 0
+        self.lines: dict[str, dict[int, list[str]]] = {}
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        self.lines.setdefault(name, {}).setdefault(self.owner, []).append(sample_line(name, labels, value))
 
 
 class _Joined(Collector):
@@ -82,18 +94,25 @@ class _Joined(Collector):
             yield from collector.collect()
 
 
-def _encode(fmt: Format, collector: Collector) -> bytes:
-    if fmt == "openmetrics":
-        rendered: bytes = generate_openmetrics(collector)  # type: ignore[no-untyped-call]
-        return rendered.removesuffix(_EOF)
-    return generate_latest(collector)
-
-
-def _split(rendered: bytes) -> tuple[bytes, bytes]:
-    """Split one family's exposition into its HELP/TYPE header and its samples."""
-    first = rendered.index(b"\n") + 1
-    second = rendered.index(b"\n", first) + 1
-    return rendered[:second], rendered[second:]
+def _splice(segments: Sequence[tuple[int, int]], last: _Family | None, fresh: dict[int, list[str]]) -> _Family | None:
+    """One family of the new part: runs of reused entities copied from ``last``, fresh entities' lines between."""
+    pieces: list[bytes | memoryview] = []
+    lengths: array[int] = array("q")
+    view = memoryview(last.samples.raw) if last is not None else None
+    starts = [0, *accumulate(last.lengths)] if last is not None else []
+    for start, count in segments:
+        if start < 0:
+            lines = fresh.get(count)
+            piece = "".join(lines).encode() if lines else b""
+            pieces.append(piece)
+            lengths.append(len(piece))
+        elif last is not None and view is not None:
+            pieces.append(view[starts[start] : starts[start + count]])
+            lengths.extend(last.lengths[start : start + count])
+        else:
+            lengths.extend(array("q", bytes(8 * count)))
+    raw = b"".join(pieces)
+    return _Family(Chunk.of(raw), lengths) if raw else None
 
 
 def format_for(accept: str) -> tuple[Format, str]:
@@ -154,14 +173,36 @@ class RenderCache:
             self._assemble()
 
     def _render(self, kind: str, snapshot: Snapshot, inputs: object) -> _Part:
-        families = kind_families(kind, snapshot).by_name
-        rendered: dict[Format, dict[str, tuple[bytes, Chunk]]] = {}
-        for fmt in FORMATS:
-            rendered[fmt] = {}
-            for name, family in families.items():
-                header, samples = _split(_encode(fmt, _One(family)))
-                rendered[fmt][name] = (header, Chunk.of(samples))
-        return _Part(inputs, rendered)
+        """Render the entities whose value changed; every other entity's bytes are copied from the last part.
+
+        Of 10,000 files, one renewed certificate re-renders one file; the families are then joined and deflated.
+        """
+        entities = kind_entities(kind, snapshot)
+        previous = self._parts.get(kind)
+        before = previous.entities if previous is not None else {}
+        keys: dict[Hashable, tuple[int, object]] = {}
+        segments: list[tuple[int, int]] = []  # (old position, count) of reused runs, or (-1, index among fresh)
+        fresh = _Lines()
+        for position, entity in enumerate(entities):
+            keys.setdefault(entity.key, (position, entity.value))
+            old = before.get(entity.key)
+            if old is not None and (old[1] is entity.value or old[1] == entity.value):
+                start, count = segments[-1] if segments else (-1, 0)
+                if start >= 0 and start + count == old[0]:
+                    segments[-1] = (start, count + 1)
+                else:
+                    segments.append((old[0], 1))
+            else:
+                segments.append((-1, fresh.owner))
+                entity.add(fresh)
+                fresh.owner += 1
+        last = previous.families if previous is not None else {}
+        families: dict[str, _Family] = {}
+        for name in [*last, *(n for n in fresh.lines if n not in last)]:
+            made = _splice(segments, last.get(name), fresh.lines.get(name, {}))
+            if made is not None:
+                families[name] = made
+        return _Part(inputs, keys, families)
 
     def _assemble(self) -> None:
         with self._assembling:
@@ -169,10 +210,10 @@ class RenderCache:
             for fmt in FORMATS:
                 chunks: list[Chunk] = []
                 for spec in CATALOGUE:
-                    present = [p.families[fmt][spec.name] for p in parts if spec.name in p.families[fmt]]
+                    present = [p.families[spec.name].samples for p in parts if spec.name in p.families]
                     if present:
-                        chunks.append(Chunk.of(present[0][0]))
-                        chunks.extend(samples for _, samples in present)
+                        chunks.append(_HEADERS[fmt][spec.name])
+                        chunks.extend(present)
                 crc = 0
                 for chunk in chunks:
                     crc = zlib.crc32(chunk.raw, crc)
@@ -192,7 +233,7 @@ class RenderCache:
         if cached is None or cached[0] <= now:
             cached = (
                 now + self._live_ttl,
-                Chunk.of(_encode(fmt, self._live) + (_EOF if fmt == "openmetrics" else b"")),
+                Chunk.of(encode(fmt, self._live) + (EOF if fmt == "openmetrics" else b"")),
             )
             self._live_cache[fmt] = cached
         tail = cached[1]
