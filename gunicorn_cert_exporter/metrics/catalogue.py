@@ -114,7 +114,7 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_endpoint_addresses",
         "gauge",
-        "Number of addresses the endpoint resolved to.",
+        "Number of addresses the endpoint resolved to (0 while its name does not resolve).",
         ("endpoint", "server_name"),
     ),
     Spec(

@@ -154,8 +154,10 @@ def add_files(out: Families, files: Iterable[FileResult]) -> None:
 def add_endpoint(out: Families, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
-    out.add("gunicorn_cert_endpoint_addresses", [name, sni], len(endpoint.addresses))
-    if endpoint.error is not None:
+    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down).
+    resolved = 0 if endpoint.error is not None else len(endpoint.addresses)
+    out.add("gunicorn_cert_endpoint_addresses", [name, sni], resolved)
+    if endpoint.error is not None and not endpoint.addresses:  # no address ever known to report it on
         out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
         out.add("gunicorn_cert_endpoint_error", [name, sni, "", endpoint.error.value], 1.0)
     for result in endpoint.addresses:
