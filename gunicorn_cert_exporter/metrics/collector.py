@@ -202,7 +202,8 @@ def add_target(out: Families, target: TargetState) -> None:
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
     if master.pid is not None:
-        out.add("gunicorn_cert_master_info", [target.name, master.channel, str(master.pid)], 1.0)
+        out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)
+        out.add("gunicorn_cert_master_pid", name, master.pid)
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))
