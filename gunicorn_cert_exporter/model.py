@@ -204,7 +204,9 @@ class EndpointResult:
     endpoint: str
     server_name: str
     addresses: tuple[AddressResult, ...] = ()
-    error: EndpointReason | None = None  # set only when no address could be tried (DNS)
+    # Set only when the name did not resolve (DNS): ``addresses`` then holds the addresses it last resolved to,
+    # each failed with the same reason, or none if it never resolved.
+    error: EndpointReason | None = None
     detail: str = ""
 
 

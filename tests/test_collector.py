@@ -13,7 +13,9 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
+    MasterState,
     Snapshot,
+    TargetState,
     VerifyReason,
 )
 from gunicorn_cert_exporter.scanning.store import Store
@@ -109,6 +111,35 @@ def test_endpoint_series_exist_whatever_verification_says(pki: PKI, root: Issued
         )
         == 1
     )
+
+
+def _target(master: MasterState) -> TargetState:
+    return TargetState(
+        name="api",
+        cert=FileResult(path="cert.pem"),
+        key=FileResult(path="key.pem"),
+        endpoint=EndpointResult(endpoint="127.0.0.1:8443", server_name=""),
+        master=master,
+    )
+
+
+def test_a_master_restart_changes_the_pid_value_not_the_series() -> None:
+    """SPEC §5, no unbounded label: master_info keeps one series per target; the pid is master_pid's value."""
+    store = Store()
+    registry = registry_for(store)
+
+    def master_series(master: MasterState) -> dict[str, list[tuple[dict[str, str], float]]]:
+        store.update(targets=(_target(master),))
+        wanted = ("gunicorn_cert_master_info", "gunicorn_cert_master_pid")
+        return {f.name: [(s.labels, s.value) for s in f.samples] for f in registry.collect() if f.name in wanted}
+
+    first = master_series(MasterState(pid=4242, start_time=1000.0, channel="control_socket"))
+    restarted = master_series(MasterState(pid=5353, start_time=2000.0, channel="control_socket"))
+    assert first["gunicorn_cert_master_info"] == [({"target": "api", "channel": "control_socket"}, 1.0)]
+    assert restarted["gunicorn_cert_master_info"] == first["gunicorn_cert_master_info"]
+    assert first["gunicorn_cert_master_pid"] == [({"target": "api"}, 4242.0)]
+    assert restarted["gunicorn_cert_master_pid"] == [({"target": "api"}, 5353.0)]
+    assert "gunicorn_cert_master_pid" not in master_series(MasterState())  # only while the pid is known
 
 
 def test_hostile_label_values_come_out_as_valid_exposition(pki: PKI, root: Issued) -> None:

@@ -155,8 +155,9 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
     prefix = (unshare, "--pid", "--fork", "--kill-child", "--mount-proc")
     exporter = ExporterProcess(config, cwd=tmp_path, storage=tmp_path, prefix=prefix)
     try:
-        info = f'gunicorn_cert_master_info{{channel="control_socket",pid="{with_socket.process.pid}",target="api"}}'
+        info = 'gunicorn_cert_master_info{channel="control_socket",target="api"}'
         before = eventually(lambda: (m := exporter.metrics()).get(info) == 1.0 and m, "the master proven via socket")
+        assert before['gunicorn_cert_master_pid{target="api"}'] == with_socket.process.pid
         assert before['gunicorn_cert_master_up{target="api"}'] == 1.0
         assert before['gunicorn_cert_master_workers{target="api"}'] == 2.0
         last_reload = before['gunicorn_cert_last_reload_timestamp_seconds{target="api"}']

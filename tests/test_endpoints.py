@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -10,11 +11,24 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, VerifyReason
-from gunicorn_cert_exporter.sources.endpoints import MAX_CONTEXTS, Prober
-from tests.support import DAY, NOW, PKI, Issued, TLSServer, ipv6_available, server_context
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources.endpoints import MAX_CONTEXTS, Prober, system_resolver
+from tests.support import (
+    DAY,
+    NOW,
+    PKI,
+    Issued,
+    StartExporter,
+    TLSServer,
+    ipv6_available,
+    server_context,
+    write_pair,
+)
 
 HOSTS = ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback"))]
 
@@ -160,6 +174,125 @@ def test_refused_and_dns_failure() -> None:
     assert refused.addresses[0].error is EndpointReason.REFUSED
     nx = Prober().probe(EndpointConfig(address="does-not-exist.invalid:443", timeout=2))
     assert nx.error is EndpointReason.DNS_FAILURE and nx.addresses == ()
+
+
+class _RenamingResolver:
+    """Resolve the endpoint's host as another real name: the name an endpoint has can stop resolving mid-test."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, host: str, port: int) -> list[tuple[int, str]]:
+        return system_resolver(self.name, port)
+
+
+def _series(result: EndpointResult) -> dict[tuple[str, str, str], float]:
+    """Return the endpoint series of one result as the exposition has them: (name, address, reason) -> value."""
+    store = Store()
+    store.update(endpoints=(result,))
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(SnapshotCollector(lambda: store.snapshot))
+    return {
+        (s.name, s.labels.get("address", ""), s.labels.get("reason", "")): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name.startswith("gunicorn_cert_endpoint_")
+    }
+
+
+def test_addresses_seen_before_stay_down_with_dns_failure_while_the_name_does_not_resolve(
+    tls_server: type[TLSServer], pki: PKI, root: Issued, ca_file: str
+) -> None:
+    """SPEC §5: a series that exists keeps existing while its source is broken, and carries no invented chain."""
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    resolver = _RenamingResolver("localhost")
+    config = EndpointConfig(address=f"app.test:{server.port}", server_name="localhost", ca_file=ca_file, timeout=3)
+    prober = Prober(resolver=resolver)
+    prober.track([config])
+    before = prober.probe(config)
+    seen = [a.address for a in before.addresses]
+    assert before.error is None and "127.0.0.1" in seen
+    assert _series(before)[("gunicorn_cert_endpoint_up", "127.0.0.1", "")] == 1
+
+    resolver.name = "does-not-exist.invalid"  # the DNS record is gone: a real lookup that fails
+    during = prober.probe(config)
+    assert during.error is EndpointReason.DNS_FAILURE
+    assert [a.address for a in during.addresses] == seen
+    assert all(a.error is EndpointReason.DNS_FAILURE and a.chain == () and not a.verified for a in during.addresses)
+    series = _series(during)
+    for address in seen:
+        assert series[("gunicorn_cert_endpoint_up", address, "")] == 0
+        assert series[("gunicorn_cert_endpoint_error", address, "dns_failure")] == 1
+    assert ("gunicorn_cert_endpoint_up", "", "") not in series  # no address-less series beside the known ones
+    assert series[("gunicorn_cert_endpoint_addresses", "", "")] == 0  # it resolves to nothing now
+    facts = ("not_after_timestamp_seconds", "info", "verified", "tls_info", "handshake_duration_seconds")
+    assert not [key for key in series if key[0].removeprefix("gunicorn_cert_endpoint_") in facts]
+
+    resolver.name = "localhost"
+    after = prober.probe(config)
+    assert after.error is None and after.addresses[seen.index("127.0.0.1")].up
+
+
+def test_the_exporter_keeps_address_series_of_endpoints_and_targets_and_drift_turns_unknown(
+    run_exporter: StartExporter, tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued, ca_file: str
+) -> None:
+    """While a name fails to resolve: series stay on the last addresses, and the target's drift is unknown, not 1."""
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    write_pair(pki.leaf(root), tmp_path / "cert.pem", tmp_path / "key.pem")  # another leaf than served: drift
+    resolver = _RenamingResolver("localhost")
+    exporter = run_exporter(
+        f"endpoints: [{{address: 'api.test:{server.port}', server_name: localhost, ca_file: '{ca_file}'}}]\n"
+        f"gunicorn: [{{name: app, cert_file: {tmp_path}/cert.pem, key_file: {tmp_path}/key.pem, ca_file: '{ca_file}',"
+        f" endpoint: 'app.test:{server.port}', server_name: localhost, pid: 999999}}]\n",
+        prober=Prober(resolver=resolver),
+    )
+
+    def sample(name: str, endpoint: str, **labels: str) -> str:  # as parse_samples spells it: labels sorted
+        labels = {**labels, "endpoint": f"{endpoint}.test:{server.port}", "server_name": "localhost"}
+        return name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+    exporter.scan_now()
+    metrics = exporter.metrics()
+    for endpoint in ("api", "app"):
+        assert metrics[sample("gunicorn_cert_endpoint_up", endpoint, address="127.0.0.1")] == 1
+    assert metrics['gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="app"}'] == 1
+
+    resolver.name = "does-not-exist.invalid"
+    exporter.scan_now()
+    metrics = exporter.metrics()
+    for endpoint in ("api", "app"):
+        assert metrics[sample("gunicorn_cert_endpoint_up", endpoint, address="127.0.0.1")] == 0
+        assert metrics[sample("gunicorn_cert_endpoint_error", endpoint, address="127.0.0.1", reason="dns_failure")] == 1
+        assert sample("gunicorn_cert_endpoint_up", endpoint, address="") not in metrics
+    assert metrics['gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="app"}'] == 0
+    (target,) = exporter.service.snapshot().targets
+    assert (target.decision, target.decision_reason) == ("none", "drift unknown: no address served a certificate")
+    status, body = exporter.get("/api/v1/status")
+    (row,) = json.loads(body)["targets"]
+    assert status == 200 and row["drift"] == "unknown"
+    assert row["addresses"] == [{"address": "127.0.0.1", "state": "unknown", "since": None, "reason": "dns_failure"}]
+
+
+def test_only_endpoints_of_the_config_are_remembered(tls_server: type[TLSServer], pki: PKI, root: Issued) -> None:
+    """The memory is bounded by the config: a /probe target, or an endpoint that left the config, is not kept."""
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    resolver = _RenamingResolver("localhost")
+    kept = EndpointConfig(address=f"kept.test:{server.port}", timeout=3)
+    leaving = EndpointConfig(address=f"leaving.test:{server.port}", timeout=3)
+    untracked = EndpointConfig(address=f"probed.test:{server.port}", timeout=3)
+    prober = Prober(resolver=resolver)
+    prober.track([kept, leaving])
+    prober.probe_all([kept, leaving, untracked], concurrency=4)
+    prober.track([kept])  # a config reload without `leaving`, then one that brings it back
+    prober.track([kept, leaving])
+    resolver.name = "does-not-exist.invalid"
+    results = {r.endpoint: r for r in prober.probe_all([kept, leaving, untracked], concurrency=4)}
+    assert all(r.error is EndpointReason.DNS_FAILURE for r in results.values())
+    assert results[kept.address].addresses != ()
+    assert results[leaving.address].addresses == results[untracked.address].addresses == ()
+    series = _series(results[untracked.address])
+    assert series[("gunicorn_cert_endpoint_up", "", "")] == 0  # nothing known: the address-less form
+    assert series[("gunicorn_cert_endpoint_error", "", "dns_failure")] == 1
 
 
 def test_every_resolved_address_is_probed_separately(

@@ -114,7 +114,7 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_endpoint_addresses",
         "gauge",
-        "Number of addresses the endpoint resolved to.",
+        "Number of addresses the endpoint resolved to (0 while its name does not resolve).",
         ("endpoint", "server_name"),
     ),
     Spec(
@@ -162,9 +162,14 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_master_info",
         "gauge",
-        "The master as proven: its pid (in Gunicorn's namespace) and the channel that proved and reloads it "
-        "(pidfile, pid or control_socket); always 1.",
-        ("target", "channel", "pid"),
+        "The channel that proves the master and reloads it (pidfile, pid or control_socket); always 1.",
+        ("target", "channel"),
+    ),
+    Spec(
+        "gunicorn_cert_master_pid",
+        "gauge",
+        "The pid of the master (as the pidfile, pid or control socket names it), in Gunicorn's PID namespace.",
+        ("target",),
     ),
     Spec("gunicorn_cert_master_start_timestamp_seconds", "gauge", "When the Gunicorn master started.", ("target",)),
     Spec("gunicorn_cert_master_workers", "gauge", "Number of live worker processes of the master.", ("target",)),

@@ -190,8 +190,10 @@ def add_pattern(out: Sink, pattern: PatternResult) -> None:
 def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
-    out.add("gunicorn_cert_endpoint_addresses", [name, sni], len(endpoint.addresses))
-    if endpoint.error is not None:
+    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down).
+    resolved = 0 if endpoint.error is not None else len(endpoint.addresses)
+    out.add("gunicorn_cert_endpoint_addresses", [name, sni], resolved)
+    if endpoint.error is not None and not endpoint.addresses:  # no address ever known to report it on
         out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
         out.add("gunicorn_cert_endpoint_error", [name, sni, "", endpoint.error.value], 1.0)
     for result in endpoint.addresses:
@@ -236,7 +238,8 @@ def add_target(out: Sink, target: TargetState) -> None:
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
     if master.pid is not None:
-        out.add("gunicorn_cert_master_info", [target.name, master.channel, str(master.pid)], 1.0)
+        out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)
+        out.add("gunicorn_cert_master_pid", name, master.pid)
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))

@@ -65,6 +65,8 @@ class Scans:
         self._owner: dict[str, int] = {}  # the thread of that run
         self._files_run: _FilesRun | None = None
         self._scanner, self._finder = self._file_tools()
+        # The endpoints whose last addresses the prober keeps while their name fails to resolve: this config's.
+        prober.track([*config.endpoints, *(target.as_endpoint() for target in config.gunicorn)])
         self.watcher = TargetWatcher(
             prober=prober,
             scanner=FileScanner(clock=clock, max_size=config.scan.max_file_size),

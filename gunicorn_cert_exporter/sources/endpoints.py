@@ -10,7 +10,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -76,6 +76,21 @@ class Prober:
         self._contexts: OrderedDict[tuple[str, ...], tuple[tuple[_Stamp, ...], ssl.SSLContext]] = OrderedDict()
         self._facts = certs.FactsCache()
         self._lock = threading.Lock()
+        self._tracked: frozenset[tuple[str, str]] = frozenset()
+        self._last_resolved: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._resolved_lock = threading.Lock()
+
+    def track(self, configs: Iterable[EndpointConfig]) -> None:
+        """Remember the addresses of these endpoints (the config's), and forget those of every other.
+
+        While a tracked endpoint's name does not resolve, the addresses it last resolved to are reported down with
+        ``dns_failure``, so their series stay. Only tracked endpoints are remembered (never a ``/probe`` target):
+        the memory is bounded by the config.
+        """
+        keys = frozenset(_key(config) for config in configs)
+        with self._resolved_lock:
+            self._tracked = keys
+            self._last_resolved = {k: v for k, v in self._last_resolved.items() if k in keys}
 
     def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
         """Resolve every endpoint, then probe every address, all at most ``concurrency`` at a time."""
@@ -93,13 +108,7 @@ class Prober:
                     plans.append((config, EndpointReason.DNS_FAILURE, "resolver timed out", []))
             futures = [[pool.submit(self.probe_address, a) for a in attempts] for *_, attempts in plans]
             return tuple(
-                EndpointResult(
-                    endpoint=config.address,
-                    server_name=config.sni or "",
-                    addresses=tuple(f.result() for f in pending),
-                    error=error,
-                    detail=detail,
-                )
+                self._result(config, error, detail, tuple(f.result() for f in pending))
                 for (config, error, detail, _), pending in zip(plans, futures, strict=True)
             )
         finally:
@@ -110,6 +119,26 @@ class Prober:
     def probe(self, config: EndpointConfig) -> EndpointResult:
         """Probe one endpoint on all its addresses."""
         return self.probe_all([config], concurrency=8)[0]
+
+    def _result(
+        self,
+        config: EndpointConfig,
+        error: EndpointReason | None,
+        detail: str,
+        addresses: tuple[AddressResult, ...],
+    ) -> EndpointResult:
+        """Remember where a tracked endpoint resolved to; when it did not resolve, report those addresses down."""
+        key = _key(config)
+        with self._resolved_lock:
+            if key in self._tracked:
+                if error is None:
+                    self._last_resolved[key] = tuple(a.address for a in addresses)
+                else:
+                    known = self._last_resolved.get(key, ())
+                    addresses = tuple(AddressResult(address=a, error=error, detail=detail) for a in known)
+        return EndpointResult(
+            endpoint=config.address, server_name=config.sni or "", addresses=addresses, error=error, detail=detail
+        )
 
     def _resolve(self, config: EndpointConfig) -> tuple[EndpointConfig, EndpointReason | None, str, list[_Attempt]]:
         host, port = split_host_port(config.address)
@@ -224,6 +253,11 @@ class Prober:
     def cached_contexts(self) -> int:
         """Return how many client TLS contexts are cached (bounded by ``MAX_CONTEXTS``)."""
         return len(self._contexts)
+
+
+def _key(config: EndpointConfig) -> tuple[str, str]:
+    """Return what names an endpoint's series: (endpoint, server_name), as on its EndpointResult."""
+    return config.address, config.sni or ""
 
 
 def _served_chain(tls: ssl.SSLSocket) -> list[bytes]:
