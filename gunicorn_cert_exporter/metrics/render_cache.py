@@ -1,9 +1,10 @@
 """The /metrics body, rendered per scan kind when that kind publishes; a scrape joins ready bytes and live series.
 
-Each kind's families (files, endpoints, gunicorn, exporter) are rendered in both text formats, and deflated, on
-the thread that published them, and only when that kind's part of the snapshot changed. A scrape only encodes the
-small live part (process, GC, HTTP refusals) and writes the parts one after another; a gzip body is one member made
-of the parts' pre-deflated, byte-aligned blocks (RFC 1951 blocks can be concatenated) with one header and trailer.
+When a kind's part of the snapshot changed, only its changed entities (a file, a pattern, an endpoint) are rendered
+again, on the thread that published; every other entity's bytes are copied from the last render. Each family's
+samples are kept once for both text formats (they write samples alike), deflated. A scrape only encodes the small
+live part (process, GC, HTTP refusals) and writes the parts one after another; a gzip body is one member made of
+the parts' pre-deflated, byte-aligned blocks (RFC 1951 blocks can be concatenated) with one header and trailer.
 """
 
 from __future__ import annotations
