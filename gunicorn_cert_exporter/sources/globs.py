@@ -119,6 +119,9 @@ class Finder:
         order: list[str] = []
         for pattern in patterns:
             pattern.found.sort()
+        if len(patterns) == 1:  # the common case: no turns to take, no source to choose
+            only = patterns[0]
+            return [_wanted_for(path, only.source) for path in dict.fromkeys(only.found)]
         for row in zip_longest(*(p.found for p in patterns)):
             for pattern, path in zip(patterns, row, strict=True):
                 if path is None:
@@ -271,5 +274,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def _excluded(path: str, excludes: list[re.Pattern[str]]) -> bool:
+    if not excludes:
+        return False
     base = os.path.basename(path)
     return any(rx.match(path) or rx.match(base) for rx in excludes)
