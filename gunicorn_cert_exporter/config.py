@@ -145,6 +145,13 @@ def _check_address(value: str) -> str:
 Address = Annotated[str, BeforeValidator(lambda v: v if not isinstance(v, str) else _check_address(v))]
 
 
+def _sni(address: str, server_name: str | None) -> str | None:
+    if server_name:
+        return server_name
+    host, _ = split_host_port(address)
+    return None if parse_ip(host) is not None else host
+
+
 class EndpointConfig(_Frozen):
     """A live TLS endpoint, probed on every address its host resolves to."""
 
@@ -167,10 +174,7 @@ class EndpointConfig(_Frozen):
     @property
     def sni(self) -> str | None:
         """Return the SNI to send: ``server_name``, else the host unless it is an IP literal."""
-        if self.server_name:
-            return self.server_name
-        host, _ = split_host_port(self.address)
-        return None if parse_ip(host) is not None else host
+        return _sni(self.address, self.server_name)
 
 
 class ReloadConfig(_Frozen):
@@ -221,6 +225,11 @@ class GunicornTarget(_Frozen):
         if self.listen_port is not None:
             return None, self.listen_port  # a pass-through's own address says nothing of Gunicorn's bind
         return (host if parse_ip(host) is not None else None), port
+
+    @property
+    def sni(self) -> str | None:
+        """Return the SNI its endpoint is probed with, as ``as_endpoint().sni`` (without building the endpoint)."""
+        return _sni(self.endpoint, self.server_name)
 
     def as_endpoint(self) -> EndpointConfig:
         """Return the endpoint this target serves, to be probed like any other."""

@@ -52,6 +52,7 @@ class EndpointReason(str, Enum):
     CLIENT_CERT_UNAVAILABLE = "client_cert_unavailable"
     CA_FILE_UNAVAILABLE = "ca_file_unavailable"
     ERROR = "error"
+    SCAN_FAILED = "scan_failed"  # the Gunicorn target's scan raised (a bug): not probed this scan
 
 
 class VerifyReason(str, Enum):
@@ -83,6 +84,7 @@ class MasterReason(str, Enum):
     CONTROL_SOCKET_ERROR = "control_socket_error"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
+    SCAN_FAILED = "scan_failed"  # the target's scan raised (a bug): not looked at this scan
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,8 +206,9 @@ class EndpointResult:
     endpoint: str
     server_name: str
     addresses: tuple[AddressResult, ...] = ()
-    # Set only when the name did not resolve (DNS): ``addresses`` then holds the addresses it last resolved to,
-    # each failed with the same reason, or none if it never resolved.
+    # Set only when no address was probed: the name did not resolve (DNS), or the Gunicorn target's scan failed.
+    # ``addresses`` then holds the addresses it last resolved to, each failed with the same reason, or none if no
+    # address is known yet.
     error: EndpointReason | None = None
     detail: str = ""
 

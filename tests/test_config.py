@@ -81,6 +81,23 @@ def test_addresses_and_sni() -> None:
     assert config.load("endpoints: [{address: 'a.example:443'}]").endpoints[0].sni == "a.example"
 
 
+@pytest.mark.parametrize(
+    ("endpoint", "server_name", "sni"),
+    [
+        ("10.0.0.1:8443", None, None),
+        ("[::1]:8443", None, None),
+        ("api.example:8443", None, "api.example"),
+        ("10.0.0.1:8443", "api.example", "api.example"),
+    ],
+)
+def test_a_gunicorn_targets_sni_is_its_endpoints(endpoint: str, server_name: str | None, sni: str | None) -> None:
+    """A target's series are named by the SNI its endpoint is probed with, even where no probe was made."""
+    target = config.GunicornTarget(
+        name="api", cert_file="/c.pem", key_file="/k.pem", endpoint=endpoint, server_name=server_name, pid=2
+    )
+    assert target.sni == target.as_endpoint().sni == sni
+
+
 def test_config_is_frozen() -> None:
     loaded = config.load("scan: {interval: 30s}")
     with pytest.raises(Exception):  # noqa: B017  (pydantic raises its own ValidationError)

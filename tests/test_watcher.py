@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
 from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
@@ -270,7 +272,7 @@ class OldLeafProber(Prober):
     def probe(self, config: EndpointConfig) -> EndpointResult:
         self.before(config)
         served = AddressResult(address="127.0.0.1", chain=(self.leaf,))
-        return EndpointResult(endpoint=config.address, server_name=config.server_name or "", addresses=(served,))
+        return EndpointResult(endpoint=config.address, server_name=config.sni or "", addresses=(served,))  # as Prober
 
 
 class SocketRig:
@@ -353,6 +355,117 @@ def test_one_target_that_fails_unexpectedly_never_stops_the_others(socket_rig: S
     assert states["api"].master.up and states["api"].drift[0].mismatch
     assert not states["broken"].master.up and states["broken"].decision == "error"
     assert "RuntimeError: parser bug" in states["broken"].decision_reason
+
+
+# The series of a target that hold whatever its state: a scan that fails must keep every one the last scan had.
+KEPT = (
+    "gunicorn_cert_endpoint_addresses",
+    "gunicorn_cert_endpoint_up",
+    "gunicorn_cert_fingerprint_mismatch",
+    "gunicorn_cert_key_match",
+    "gunicorn_cert_target_file_not_after_timestamp_seconds",
+    "gunicorn_cert_master_up",
+    "gunicorn_cert_master_info",
+    "gunicorn_cert_master_pid",
+    "gunicorn_cert_master_start_timestamp_seconds",
+    "gunicorn_cert_master_workers",
+    "gunicorn_cert_last_reload_timestamp_seconds",
+    "gunicorn_cert_reload_signals_total",
+    "gunicorn_cert_reload_failures_total",
+    "gunicorn_cert_reload_history_error",
+)
+
+
+def series(registry: CollectorRegistry, names: tuple[str, ...]) -> set[tuple[str, frozenset[tuple[str, str]]]]:
+    return {
+        (sample.name, frozenset(sample.labels.items()))
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name in names
+    }
+
+
+class FailingRig:
+    """``socket_rig``'s target, named by host (its SNI is the host), with the master proven through ``channel``, a
+    prober that raises once ``broken`` is set, and a registry that reads the store the targets scan publishes to."""
+
+    def __init__(self, rig: SocketRig, channel: str, pidfile: Path) -> None:
+        pidfile.write_text(f"{os.getpid()}\n")  # this test's process: a pid that is no Gunicorn (not_gunicorn)
+        sources = {
+            "control_socket": {},
+            "pidfile": {"control_socket": None, "pidfile": str(pidfile)},
+            "pid": {"control_socket": None, "pid": os.getpid()},
+        }[channel]
+        quiet = EAGER.model_copy(update={"enabled": False})
+        self.target = rig.target.model_copy(update={"endpoint": "localhost:8443", "reload": quiet, **sources})
+        self.broken = False
+        self.store = Store()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(SnapshotCollector(lambda: self.store.snapshot))
+        prober = OldLeafProber(rig.old, before=self._maybe_raise)
+        self.scans = Scans(config=Config(gunicorn=[self.target]), store=self.store, prober=prober)
+
+    def _maybe_raise(self, _config: EndpointConfig) -> None:
+        if self.broken:
+            raise RuntimeError("parser bug")
+
+
+@pytest.mark.parametrize("channel", ["control_socket", "pidfile", "pid"])
+def test_a_target_whose_scan_fails_keeps_its_series_down_with_scan_failed(
+    socket_rig: SocketRig, channel: str, tmp_path: Path
+) -> None:
+    """SPEC §5: a target whose scan raises keeps the series of its last scan. Its addresses (named as the prober
+    names them: server_name is the host) are down with reason scan_failed and no drift (unknown, not a mismatch);
+    its master is down with reason scan_failed, on the channel configured, under the pid last seen."""
+    rig = FailingRig(socket_rig, channel, tmp_path / "app.pid")
+    get = rig.registry.get_sample_value
+    where = {"endpoint": "localhost:8443", "server_name": "localhost", "address": "127.0.0.1"}
+    drift_at = {"target": "api", "address": "127.0.0.1"}
+    api = {"target": "api"}
+    rig.scans.scan_targets()
+    assert get("gunicorn_cert_endpoint_up", where) == 1
+    assert get("gunicorn_cert_fingerprint_mismatch", drift_at) == 1  # the files hold a newer leaf than is served
+    assert get("gunicorn_cert_master_info", {**api, "channel": channel}) == 1
+    pid = get("gunicorn_cert_master_pid", api)
+    assert pid == (4242 if channel == "control_socket" else os.getpid())
+    before = series(rig.registry, KEPT)
+
+    rig.broken = True
+    rig.scans.scan_targets()
+    assert rig.store.snapshot.targets[0].decision == "error"
+    assert before <= series(rig.registry, KEPT)
+    assert get("gunicorn_cert_endpoint_up", where) == 0
+    assert get("gunicorn_cert_endpoint_error", {**where, "reason": "scan_failed"}) == 1
+    assert get("gunicorn_cert_endpoint_info", {**where, "index": "0"}) is None  # nothing was served this scan
+    assert get("gunicorn_cert_fingerprint_mismatch", drift_at) == 0
+    assert get("gunicorn_cert_fingerprint_mismatch_since_timestamp_seconds", drift_at) is None
+    assert get("gunicorn_cert_key_match", api) == 1  # the files were read; their pairing is still known
+    assert get("gunicorn_cert_master_up", api) == 0
+    assert get("gunicorn_cert_master_error", {**api, "reason": "scan_failed"}) == 1
+    assert get("gunicorn_cert_master_info", {**api, "channel": channel}) == 1
+    assert get("gunicorn_cert_master_pid", api) == pid
+    assert socket_rig.reloads == 0
+
+    rig.broken = False  # fixed: the next scan shows the target as it is again
+    rig.scans.scan_targets()
+    assert get("gunicorn_cert_endpoint_up", where) == 1
+    assert get("gunicorn_cert_endpoint_error", {**where, "reason": "scan_failed"}) is None
+    assert get("gunicorn_cert_master_error", {**api, "reason": "scan_failed"}) is None
+
+
+def test_a_target_whose_first_scan_fails_shows_its_endpoint_down_without_an_address(
+    socket_rig: SocketRig, tmp_path: Path
+) -> None:
+    """With no address known yet, the endpoint is reported as a name that never resolved is: address="" down."""
+    rig = FailingRig(socket_rig, "control_socket", tmp_path / "app.pid")
+    rig.broken = True
+    rig.scans.scan_targets()
+    get = rig.registry.get_sample_value
+    where = {"endpoint": "localhost:8443", "server_name": "localhost", "address": ""}
+    assert get("gunicorn_cert_endpoint_up", where) == 0
+    assert get("gunicorn_cert_endpoint_error", {**where, "reason": "scan_failed"}) == 1
+    assert get("gunicorn_cert_master_error", {"target": "api", "reason": "scan_failed"}) == 1
+    assert get("gunicorn_cert_master_up", {"target": "api"}) == 0
 
 
 def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(socket_rig: SocketRig) -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
 from gunicorn_cert_exporter.model import (
     AddressDrift,
+    AddressResult,
+    EndpointReason,
     EndpointResult,
     FileResult,
     MasterReason,
@@ -115,23 +117,49 @@ class TargetWatcher:
         return state
 
     def _failed(self, target: GunicornTarget, exc: Exception) -> TargetState:
-        """Turn an unexpected error on one target into its state (master_up 0); log its traceback once."""
+        """Turn an unexpected error on one target into its state; log its traceback once.
+
+        The target keeps the series of its last scan: the addresses last probed, down with ``scan_failed`` and no
+        drift (unknown, never a false mismatch), the master down with ``scan_failed`` on its channel, under the pid
+        last seen. Nothing here is remembered or decided: a failed scan never leads to a reload.
+        """
         memory = self._memory.get(target.name) or _Memory()  # none yet if the history failed: load it next time
         reason = f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"
         if self._failures.get(target.name) != type(exc).__name__:
             self._log.error("target scan failed", exc_info=exc, extra={"target": target.name, "reason": reason})
         self._failures[target.name] = type(exc).__name__
+        known = tuple(d.address for d in memory.drift)  # one per address the last scan probed
+        down = EndpointReason.SCAN_FAILED
+        endpoint = EndpointResult(
+            endpoint=target.endpoint,
+            server_name=target.sni or "",  # as the prober names it: the same series as a scan that completes
+            addresses=tuple(AddressResult(address=a, error=down, detail=reason) for a in known),
+            error=down,
+            detail=reason,
+        )
+        last = memory.master or MasterState()
+        cert = self._files.get(target.cert_file) or FileResult(path=target.cert_file)
+        key = self._files.get(target.key_file) or FileResult(path=target.key_file)
         return TargetState(
             name=target.name,
-            cert=self._files.get(target.cert_file) or FileResult(path=target.cert_file),
-            key=self._files.get(target.key_file) or FileResult(path=target.key_file),
-            endpoint=EndpointResult(endpoint=target.endpoint, server_name=target.server_name or ""),
-            master=MasterState(detail=reason),
+            cert=cert,
+            key=key,
+            endpoint=endpoint,
+            master=MasterState(
+                pid=last.pid,
+                start_time=last.start_time,
+                error=MasterReason.SCAN_FAILED,
+                detail=reason,
+                channel=_channel(target),
+            ),
+            drift=tuple(AddressDrift(address=a, mismatch=False) for a in known),
+            key_match=drift.key_match(cert, key),
             last_reload=memory.last_reload,
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
             decision="error",
             decision_reason=reason,
+            history_problem=memory.history_problem,
         )
 
     def _remembered(self, name: str) -> _Memory:
@@ -216,11 +244,11 @@ class TargetWatcher:
         binding = Binding(port=port, host=parse_ip(host) if host else None)
         if target.control_socket is None:
             state = gunicorn.locate(pidfile=target.pidfile, pid=target.pid, binding=binding)
-            return replace(state, channel="pidfile" if target.pidfile else "pid")
+            return replace(state, channel=_channel(target))
         try:
             view = control_socket.observe(target.control_socket, timeout=target.timeout)
         except control_socket.ControlError as exc:
-            return MasterState(error=exc.reason, detail=exc.detail, channel="control_socket")
+            return MasterState(error=exc.reason, detail=exc.detail, channel=_channel(target))
         state = control_socket.master_state(
             view=view, port=port, previous=memory.master, previous_at=memory.master_at, now=now
         )
@@ -322,6 +350,13 @@ class TargetWatcher:
                     return endpoint, True
             if self._clock() >= deadline:
                 return endpoint, False
+
+
+def _channel(target: GunicornTarget) -> str:
+    """Return what proves and reloads the target's master: its control socket if set, else its pidfile or pid."""
+    if target.control_socket is not None:
+        return "control_socket"
+    return "pidfile" if target.pidfile else "pid"
 
 
 class _AbandonedError(Exception):
