@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -91,6 +92,15 @@ def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _positive_timeout(value: float) -> float:
+    if value <= 0:
+        raise ValueError("timeout must be more than 0s")
+    return value
+
+
+Timeout = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive_timeout)]
 Fraction = Annotated[float, BeforeValidator(parse_percent)]
 
 
@@ -160,15 +170,13 @@ class EndpointConfig(_Frozen):
     ca_file: str | None = None
     client_cert: str | None = None
     client_key: str | None = None
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
     starttls: Literal["smtp", "imap", "pop3", "ftp", "postgres"] | None = None
 
     @model_validator(mode="after")
     def _client_pair(self) -> EndpointConfig:
         if bool(self.client_cert) != bool(self.client_key):
             raise ValueError("client_cert and client_key go together")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be more than 0s")
         return self
 
     @property
@@ -197,7 +205,7 @@ class GunicornTarget(_Frozen):
     endpoint: Address
     server_name: str | None = None
     ca_file: str | None = None
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
     pidfile: str | None = None
     pid: int | None = Field(default=None, ge=2)
     control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
@@ -242,7 +250,7 @@ class ProbeConfig(_Frozen):
     """What ``/probe?target=`` may reach: ``host-glob:port`` or ``cidr:port`` patterns, nothing else."""
 
     allow: list[str] = []
-    timeout: Duration = 5.0
+    timeout: Timeout = 5.0
 
     @field_validator("allow")
     @classmethod

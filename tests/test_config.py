@@ -191,3 +191,19 @@ def test_a_config_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path
         handle.truncate(64 << 20)
     with pytest.raises(ConfigError, match="larger than"):
         config.load_file(str(huge))
+
+
+def test_a_timeout_of_zero_is_a_config_problem_everywhere_a_timeout_is_set() -> None:
+    """A zero timeout once passed for a Gunicorn target and then crashed the exporter at start with a traceback."""
+    found = problems(
+        """
+endpoints: [{address: "h:1", timeout: 0s}]
+gunicorn: [{name: api, cert_file: a, key_file: b, endpoint: "h:1", pid: 10, timeout: 0s}]
+probe: {allow: ["h:1"], timeout: 0}
+"""
+    )
+    assert sorted(found) == [
+        "endpoints[0].timeout: timeout must be more than 0s",
+        "gunicorn[0].timeout: timeout must be more than 0s",
+        "probe.timeout: timeout must be more than 0s",
+    ]
