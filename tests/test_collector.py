@@ -13,6 +13,7 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
+    MasterReason,
     MasterState,
     Snapshot,
     TargetState,
@@ -139,7 +140,11 @@ def test_a_master_restart_changes_the_pid_value_not_the_series() -> None:
     assert restarted["gunicorn_cert_master_info"] == first["gunicorn_cert_master_info"]
     assert first["gunicorn_cert_master_pid"] == [({"target": "api"}, 4242.0)]
     assert restarted["gunicorn_cert_master_pid"] == [({"target": "api"}, 5353.0)]
-    assert "gunicorn_cert_master_pid" not in master_series(MasterState())  # only while the pid is known
+    down = master_series(MasterState(channel="control_socket", error=MasterReason.CONTROL_SOCKET_UNAVAILABLE))
+    assert down == {  # SPEC §5: the series stay while the master can't be proven; 0 is no pid
+        "gunicorn_cert_master_info": first["gunicorn_cert_master_info"],
+        "gunicorn_cert_master_pid": [({"target": "api"}, 0.0)],
+    }
 
 
 def test_hostile_label_values_come_out_as_valid_exposition(pki: PKI, root: Issued) -> None:

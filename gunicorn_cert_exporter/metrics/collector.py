@@ -237,9 +237,8 @@ def add_target(out: Sink, target: TargetState) -> None:
     out.add("gunicorn_cert_master_up", name, 1.0 if master.up else 0.0)
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
-    if master.pid is not None:
-        out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)
-        out.add("gunicorn_cert_master_pid", name, master.pid)
+    out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)  # the channel is known unproven too
+    out.add("gunicorn_cert_master_pid", name, master.pid or 0)  # 0 while no master is proven: the series stays
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))
