@@ -252,8 +252,12 @@ def _target_row(target: TargetState) -> TargetRow:
     ]
     master = target.master
     if not master.up:
-        # A master we may not inspect is unknown; one that is missing or another program is a finding.
-        blind = master.error in (MasterReason.PERMISSION_DENIED, MasterReason.UNSUPPORTED_PLATFORM)
+        # A master we may not (or did not) inspect is unknown; one that is missing or another program is a finding.
+        blind = master.error in (
+            MasterReason.PERMISSION_DENIED,
+            MasterReason.UNSUPPORTED_PLATFORM,
+            MasterReason.SCAN_FAILED,
+        )
         problems.append(
             (
                 Severity.UNKNOWN if blind else Severity.WARNING,

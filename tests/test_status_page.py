@@ -14,7 +14,18 @@ from typing import Any
 import pytest
 
 from gunicorn_cert_exporter import status
-from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.bands import Severity
+from gunicorn_cert_exporter.model import (
+    AddressDrift,
+    AddressResult,
+    EndpointResult,
+    FileResult,
+    MasterReason,
+    MasterState,
+    Snapshot,
+    TargetState,
+)
+from gunicorn_cert_exporter.sources import certs
 from tests.support import (
     DAY,
     NOW,
@@ -238,3 +249,30 @@ def test_file_names_that_are_not_utf8_reach_the_page_and_the_json(
     assert source["source"] == f"{tmp_path}/" + os.fsdecode(b"bad\xff.pem")
     status_code, page = exporter.get("/")
     assert status_code == 200 and b"bad\\udcff.pem" in page
+
+
+@pytest.mark.parametrize(
+    ("reason", "severity"),
+    [
+        (MasterReason.SCAN_FAILED, Severity.UNKNOWN),  # the exporter did not look: no finding either way
+        (MasterReason.PERMISSION_DENIED, Severity.UNKNOWN),
+        (MasterReason.NO_PROCESS, Severity.WARNING),  # looked, and found no master: a finding
+    ],
+)
+def test_a_master_the_exporter_could_not_look_at_is_unknown_not_a_warning(
+    reason: MasterReason, severity: Severity, root: Issued
+) -> None:
+    leaf = certs.parse(root.cert_pem).certs[0]
+    target = TargetState(  # in sync and paired: the master is the row's only problem
+        name="api",
+        key_match=True,
+        cert=FileResult(path="cert.pem", certs=(leaf,)),
+        key=FileResult(path="key.pem"),
+        endpoint=EndpointResult(
+            endpoint="127.0.0.1:8443", server_name="", addresses=(AddressResult(address="127.0.0.1", chain=(leaf,)),)
+        ),
+        drift=(AddressDrift(address="127.0.0.1", mismatch=False),),
+        master=MasterState(error=reason),
+    )
+    row = status.build(Snapshot(targets=(target,)), now=0.0).targets[0]
+    assert row.problems == (f"master {reason.value}",) and row.severity == severity
