@@ -84,7 +84,7 @@ def test_addresses_and_sni() -> None:
 def test_config_is_frozen() -> None:
     loaded = config.load("scan: {interval: 30s}")
     with pytest.raises(Exception):  # noqa: B017  (pydantic raises its own ValidationError)
-        loaded.scan.interval = 5  # type: ignore[misc]
+        loaded.scan.interval = 5
 
 
 def test_embedded_default_is_the_example_file_and_is_valid() -> None:

@@ -134,7 +134,7 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     assert s.served() == new.fingerprint
     assert [d.mismatch for d in after.drift] == [False]
     assert (after.reload_signals, after.reload_failures) == (1, 0)
-    assert after.last_reload is not None and after.last_reload > before.last_reload  # type: ignore[operator]
+    assert after.last_reload is not None and after.last_reload > before.last_reload
     assert after.master.pid == before.master.pid
     again = s.scan()
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
