@@ -140,7 +140,8 @@ class Exporter:
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.url + "/metrics", timeout=60) as response:
-            return response.read().decode()
+            body: bytes = response.read()
+            return body.decode()
 
     def wait_for(self, needle: str, timeout: float = 600) -> str:
         deadline = time.monotonic() + timeout

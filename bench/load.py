@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
@@ -50,7 +51,7 @@ def _raise_nofile() -> None:
 # --- 20 scrapers during scans -------------------------------------------------------------------------------------
 
 
-def scrapers(*, duration: float, count: int, files: int, endpoints: int, interval: float, work: Path) -> dict:
+def scrapers(*, duration: float, count: int, files: int, endpoints: int, interval: float, work: Path) -> dict[str, Any]:
     """20 concurrent scrapers (gzip, as Prometheus) while every scan kind runs every ``interval`` seconds."""
     make_tree(work / "certs", files)
     fleet = Fleet(endpoints)
@@ -156,7 +157,7 @@ def attacker(port: int, *, idle: int, drip: int, tls: bool) -> None:
             print(json.dumps({"open": len(state), "reopened": reopened}), flush=True)
 
 
-def attack(*, tls: bool, idle: int, drip: int, duration: float, work: Path) -> dict:
+def attack(*, tls: bool, idle: int, drip: int, duration: float, work: Path) -> dict[str, Any]:
     """Scrape once a second while one client holds ``idle`` + ``drip`` connections."""
     extra: tuple[str, ...] = ()
     client: ssl.SSLContext | None = None
@@ -199,7 +200,7 @@ def attack(*, tls: bool, idle: int, drip: int, duration: float, work: Path) -> d
             latencies.append(took)
             time.sleep(max(0.0, 1.0 - took))
         holder.kill()
-        last: dict = {}
+        last: dict[str, Any] = {}
         for line in holder.stdout.read().splitlines():
             last = json.loads(line)
         refused = _refusals(exporter.port, client)
@@ -264,7 +265,7 @@ def _refusals(port: int, client: ssl.SSLContext | None) -> dict[str, float]:
 # --- floods of wrong passwords and stalled probes ------------------------------------------------------------------
 
 
-def flood(*, threads: int, duration: float, work: Path) -> dict:
+def flood(*, threads: int, duration: float, work: Path) -> dict[str, Any]:
     """Scrape once a second with valid credentials while ``threads`` clients send wrong passwords and as many probe
     a target that never answers."""
     import bcrypt
@@ -339,7 +340,7 @@ def _wait_authenticated(port: int, timeout: float = 60.0) -> None:
             return
 
 
-def auth(*, rounds: int, work: Path) -> dict:
+def auth(*, rounds: int, work: Path) -> dict[str, Any]:
     """Median latency of an unknown user and of a known user with a wrong password, interleaved."""
     import bcrypt
 

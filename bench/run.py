@@ -21,8 +21,10 @@ import tempfile
 import time
 import urllib.request
 import warnings
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 
@@ -34,6 +36,7 @@ from load import attack, auth
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache
+from gunicorn_cert_exporter.model import EndpointResult
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
@@ -44,10 +47,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
 
 
-def timed(fn: object) -> float:
+def timed(fn: Callable[[], object]) -> float:
     gc.collect()
     started = time.perf_counter()
-    fn()  # type: ignore[operator]
+    fn()
     return time.perf_counter() - started
 
 
@@ -139,7 +142,7 @@ def endpoint_figures(count: int, work: Path, rounds: int = 5) -> dict[str, float
             ):
                 tls.getpeercert(binary_form=True)
 
-        clients = {
+        clients: dict[str, Callable[[], None]] = {
             "ours": lambda: _check_all_up(prober.probe_all(configs, concurrency=CONCURRENCY)),
             "bare": lambda: _pool(handshake, fleet.ports),
             "blackbox": lambda: _pool(blackbox.probe, fleet.ports),
@@ -160,13 +163,13 @@ def endpoint_figures(count: int, work: Path, rounds: int = 5) -> dict[str, float
         fleet.close()
 
 
-def _pool(fn: object, items: list[int]) -> None:
+def _pool(fn: Callable[[int], object], items: list[int]) -> None:
     with ThreadPoolExecutor(CONCURRENCY) as pool:
-        list(pool.map(fn, items))  # type: ignore[arg-type]
+        list(pool.map(fn, items))
 
 
-def _check_all_up(results: tuple[object, ...]) -> None:
-    down = [r for r in results for a in r.addresses if not a.up]  # type: ignore[attr-defined]
+def _check_all_up(results: Sequence[EndpointResult]) -> None:
+    down = [r for r in results for a in r.addresses if not a.up]
     if down:
         raise RuntimeError(f"{len(down)} endpoints down during the benchmark")
 
@@ -338,9 +341,9 @@ def drift_figures(work: Path) -> dict[str, float]:
         server.stop()
 
 
-def _until(check: object, timeout: float = 30) -> None:
+def _until(check: Callable[[], object], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark step did not complete")
         time.sleep(0.02)
@@ -417,7 +420,7 @@ def _report(
     drift: dict[str, float],
     profile: str,
     took: float,
-    web: dict[str, dict],
+    web: dict[str, dict[str, Any]],
     big: dict[str, float],
     scrapes_few: dict[str, float],
 ) -> str:

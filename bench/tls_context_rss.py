@@ -50,7 +50,8 @@ def main() -> None:
 
             def verified() -> bool:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-                    return response.read().count(b"gunicorn_cert_endpoint_verified{") == 10
+                    body: bytes = response.read()
+                    return body.count(b"gunicorn_cert_endpoint_verified{") == 10
 
             eventually(verified, "10 endpoints probed")
             started, warm, samples = time.monotonic(), None, []

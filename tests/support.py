@@ -902,10 +902,20 @@ class Chromium:
 
 
 def scan_paths(
-    *paths: Path | str, max_size: int = 1 << 20, **source: object
+    *paths: Path | str,
+    max_size: int = 1 << 20,
+    exclude: list[str] | None = None,
+    password_file: str | None = None,
+    password_env: str | None = None,
 ) -> dict[str, tuple[FileReason | None, int]]:
     """Expand ``paths`` as one files source and scan them once: {path: (reason, number of certificates)}."""
-    wanted, _ = globs.expand([config.FileSource(paths=[str(p) for p in paths], **source)])  # type: ignore[arg-type]
+    source = config.FileSource(
+        paths=[str(p) for p in paths],
+        exclude=[] if exclude is None else exclude,
+        password_file=password_file,
+        password_env=password_env,
+    )
+    wanted, _ = globs.expand([source])
     results = FileScanner(clock=time.time, max_size=max_size).scan(wanted)
     return {r.path: (r.error, len(r.certs)) for r in results}
 

@@ -127,7 +127,7 @@ def test_der_with_trailing_bytes_reads_as_openssl_reads_it(tmp_path: Path, root:
         fingerprint = _openssl("x509", "-inform", "DER", "-in", str(path), "-noout", "-fingerprint", "-sha256")
         assert root.fingerprint in fingerprint.decode().replace(":", "").lower(), "openssl reads it"
         for fmt in ("auto", "der"):
-            parsed = certs.parse(der + tail, fmt=fmt)  # type: ignore[arg-type]
+            parsed = certs.parse(der + tail, fmt=fmt)
             assert parsed.error is None, (name, fmt, parsed.detail)
             assert parsed.certs[0].fingerprint_sha256 == root.fingerprint
 
@@ -178,9 +178,10 @@ def test_private_keys_are_fingerprinted_without_rsa_validation(root: Issued) -> 
     odd = rsa.RSAPrivateNumbers(
         good.p, good.q, good.d, good.dmp1, good.dmq1, (good.iqmp + 1) % good.p, good.public_numbers
     ).private_key(unsafe_skip_rsa_key_validation=True)
+    fmt: certs.Format
     for encoding, fmt in ((serialization.Encoding.PEM, "auto"), (serialization.Encoding.DER, "der")):
         data = odd.private_bytes(encoding, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        parsed = certs.parse(data, fmt=fmt)  # type: ignore[arg-type]
+        parsed = certs.parse(data, fmt=fmt)
         assert parsed.error is None, parsed.detail
         assert parsed.keys[0].key_type == "rsa" and parsed.keys[0].key_bits == 2048
 

@@ -95,7 +95,8 @@ def test_serve_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path, pki: PKI, 
         assert f'path="{tmp_path}/b.pem"' in body  # the old config keeps running
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-        logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        logs = [json.loads(line) for line in proc.stderr.read().splitlines() if line.startswith("{")]
         assert {"listening", "config reloaded", "shutting down"} <= {entry["msg"] for entry in logs}
     finally:
         if proc.poll() is None:

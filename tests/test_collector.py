@@ -162,7 +162,12 @@ def test_hostile_label_values_come_out_as_valid_exposition(pki: PKI, root: Issue
 
 
 def test_describe_names_every_catalogue_family_without_collecting() -> None:
-    calls = []
-    collector = SnapshotCollector(lambda: calls.append(1) or Snapshot())  # type: ignore[func-returns-value]
+    calls: list[int] = []
+
+    def snapshot() -> Snapshot:
+        calls.append(1)
+        return Snapshot()
+
+    collector = SnapshotCollector(snapshot)
     names = [m.name for m in collector.describe()]
     assert names == [s.name for s in CATALOGUE] and calls == []

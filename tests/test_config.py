@@ -101,7 +101,7 @@ def test_a_gunicorn_targets_sni_is_its_endpoints(endpoint: str, server_name: str
 def test_config_is_frozen() -> None:
     loaded = config.load("scan: {interval: 30s}")
     with pytest.raises(Exception):  # noqa: B017  (pydantic raises its own ValidationError)
-        loaded.scan.interval = 5  # type: ignore[misc]
+        loaded.scan.interval = 5
 
 
 def test_embedded_default_is_the_example_file_and_is_valid() -> None:

@@ -156,7 +156,9 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
     exporter = ExporterProcess(config, cwd=tmp_path, storage=tmp_path, prefix=prefix)
     try:
         info = 'gunicorn_cert_master_info{channel="control_socket",target="api"}'
-        before = eventually(lambda: (m := exporter.metrics()).get(info) == 1.0 and m, "the master proven via socket")
+        before = eventually(
+            lambda: m if (m := exporter.metrics()).get(info) == 1.0 else None, "the master proven via socket"
+        )
         assert before['gunicorn_cert_master_pid{target="api"}'] == with_socket.process.pid
         assert before['gunicorn_cert_master_up{target="api"}'] == 1.0
         assert before['gunicorn_cert_master_workers{target="api"}'] == 2.0
@@ -165,7 +167,7 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
         new = pki.leaf(root)
         rotate(tmp_path, new)
         done = 'gunicorn_cert_reload_signals_total{target="api"}'
-        after = eventually(lambda: (m := exporter.metrics()).get(done) == 1.0 and m, "one reload", timeout=90)
+        after = eventually(lambda: m if (m := exporter.metrics()).get(done) == 1.0 else None, "one reload", timeout=90)
         eventually(
             lambda: (
                 exporter.metrics().get('gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="api"}') == 0.0

@@ -45,6 +45,7 @@ def test_sidecar_shares_the_process_namespace_and_its_config_is_valid() -> None:
     assert app_command[app_command.index("--pid") + 1] == target.pidfile
     assert app_command[app_command.index("--certfile") + 1] == target.cert_file
     mounts = {m["name"]: m["mountPath"] for m in containers["cert-exporter"]["volumeMounts"]}
+    assert target.pidfile is not None
     assert target.cert_file.startswith(mounts["tls"]) and target.pidfile.startswith(mounts["run"])
     assert containers["cert-exporter"]["securityContext"]["capabilities"]["drop"] == ["ALL"]
 

@@ -44,7 +44,7 @@ def _endpoint(*served: Issued) -> EndpointResult:
     return EndpointResult(endpoint="h:1", server_name="h", addresses=addresses)
 
 
-def _state(pki: PKI, root: Issued, **changes: object) -> tuple[TargetState, Issued, Issued]:
+def _state(pki: PKI, root: Issued) -> tuple[TargetState, Issued, Issued]:
     old, new = pki.leaf(root), pki.leaf(root)
     endpoint = _endpoint(old)
     worker = ProcessInfo(pid=11, ppid=10, start_time=T0 - 7200, cmdline=("gunicorn",), name="gunicorn")
@@ -57,7 +57,7 @@ def _state(pki: PKI, root: Issued, **changes: object) -> tuple[TargetState, Issu
         drift=(AddressDrift("127.0.0.1", True, T0 - 600),),
         key_match=True,
     )
-    return replace(state, **changes), old, new
+    return state, old, new
 
 
 def test_compare_marks_each_address_and_keeps_when_drift_began(pki: PKI, root: Issued) -> None:

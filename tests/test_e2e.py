@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -41,7 +42,7 @@ class Webhook:
     """Alertmanager's receiver: records every notification it posts."""
 
     def __init__(self) -> None:
-        received: list[dict[str, object]] = []
+        received: list[dict[str, Any]] = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -58,15 +59,17 @@ class Webhook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def _query(prometheus: str, expr: str) -> dict[str, object]:
+def _query(prometheus: str, expr: str) -> dict[str, Any]:
     url = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    answer: dict[str, Any]  # Prometheus's JSON answer
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())  # type: ignore[no-any-return]
+            answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         if exc.code == 503:  # Prometheus is still starting (TSDB): not an answer yet
             raise ConnectionError("Prometheus not ready") from exc
-        return json.loads(exc.read())  # type: ignore[no-any-return]
+        answer = json.loads(exc.read())
+    return answer
 
 
 @pytest.fixture
@@ -137,11 +140,11 @@ def stack(
     prometheus = f"http://127.0.0.1:{prom_port}"
     try:
         eventually(
-            lambda: _query(prometheus, f'up{{job="{JOB}"}} == 1')["data"]["result"],  # type: ignore[index]
+            lambda: _query(prometheus, f'up{{job="{JOB}"}} == 1')["data"]["result"],
             "Prometheus to scrape the exporter",
         )
         eventually(
-            lambda: _query(prometheus, "gunicorn_cert_fingerprint_mismatch == 1")["data"]["result"],  # type: ignore[index]
+            lambda: _query(prometheus, "gunicorn_cert_fingerprint_mismatch == 1")["data"]["result"],
             "drift to be scraped",
         )
         yield prometheus, webhook, exporter
@@ -156,7 +159,7 @@ def stack(
 def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
     _, webhook, _ = stack
 
-    def delivered() -> list[dict[str, object]]:
+    def delivered() -> list[dict[str, Any]]:
         return [
             alert
             for note in webhook.received
@@ -165,7 +168,7 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
         ]
 
     alerts = eventually(delivered, "the expiring-cert alert to reach the Alertmanager webhook")
-    labels = alerts[0]["labels"]  # type: ignore[index]
+    labels = alerts[0]["labels"]
     assert labels["severity"] == "critical" and labels["path"].endswith("expiring.pem")
     assert labels["job"] == JOB
     names = {a["labels"]["alertname"] for n in webhook.received for a in n["alerts"]}
@@ -200,7 +203,7 @@ def test_every_dashboard_query_runs_and_shows_the_seeded_data(stack: tuple[str, 
         answer = _query(prometheus, _grafana_to_promql(expr))
         assert answer["status"] == "success", (title, expr, answer)
         if title not in SEEDED_EMPTY_OK:
-            assert answer["data"]["result"], (title, expr)  # type: ignore[index]
+            assert answer["data"]["result"], (title, expr)
 
 
 def test_probe_relabeling_from_deploy_scrapes_each_target_through_the_exporter(
@@ -208,10 +211,10 @@ def test_probe_relabeling_from_deploy_scrapes_each_target_through_the_exporter(
 ) -> None:
     prometheus, _, _ = stack
     result = eventually(
-        lambda: _query(prometheus, 'gunicorn_cert_probe_success{job="gunicorn-cert-probe"} == 1')["data"]["result"],  # type: ignore[index]
+        lambda: _query(prometheus, 'gunicorn_cert_probe_success{job="gunicorn-cert-probe"} == 1')["data"]["result"],
         "a /probe scrape through the shipped relabeling",
     )
-    instance = result[0]["metric"]["instance"]  # type: ignore[index]
+    instance = result[0]["metric"]["instance"]
     assert instance.startswith("127.0.0.1:")  # the probed target, not the exporter, names the series
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import socket
@@ -9,6 +10,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar, TypedDict
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -46,9 +48,17 @@ def probe_one(
     ca_file: str | None = None,
     server_name: str | None = None,
     timeout: float = 3.0,
-    **extra: object,
+    client_cert: str | None = None,
+    client_key: str | None = None,
 ) -> AddressResult:
-    config = EndpointConfig(address=server.address, server_name=server_name, ca_file=ca_file, timeout=timeout, **extra)  # type: ignore[arg-type]
+    config = EndpointConfig(
+        address=server.address,
+        server_name=server_name,
+        ca_file=ca_file,
+        timeout=timeout,
+        client_cert=client_cert,
+        client_key=client_key,
+    )
     result = Prober().probe(config)
     assert result.error is None and len(result.addresses) == 1
     return result.addresses[0]
@@ -65,6 +75,13 @@ def test_good_chain_is_served_whole_and_verified(
     assert [c.fingerprint_sha256 for c in result.chain] == [leaf.fingerprint, intermediate.fingerprint]
     assert result.tls_version.startswith("TLS") and result.cipher and 0 < result.handshake_seconds < 3
     assert result.address == host
+
+
+class Validity(TypedDict):
+    """A certificate's validity period, passed to ``PKI.issue`` or ``PKI.leaf`` as its keywords."""
+
+    not_before: dt.datetime
+    not_after: dt.datetime
 
 
 @pytest.mark.parametrize("host", HOSTS)
@@ -91,11 +108,12 @@ def test_unverifiable_chains_still_give_metrics_and_say_why(
     intermediate: Issued,
     ca_file: str,
 ) -> None:
-    past = {"not_before": NOW - 30 * DAY, "not_after": NOW - DAY}
+    past: Validity = {"not_before": NOW - 30 * DAY, "not_after": NOW - DAY}
+    chain: tuple[Issued, ...]
     if case == "expired_leaf":
         chain = (pki.leaf(intermediate, **past), intermediate)
     elif case == "expired_intermediate":
-        old_ca = pki.issue("Expired Intermediate", issuer=root, ca=True, **past)  # type: ignore[arg-type]
+        old_ca = pki.issue("Expired Intermediate", issuer=root, ca=True, **past)
         chain = (pki.leaf(old_ca), old_ca)
     elif case == "not_yet_valid":
         chain = (pki.leaf(intermediate, not_before=NOW + DAY, not_after=NOW + 9 * DAY), intermediate)
@@ -372,7 +390,7 @@ def test_stalled_endpoints_cost_one_timeout_not_their_sum(tls_server: type[TLSSe
 class _StartTLSServer:
     """A scripted plain-text preamble, then a real TLS handshake on the same connection."""
 
-    SCRIPTS = {
+    SCRIPTS: ClassVar[dict[str, list[tuple[bytes | None, bytes]]]] = {
         "smtp": [(None, b"220 mx ESMTP\r\n"), (b"EHLO", b"250-mx\r\n250 STARTTLS\r\n"), (b"STARTTLS", b"220 go\r\n")],
         "ftp": [(None, b"220-hello\r\n220 ftp\r\n"), (b"AUTH TLS", b"234 go\r\n")],
         "imap": [(None, b"* OK IMAP ready\r\n"), (b"a1 STARTTLS", b"a1 OK go\r\n")],
@@ -404,9 +422,8 @@ class _StartTLSServer:
 def test_starttls_protocols(protocol: str, pki: PKI, root: Issued, ca_file: str) -> None:
     leaf = pki.leaf(root)
     server = _StartTLSServer(protocol, server_context((leaf,)))
-    result = Prober().probe(
-        EndpointConfig(address=f"127.0.0.1:{server.port}", starttls=protocol, ca_file=ca_file, timeout=3)
-    )
+    config = {"address": f"127.0.0.1:{server.port}", "starttls": protocol, "ca_file": ca_file, "timeout": 3}
+    result = Prober().probe(EndpointConfig.model_validate(config))  # protocol is a plain str: the model checks it
     address = result.addresses[0]
     assert address.verified and address.chain[0].fingerprint_sha256 == leaf.fingerprint
     server.sock.close()

@@ -7,14 +7,16 @@ import stat
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import FileReason, PatternReason
-from gunicorn_cert_exporter.sources import certs, files, globs
+from gunicorn_cert_exporter.model import FileReason, Parsed, PatternReason
+from gunicorn_cert_exporter.safe_read import read_capped
+from gunicorn_cert_exporter.sources import certs, globs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import PKI, Issued, pkcs12_of, scan_paths
 
@@ -78,9 +80,9 @@ def test_unchanged_files_are_not_parsed_again(
     calls: list[str] = []
     real_parse = certs.parse
 
-    def counting_parse(data: bytes, **kwargs: object) -> certs.Parsed:
+    def counting_parse(data: bytes, **kwargs: Any) -> Parsed:
         calls.append(str(kwargs.get("name")))
-        return real_parse(data, **kwargs)  # type: ignore[arg-type]
+        return real_parse(data, **kwargs)
 
     monkeypatch.setattr(certs, "parse", counting_parse)
     scanner = FileScanner(clock=time.time, max_size=1 << 20)
@@ -164,7 +166,7 @@ def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> No
     path = tmp_path / "f.pem"
     os.mkfifo(path)
     started = time.monotonic()
-    data, info = files.read_capped(str(path), 1 << 20)  # the open() a racing swap would reach
+    data, info = read_capped(str(path), 1 << 20)  # the open() a racing swap would reach
     assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
 
 
@@ -191,7 +193,7 @@ def test_past_the_deadline_the_walk_stops_and_unread_files_keep_what_was_known(t
 
     def counting(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
         reads.append(path)
-        return files.read_capped(path, max_size)
+        return read_capped(path, max_size)
 
     scanner = FileScanner(clock=time.time, max_size=1 << 20, reader=counting)
     first = scanner.scan(wanted)
@@ -220,7 +222,7 @@ def test_the_run_after_an_abandoned_one_starts_from_what_it_found(tmp_path: Path
 
     def counting(path: str, max_size: int) -> tuple[bytes, os.stat_result]:
         reads.append(path)
-        return files.read_capped(path, max_size)
+        return read_capped(path, max_size)
 
     scanner = FileScanner(clock=time.time, max_size=1 << 20, reader=counting)
     done = scanner.scan([Wanted(p) for p in paths[:2]])  # what the stuck run got through before its deadline

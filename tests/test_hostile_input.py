@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gunicorn_cert_exporter.model import FileReason, Parsed
-from gunicorn_cert_exporter.sources import certs, files
+from gunicorn_cert_exporter.safe_read import read_capped
+from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import PKI, Issued, RunningExporter, StartExporter, deep_tree, remove_tree
 
@@ -137,7 +138,7 @@ def test_memory_is_bounded_by_the_size_cap_even_if_the_file_grows(tmp_path: Path
     scanner = FileScanner(clock=time.time, max_size=1 << 20)
     tracemalloc.start()
     try:
-        data, _ = files.read_capped(str(huge), 1 << 20)  # the read a file that grew after stat() would reach
+        data, _ = read_capped(str(huge), 1 << 20)  # the read a file that grew after stat() would reach
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -7,7 +7,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -78,7 +78,7 @@ class HostileProxy:
 
 
 @pytest.fixture
-def proxy(tls_server: type[TLSServer], pki: PKI, root: Issued) -> Iterator[type[HostileProxy]]:
+def proxy(tls_server: type[TLSServer], pki: PKI, root: Issued) -> Iterator[Callable[[str], HostileProxy]]:
     made: list[HostileProxy] = []
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
 
@@ -86,29 +86,29 @@ def proxy(tls_server: type[TLSServer], pki: PKI, root: Issued) -> Iterator[type[
         made.append(HostileProxy(("127.0.0.1", server.port), mode))
         return made[-1]
 
-    yield make  # type: ignore[misc]
+    yield make
     for p in made:
         p.close()
 
 
 def probe(address: str, timeout: float = 2.0, **extra: object) -> tuple[AddressResult, float]:
     started = time.monotonic()
-    result = Prober().probe(EndpointConfig(address=address, timeout=timeout, **extra))  # type: ignore[arg-type]
+    result = Prober().probe(EndpointConfig.model_validate({"address": address, "timeout": timeout, **extra}))
     return result.addresses[0], time.monotonic() - started
 
 
-def test_slow_drip_handshake_costs_the_timeout_not_more(proxy: type[HostileProxy]) -> None:
+def test_slow_drip_handshake_costs_the_timeout_not_more(proxy: Callable[[str], HostileProxy]) -> None:
     result, took = probe(proxy("drip").address, timeout=2.0)
     assert result.error is EndpointReason.STALLED
     assert took < 3.0, f"a dripping peer held the probe {took:.1f}s with a 2s timeout"
 
 
-def test_garbage_after_server_hello(proxy: type[HostileProxy]) -> None:
+def test_garbage_after_server_hello(proxy: Callable[[str], HostileProxy]) -> None:
     result, took = probe(proxy("garbage_after_hello").address)
     assert result.error is EndpointReason.HANDSHAKE_FAILURE and took < 3
 
 
-def test_reset_in_the_middle_of_the_handshake(proxy: type[HostileProxy]) -> None:
+def test_reset_in_the_middle_of_the_handshake(proxy: Callable[[str], HostileProxy]) -> None:
     result, took = probe(proxy("rst_after_hello").address)
     assert result.error is EndpointReason.RESET and took < 3
 

@@ -14,6 +14,13 @@ def _openssl(openssl: str, *args: str, cwd: Path) -> None:
     subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True)
 
 
+def _field(pattern: str, out: str) -> str:
+    """Return what ``pattern``'s group captures in openssl's output."""
+    match = re.search(pattern, out)
+    assert match is not None, (pattern, out)
+    return match.group(1)
+
+
 def _facts(openssl: str, pem: Path) -> tuple[float, str]:
     out = subprocess.run(
         [openssl, "x509", "-in", str(pem), "-noout", "-enddate", "-fingerprint", "-sha256"],
@@ -21,9 +28,9 @@ def _facts(openssl: str, pem: Path) -> tuple[float, str]:
         text=True,
         check=True,
     ).stdout
-    end = re.search(r"notAfter=(.+)", out).group(1).strip()  # type: ignore[union-attr]
+    end = _field(r"notAfter=(.+)", out).strip()
     when = datetime.strptime(end, "%b %d %H:%M:%S %Y %Z").replace(tzinfo=timezone.utc).timestamp()
-    fingerprint = re.search(r"Fingerprint=([0-9A-F:]+)", out).group(1).replace(":", "").lower()  # type: ignore[union-attr]
+    fingerprint = _field(r"Fingerprint=([0-9A-F:]+)", out).replace(":", "").lower()
     return when, fingerprint
 
 

@@ -56,7 +56,8 @@ def test_openmetrics_body_has_each_family_once_and_one_eof() -> None:
     cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
     cache.publish()
     text = b"".join(cache.body("openmetrics", gzipped=False)).decode()
-    names = [f.name for f in parse_openmetrics(text)]  # the parser refuses a family split in two, or a missing EOF
+    # The parser refuses a family split in two, or a missing EOF.
+    names = [f.name for f in parse_openmetrics(text)]  # type: ignore[no-untyped-call]
     assert len(names) == len(set(names)) and text.count("# EOF") == 1 and text.endswith("# EOF\n")
     gzipped = b"".join(cache.body("openmetrics", gzipped=True))
     reader = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -124,14 +125,18 @@ def test_a_part_rendered_piece_by_piece_equals_one_rendered_whole(snapshots: lis
     for snapshot in snapshots:
         current.append(snapshot)
         kept.publish()
-        cold = RenderCache(snapshot=lambda s=snapshot: s, live=[CollectorRegistry()])
+
+        def this_snapshot(s: Snapshot = snapshot) -> Snapshot:
+            return s
+
+        cold = RenderCache(snapshot=this_snapshot, live=[CollectorRegistry()])
         cold.publish()
         registry = CollectorRegistry()
-        registry.register(SnapshotCollector(lambda s=snapshot: s))
+        registry.register(SnapshotCollector(this_snapshot))
         for fmt in FORMATS:
             assert _whole(kept, fmt) == _whole(cold, fmt)
         assert _whole(kept, "text") == generate_latest(registry)
-        assert _whole(kept, "openmetrics") == generate_openmetrics(registry)
+        assert _whole(kept, "openmetrics") == generate_openmetrics(registry)  # type: ignore[no-untyped-call]
 
 
 def test_one_changed_file_among_many_renders_that_file_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,7 +146,12 @@ def test_one_changed_file_among_many_renders_that_file_only(monkeypatch: pytest.
     cache.publish()
     rendered: list[str] = []
     real = collector.add_file
-    monkeypatch.setattr(collector, "add_file", lambda out, result: (rendered.append(result.path), real(out, result)))
+
+    def add_file(out: collector.Sink, result: FileResult) -> None:
+        rendered.append(result.path)
+        real(out, result)
+
+    monkeypatch.setattr(collector, "add_file", add_file)
     renewed = dataclasses.replace(files[120], certs=(_cert(1000),))
     current.append(Snapshot(files=(*files[:120], renewed, *files[121:])))
     cache.publish()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "gunicorn-cert-exporter.rules.yml"
 
 
-def alerts() -> list[dict[str, object]]:
+def alerts() -> list[dict[str, Any]]:
     return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
@@ -35,7 +36,8 @@ def test_promtool_unit_tests_pass() -> None:
 
 def test_every_alert_is_tested_firing_and_not_firing() -> None:
     cases = yaml.safe_load((RULES.parent / "tests.yml").read_text())["tests"]
-    firing, quiet = set(), set()
+    firing: set[str] = set()
+    quiet: set[str] = set()
     for case in cases:
         for check in case["alert_rule_test"]:
             (firing if check["exp_alerts"] else quiet).add(check["alertname"])
@@ -48,7 +50,7 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_that_exists(
     anchors = set(re.findall(r"^## ([a-z0-9-]+)$", runbooks, re.MULTILINE))
     for alert in alerts():
         labels, annotations = alert["labels"], alert["annotations"]
-        assert labels["severity"] in ("warning", "critical"), alert["alert"]  # type: ignore[index]
-        assert annotations["summary"] and annotations["description"], alert["alert"]  # type: ignore[index]
-        anchor = str(annotations["runbook_url"]).rpartition("#")[2]  # type: ignore[index]
+        assert labels["severity"] in ("warning", "critical"), alert["alert"]
+        assert annotations["summary"] and annotations["description"], alert["alert"]
+        anchor = str(annotations["runbook_url"]).rpartition("#")[2]
         assert anchor in anchors, (alert["alert"], anchor)

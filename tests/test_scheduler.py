@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gunicorn_cert_exporter.model import FileResult
 from gunicorn_cert_exporter.sources import files
 from gunicorn_cert_exporter.sources.files import FileScanner
 from tests.support import PKI, Issued, RunningExporter, StartExporter, eventually, free_port, write_pair
@@ -34,11 +35,11 @@ def test_scrape_during_a_slow_scan_of_10000_files_answers_from_the_last_snapshot
     entered, release = threading.Event(), threading.Event()
     real_scan_one = FileScanner.scan_one
 
-    def slow_scan_one(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+    def slow_scan_one(self: FileScanner, item: files.Wanted, previous: FileResult | None = None) -> FileResult:
         if item.path.endswith("05000.pem"):
             entered.set()
             release.wait(60)
-        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+        return real_scan_one(self, item, previous)
 
     monkeypatch.setattr(FileScanner, "scan_one", slow_scan_one)
     (d / "00000.pem").unlink()
@@ -96,11 +97,11 @@ def _stuck_on(monkeypatch: pytest.MonkeyPatch, suffix: str) -> tuple[list[float]
     release = threading.Event()
     real_scan_one = FileScanner.scan_one
 
-    def scan_one(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+    def scan_one(self: FileScanner, item: files.Wanted, previous: FileResult | None = None) -> FileResult:
         if item.path.endswith(suffix):
             entered.append(time.monotonic())
             release.wait(120)
-        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+        return real_scan_one(self, item, previous)
 
     monkeypatch.setattr(FileScanner, "scan_one", scan_one)
     return entered, release
@@ -117,7 +118,7 @@ def test_a_scan_stuck_in_a_read_publishes_at_its_deadline_and_the_next_run_start
     try:
         stuck = f'gunicorn_cert_file_error{{path="{tmp_path}/b-stuck.pem",reason="scan_deadline"}}'
         good = f'gunicorn_cert_file_up{{path="{tmp_path}/a-good.pem"}}'
-        metrics = eventually(lambda: (m := exporter.metrics()).get(stuck) and m, "the stuck file marked")
+        metrics = eventually(lambda: m if (m := exporter.metrics()).get(stuck) else None, "the stuck file marked")
         assert metrics[good] == 1  # what the stuck scan had is published
         # The next run starts while the first is still stuck (max_instances would have skipped it).
         eventually(lambda: len(entered) >= 2, "a second run of the files scan")
@@ -172,7 +173,8 @@ def test_sigterm_ends_serve_within_5s_while_a_target_scan_is_stuck_on_a_fifo_pid
         proc.wait(timeout=30)
         assert time.monotonic() - started < 5
         assert proc.returncode == 0
-        assert b"Traceback" not in proc.stderr.read()  # type: ignore[union-attr]
+        assert proc.stderr is not None
+        assert b"Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -198,10 +200,10 @@ def test_the_watchdog_of_an_old_run_never_abandons_a_newer_run(
     calls: list[int] = []
     real_scan_one = FileScanner.scan_one
 
-    def gated(self: FileScanner, item: files.Wanted, previous: object = None) -> object:
+    def gated(self: FileScanner, item: files.Wanted, previous: FileResult | None = None) -> FileResult:
         calls.append(1)
         gates[len(calls) - 1].wait(60)  # the first run blocks until the end; the second until released
-        return real_scan_one(self, item, previous)  # type: ignore[arg-type]
+        return real_scan_one(self, item, previous)
 
     monkeypatch.setattr(FileScanner, "scan_one", gated)
     store = Store()

@@ -9,7 +9,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -39,8 +39,16 @@ from tests.support import (
     server_context,
 )
 
-DESKTOP = {"width": 1366, "height": 768}
-PHONE = {"width": 390, "height": 844}
+
+class Viewport(TypedDict):
+    """A window size, passed to ``Chromium.open`` as its keywords."""
+
+    width: int
+    height: int
+
+
+DESKTOP: Viewport = {"width": 1366, "height": 768}
+PHONE: Viewport = {"width": 390, "height": 844}
 URGENCY = ["error", "expired", "critical", "warning", "ok"]
 ROWS = """[...document.querySelectorAll('#sources tr.row')].map(r => ({band: r.dataset.band, text: r.innerText,
   days: r.querySelector('td.num').textContent, top: r.getBoundingClientRect().top,

@@ -136,7 +136,7 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     assert s.served() == new.fingerprint
     assert [d.mismatch for d in after.drift] == [False]
     assert (after.reload_signals, after.reload_failures) == (1, 0)
-    assert after.last_reload is not None and after.last_reload > before.last_reload  # type: ignore[operator]
+    assert after.last_reload is not None and after.last_reload > before.last_reload
     assert after.master.pid == before.master.pid
     again = s.scan()
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
@@ -391,11 +391,12 @@ class FailingRig:
 
     def __init__(self, rig: SocketRig, channel: str, pidfile: Path) -> None:
         pidfile.write_text(f"{os.getpid()}\n")  # this test's process: a pid that is no Gunicorn (not_gunicorn)
-        sources = {
+        by_channel: dict[str, dict[str, object]] = {
             "control_socket": {},
             "pidfile": {"control_socket": None, "pidfile": str(pidfile)},
             "pid": {"control_socket": None, "pid": os.getpid()},
-        }[channel]
+        }
+        sources = by_channel[channel]
         quiet = EAGER.model_copy(update={"enabled": False})
         self.target = rig.target.model_copy(update={"endpoint": "localhost:8443", "reload": quiet, **sources})
         self.broken = False

@@ -13,6 +13,7 @@ import bcrypt
 import pytest
 
 from gunicorn_cert_exporter import allowlist as probe
+from gunicorn_cert_exporter.config import ConfigError
 from gunicorn_cert_exporter.web import webconfig
 from tests.support import (
     PKI,
@@ -192,10 +193,10 @@ def test_web_config_requires_client_ca_for_verified_client_auth(tmp_path: Path, 
         f"tls_server_config: {{cert_file: {cert_path}, key_file: {key_path}, "
         "client_auth_type: RequireAndVerifyClientCert}\n"
     )
-    with pytest.raises(webconfig.ConfigError, match="client_ca_file"):
+    with pytest.raises(ConfigError, match="client_ca_file"):
         webconfig.load(str(path))
     path.write_text("basic_auth_users: {prom: plaintext-password}\n")
-    with pytest.raises(webconfig.ConfigError, match="bcrypt"):
+    with pytest.raises(ConfigError, match="bcrypt"):
         webconfig.load(str(path))
 
 
@@ -257,8 +258,8 @@ def test_metrics_in_openmetrics_and_gzip_carry_snapshot_and_live_series(
 def _tls_exporter(run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued, **tls: str) -> RunningExporter:
     cert_path, key_path = write_chain(tmp_path, "web", pki.leaf(root))
     (tmp_path / "clients.pem").write_bytes(root.cert_pem)
-    config = webconfig.TLSServerConfig(cert_file=str(cert_path), key_file=str(key_path), **tls)  # type: ignore[arg-type]
-    return run_exporter("{}", tls=webconfig.ReloadingContext(config))  # type: ignore[operator, no-any-return]
+    config = webconfig.TLSServerConfig.model_validate({"cert_file": str(cert_path), "key_file": str(key_path), **tls})
+    return run_exporter("{}", tls=webconfig.ReloadingContext(config))
 
 
 def test_client_certificates_are_required_and_verified(
