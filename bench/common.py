@@ -115,6 +115,20 @@ class Fleet:
         self.proc.wait()
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
 class Exporter:
     """The exporter as users run it: its own process, its own scheduler."""
 
@@ -156,11 +170,18 @@ class Exporter:
                 raise TimeoutError(needle)
             time.sleep(0.5)
 
+    def processes(self) -> list[int]:
+        """The exporter's pid and its children's (the endpoints' probe process)."""
+        return [self.proc.pid, *children(self.proc.pid)]
+
     def rss_mib(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident memory of the exporter and its probe process together."""
+        total = 0
+        for pid in self.processes():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total / 1024
 
     def close(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

@@ -25,6 +25,7 @@ from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service, load_config
 from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from gunicorn_cert_exporter.web import webconfig
 
 DEFAULT_LISTEN = ":9793"
@@ -132,11 +133,13 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     if args.storage_path and not os.path.isdir(args.storage_path):
         print(f"--storage.path {args.storage_path}: not a directory", file=sys.stderr)
         return 2
+    probes = ProbeProcess(log=(args.log_level, args.log_format))  # the endpoints scan, away from the server's GIL
     service = Service(
         config=config,
         load=lambda: load_config(args.config),
         store=store,
         prober=Prober(),
+        endpoint_prober=probes,
         storage_path=args.storage_path,
     )
     live = CollectorRegistry()  # series read at each scrape, beside the snapshot's pre-rendered ones
@@ -182,6 +185,7 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     def close() -> None:
         server.stop()
         service.stop()
+        probes.close()
 
     # Stop what stops within a bound, then leave without joining threads: a scan stuck in a read (a FIFO, a hung
     # NFS mount) can't be interrupted, and concurrent.futures would join its workers at interpreter exit.

@@ -52,7 +52,7 @@ class EndpointReason(str, Enum):
     CLIENT_CERT_UNAVAILABLE = "client_cert_unavailable"
     CA_FILE_UNAVAILABLE = "ca_file_unavailable"
     ERROR = "error"
-    SCAN_FAILED = "scan_failed"  # the Gunicorn target's scan raised (a bug): not probed this scan
+    SCAN_FAILED = "scan_failed"  # not probed this scan: its target's scan raised (a bug), or the probe process ended
 
 
 class VerifyReason(str, Enum):

@@ -19,7 +19,7 @@ from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
 from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import gunicorn
@@ -79,6 +79,7 @@ class Service:
         load: Callable[[], Config],
         store: Store,
         prober: Prober,
+        endpoint_prober: EndpointProber | None = None,
         clock: Callable[[], float] = time.time,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
         storage_path: str | None = None,
@@ -88,6 +89,7 @@ class Service:
         self._reloading = threading.Lock()  # SIGHUP and POST /-/reload may arrive together
         self._store = store
         self._prober = prober
+        self._endpoint_prober = endpoint_prober
         self._clock = clock
         self._sender = sender
         self._scheduler = Scheduler(self._scans(config))
@@ -133,6 +135,7 @@ class Service:
             config=config,
             store=self._store,
             prober=self._prober,
+            endpoint_prober=self._endpoint_prober,
             clock=self._clock,
             sender=self._sender,
             history=self._history,

@@ -6,11 +6,12 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from gunicorn_cert_exporter.config import Config, FileSource
-from gunicorn_cert_exporter.model import FileResult, PatternResult, ScanStats, TargetState
+from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
+from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
 from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
@@ -19,6 +20,13 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 
 KINDS = ("files", "endpoints", "gunicorn")
+
+
+class EndpointProber(Protocol):
+    """What probes the configured endpoints: a Prober in this process, or sources/probe_process.ProbeProcess."""
+
+    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
+        """Probe every endpoint on every address."""
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Scans:
         config: Config,
         store: Store,
         prober: Prober,
+        endpoint_prober: EndpointProber | None = None,
         clock: Callable[[], float] = time.time,
         logger: logging.Logger | None = None,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
@@ -57,6 +66,7 @@ class Scans:
         self._retired = False
         self._store = store
         self._prober = prober
+        self._endpoint_prober = endpoint_prober or prober  # the endpoints scan's (a ProbeProcess when serving)
         self._clock = clock
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
         self._lock = threading.Lock()
@@ -102,7 +112,7 @@ class Scans:
     def scan_endpoints(self) -> None:
         """Probe every configured endpoint on every address."""
         token, started = self._begin("endpoints"), time.monotonic()
-        results = self._prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
+        results = self._endpoint_prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
         self._publish("endpoints", token, started, endpoints=results)
 
     def scan_targets(self) -> None:

@@ -1,0 +1,157 @@
+"""sources/probe_process.py: the endpoints scan in a child process that dies, sticks or outlives nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gunicorn_cert_exporter.config import EndpointConfig
+from gunicorn_cert_exporter.model import EndpointReason, EndpointResult
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
+from tests.support import PKI, ExporterProcess, Issued, TLSServer, eventually, server_context
+
+
+@pytest.fixture
+def probes() -> Iterator[ProbeProcess]:
+    process = ProbeProcess()
+    yield process
+    process.close()
+
+
+def _config(server: TLSServer, ca_file: str | None = None, timeout: float = 5.0) -> EndpointConfig:
+    return EndpointConfig(address=server.address, server_name="localhost", ca_file=ca_file, timeout=timeout)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def test_the_child_reports_what_the_prober_in_this_process_reports(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, intermediate: Issued, tmp_path: Path
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(root.cert_pem)
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(intermediate), intermediate)))
+    config = _config(server, ca_file=str(tmp_path / "ca.pem"))
+    here = Prober().probe_all([config], concurrency=4)
+    there = probes.probe_all([config], concurrency=4)
+    assert probes.pid is not None and probes.pid != os.getpid()
+
+    def timeless(results: tuple[EndpointResult, ...]) -> list[EndpointResult]:
+        return [
+            dataclasses.replace(r, addresses=tuple(dataclasses.replace(a, handshake_seconds=0.0) for a in r.addresses))
+            for r in results
+        ]
+
+    assert timeless(there) == timeless(here)
+    assert there[0].addresses[0].verified and len(there[0].addresses[0].chain) == 2
+
+
+def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    stalled = tls_server("127.0.0.1", mode="stall")
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    first = probes.pid
+    assert first is not None
+    answers: list[tuple[EndpointResult, ...]] = []
+    scan = threading.Thread(
+        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=60)], concurrency=4))
+    )
+    scan.start()
+    time.sleep(1)
+    os.kill(first, signal.SIGKILL)
+    scan.join(timeout=10)  # not the stalled endpoint's 60 s
+    assert not scan.is_alive()
+    kept, never = answers[0]
+    assert kept.error == EndpointReason.SCAN_FAILED and [a.address for a in kept.addresses] == ["127.0.0.1"]
+    assert not kept.addresses[0].up and kept.addresses[0].error == EndpointReason.SCAN_FAILED
+    assert never.error == EndpointReason.SCAN_FAILED and never.addresses == ()  # no address known yet
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up  # the next scan: a new child
+    assert probes.pid not in (None, first)
+
+
+def test_a_scan_finding_the_child_stuck_on_an_abandoned_scan_replaces_it(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    stalled = tls_server("127.0.0.1", mode="stall")
+    abandoned = threading.Thread(
+        target=probes.probe_all, args=([_config(stalled, timeout=60)],), kwargs={"concurrency": 4}
+    )
+    abandoned.start()
+    eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
+    started = time.monotonic()
+    fresh = probes.probe_all([_config(good)], concurrency=4)
+    assert fresh[0].addresses[0].up and time.monotonic() - started < 8  # it did not wait for the stuck scan
+    abandoned.join(timeout=10)
+    assert not abandoned.is_alive()
+
+
+def test_the_child_ends_when_the_exporter_dies_without_closing_it(
+    tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    code = (
+        "import os, sys\n"
+        "from gunicorn_cert_exporter.config import EndpointConfig\n"
+        "from gunicorn_cert_exporter.sources.probe_process import ProbeProcess\n"
+        "p = ProbeProcess()\n"
+        f"assert p.probe_all([EndpointConfig(address='{good.address}', server_name='localhost')], concurrency=1)\n"
+        "print(p.pid, flush=True)\n"
+        "os._exit(0)\n"  # no close(), no atexit: as after SIGKILL
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    child = int(done.stdout.split()[0])
+    eventually(lambda: not _alive(child) or None, "the orphaned child to exit", timeout=10)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
+    tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        f"scan: {{interval: 1s, jitter: 0%}}\nendpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
+    )
+    exporter = ExporterProcess(config, cwd=tmp_path)
+    up = f'gunicorn_cert_endpoint_up{{address="127.0.0.1",endpoint="{server.address}",server_name="localhost"}}'
+    try:
+        eventually(lambda: exporter.metrics().get(up) == 1.0 or None, "the endpoint probed")
+        (first,) = eventually(lambda: _children(exporter.process.pid), "the probe process")
+        os.kill(first, signal.SIGKILL)
+        second = eventually(lambda: [c for c in _children(exporter.process.pid) if c != first], "a new probe process")
+        eventually(lambda: exporter.metrics().get(up) == 1.0 or None, "the endpoint probed again")
+        assert exporter.metrics()[up] == 1.0  # the series never left
+    finally:
+        exporter.stop()
+    assert exporter.process.returncode == 0
+    eventually(lambda: not any(_alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
