@@ -240,6 +240,10 @@ def scrape_figures(directory: Path, endpoints: int, work: Path) -> dict[str, flo
             f'gunicorn_cert_file_pattern_matches{{pattern="{directory}/**/*.pem"}}'
         ):
             time.sleep(0.5)
+        conn = http.client.HTTPConnection("127.0.0.1", exporter.port, timeout=60)
+        conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+        body_mb = len(conn.getresponse().read()) / 1e6
+        conn.close()
         pids = exporter.processes()  # the probe process is one of them once endpoints were scanned
         before, busy_before, started = sum(map(_cpu, pids)), _machine_busy(), time.monotonic()
         latencies, errors = scrape_in_processes(exporter.port, scrapers=20, duration=20)
@@ -248,7 +252,7 @@ def scrape_figures(directory: Path, endpoints: int, work: Path) -> dict[str, flo
         busy = [b - a for a, b in zip(busy_before, _machine_busy(), strict=True)]
         return {"p50": percentile(latencies, 0.5), "p99": percentile(latencies, 0.99), "scrapes": len(latencies),
                 "errors": errors, "rss": exporter.rss_mib(), "load": os.getloadavg()[0], "cores": cores,
-                "busy": busy[0] / busy[1], "rate": len(latencies) / took}  # fmt: skip
+                "busy": busy[0] / busy[1], "rate": len(latencies) / took, "body_mb": body_mb}  # fmt: skip
     finally:
         exporter.close()
         server.stop()
@@ -552,11 +556,13 @@ def _report(
         "  distinct. *Bare loop*: open, read, `x509.load_pem_x509_certificates`, touch `not_valid_after_utc`. *Full",
         "  scan*: the exporter's `FileScanner` with an empty cache (stat, capped read, SHA-256 of the content, every",
         "  fact: fingerprint, serial, names, SANs, key, signature algorithm, CA, self-signed). *Rescan*: the same",
-        "  scanner again, glob expansion included. Best of several runs each. *Render*: `generate_latest` of the",
-        "  whole snapshot, the cost a scrape would pay if it rendered; the exporter renders each scan kind's part",
-        "  when that kind publishes, and only if it changed, so a scrape joins ready bytes and the live series.",
+        "  scanner again, glob expansion included. Best of several runs each. *Whole render*: prometheus_client's",
+        "  `generate_latest` of the whole snapshot in one format, the cost a scrape would pay if it rendered. *First",
+        "  publish*: the exporter's render cache from nothing, both text formats, deflated, as when the first scan",
+        "  publishes. *One file changed*: the same cache after one file's result changed; it renders that file again",
+        "  and joins and deflates the families. A scrape only joins ready bytes and the live series.",
         "- **RSS**: the exporter as users run it (`gunicorn-cert-exporter serve`), after its first file scan and one",
-        "  scrape.",
+        "  scrape; with endpoints configured, its probe process is counted too.",
         f"- **Endpoints**: {ends['endpoints']:.0f} TLS listeners on 127.0.0.1 in another process, concurrency "
         f"{CONCURRENCY} for all three: the exporter's `Prober.probe_all` (resolve, connect, handshake, served chain,",
         "  verification, facts); `prometheus-blackbox-exporter` (Debian package) with a `tcp` + `tls` module driven",
@@ -566,12 +572,12 @@ def _report(
         "  files scan has read every file (the cold start has its own row, with 100,000 files). 20 scraper processes",
         "  (like 20 Prometheus servers; threads of one Python process would add each other's GIL waits to what they",
         "  measure) each scrape `/metrics` with gzip again as soon as they are answered, a new connection each time,",
-        "  for 20 s: a closed loop, far harsher than Prometheus' one scrape per interval. A body is about 1.3 MB",
-        "  gzipped (13 MB plain: fingerprints and serials barely compress). In a closed loop the latency is the queue",
-        "  (20 / scrapes per second), so it follows the CPU the machine has left: the scrapers, the TLS fleet and the",
-        "  exporter share 2 cores. With 500 endpoints the fleet and the exporter complete 500 handshakes (both",
-        "  sides) in the first second of every 2 s; the exporter probes them in its child process, so they take CPU",
-        "  from the scrapers but not the GIL from the event loop.",
+        "  for 20 s: a closed loop, far harsher than Prometheus' one scrape per interval. A gzipped body was",
+        f"  {scrapes['body_mb']:.1f} MB (fingerprints and serials barely compress). In a closed loop the latency is",
+        "  the queue (20 / scrapes per second), so it follows the CPU the machine has left: the scrapers, the TLS",
+        "  fleet and the exporter share 2 cores. With 500 endpoints the fleet and the exporter complete 500",
+        "  handshakes (both sides) in the first second of every 2 s; the exporter probes them in its child process,",
+        "  so they take CPU from the scrapers but not the GIL from the event loop.",
         "- **Drift**: a real Gunicorn (`asgi` worker) on loopback, scan interval 1 s; the cert/key pair renamed into",
         "  place; time until the snapshot shows the mismatch (or the reload already under way), then until every",
         "  address serves the new leaf. Both are bounded below by the scan interval.",
