@@ -119,7 +119,7 @@ class ProbeProcess:
             # the older scan gets its answer (scan_failed) and lets go.
             stuck = self._child
             if stuck is not None:
-                _log.warning("the probe process was still busy with an abandoned scan; restarting it")
+                _log.warning("the probe process was still busy with an earlier scan; restarting it")
                 stuck.kill()
             if not self._lock.acquire(timeout=10):
                 return self._failed(configs, "the probe process is busy")
