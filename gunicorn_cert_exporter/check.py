@@ -33,7 +33,7 @@ def _source_rows(source: SourceRow) -> list[Row]:
         out.append(Row(Status.WARNING, name, "", "", "", "", "pattern matches no file"))
     elif source.error:
         note = f"{source.error}: {source.detail}" if source.detail else source.error
-        out.append(Row(source.band.severity, name, "", "", "", "", note))
+        out.append(Row(source.severity, name, "", "", "", "", note))
     for cert in source.certs:
         when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
         days = f"{cert.days_left:.1f}"

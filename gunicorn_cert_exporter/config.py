@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from importlib import resources
@@ -35,6 +36,9 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+_LONGEST = 365 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """Turn ``30s``, ``5m``, ``1h``, ``1.5d`` or a number of seconds into seconds."""
     if isinstance(value, bool):
@@ -45,8 +49,12 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
     else:
         raise ValueError(f"{value!r} is not a duration; use a number with a unit, like 30s, 5m, 1h")
+    if not math.isfinite(seconds):  # .inf and .nan are YAML floats
+        raise ValueError("a duration is a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration can't be negative")
+    if seconds > _LONGEST:  # past this, timers and timeouts overflow
+        raise ValueError("a duration is at most 365d")
     return seconds
 
 

@@ -13,7 +13,9 @@ from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classi
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
+    EndpointReason,
     EndpointResult,
+    FileReason,
     FileResult,
     MasterReason,
     Snapshot,
@@ -21,6 +23,7 @@ from gunicorn_cert_exporter.model import (
 )
 
 API_VERSION = 1
+_NOT_LOOKED_AT = frozenset({FileReason.SCAN_DEADLINE.value, EndpointReason.SCAN_FAILED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,17 @@ class SourceRow:
     def soonest(self) -> CertRow | None:
         """Return the certificate that needs attention first."""
         return self.certs[0] if self.certs else None
+
+    @property
+    def severity(self) -> Severity:
+        """Return its Nagios state: its band's, but a source not looked at this scan is at least UNKNOWN, not CRITICAL.
+
+        A file past the scan's deadline or an endpoint whose scan failed is no finding: what was last known of its
+        certificates still counts, and it is UNKNOWN at least.
+        """
+        if self.error in _NOT_LOOKED_AT:
+            return max([Severity.UNKNOWN, *(c.band.severity for c in self.certs)], key=lambda s: s.rank)
+        return self.band.severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +145,7 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
     summary = _summary(sources, targets)
-    states = [s.band.severity for s in sources] + [t.severity for t in targets]
+    states = [s.severity for s in sources] + [t.severity for t in targets]
     status = max(states, key=lambda s: s.rank, default=Severity.OK)
     scanned_at = min((stats.finished_at for _, stats in snap.scans), default=None)
     if scanned_at is None:  # nothing scanned yet: an empty page is not an all-clear

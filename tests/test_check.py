@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+from gunicorn_cert_exporter import check as nagios
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.bands import Severity
+from gunicorn_cert_exporter.model import (
+    AddressResult,
+    EndpointReason,
+    EndpointResult,
+    FileReason,
+    FileResult,
+    ScanStats,
+    Snapshot,
+)
+from gunicorn_cert_exporter.sources import certs
 from tests.support import DAY, NOW, PKI, Issued, TLSServer, free_port, server_context
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
@@ -114,3 +128,26 @@ def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki
     assert rows[0][3] == "\\x1b]0;pwned\\x07\\x0aINJECTED\\x9b2J\\x7f\\u202eevil"
     document = json.loads(check(short_tmp, "files: [{paths: ['*.pem']}]\n", "--output", "json").stdout)
     assert document["checks"][0]["subject"] == subject  # JSON keeps the value, escaped by json.dumps
+
+
+def _verdict_of(snapshot: Snapshot) -> Severity:
+    view = status.build(dataclasses.replace(snapshot, scans=(("files", ScanStats(0.1, NOW.timestamp())),)),
+                        now=NOW.timestamp())  # fmt: skip
+    return nagios.verdict(nagios.rows(view))
+
+
+def test_a_source_the_exporter_did_not_look_at_is_unknown_unless_what_it_knew_is_worse(pki: PKI, root: Issued) -> None:
+    """An endpoint whose scan failed or a file past the scan's deadline is no finding: UNKNOWN, not CRITICAL."""
+    fine = certs.parse(pki.leaf(root, not_after=NOW + 90 * DAY).cert_pem).certs
+    expired = certs.parse(pki.leaf(root, not_after=NOW - DAY).cert_pem).certs
+    failed = EndpointResult(endpoint="a:443", server_name="a", error=EndpointReason.SCAN_FAILED)
+    down = dataclasses.replace(failed, addresses=(AddressResult(address="10.0.0.1", error=EndpointReason.SCAN_FAILED),))
+    assert _verdict_of(Snapshot(endpoints=(failed,))) == Severity.UNKNOWN
+    assert _verdict_of(Snapshot(endpoints=(down,))) == Severity.UNKNOWN
+    late = FileResult(path="/c.pem", certs=fine, error=FileReason.SCAN_DEADLINE)
+    assert _verdict_of(Snapshot(files=(late,))) == Severity.UNKNOWN
+    assert _verdict_of(Snapshot(files=(dataclasses.replace(late, certs=expired),))) == Severity.CRITICAL
+    # A finding stays one: the exporter looked and could not read, or could not connect.
+    assert _verdict_of(Snapshot(files=(FileResult(path="/c.pem", error=FileReason.NOT_FOUND),))) == Severity.CRITICAL
+    refused = dataclasses.replace(down, addresses=(AddressResult(address="10.0.0.1", error=EndpointReason.REFUSED),))
+    assert _verdict_of(Snapshot(endpoints=(refused,))) == Severity.CRITICAL

@@ -207,3 +207,21 @@ probe: {allow: ["h:1"], timeout: 0}
         "gunicorn[0].timeout: timeout must be more than 0s",
         "probe.timeout: timeout must be more than 0s",
     ]
+
+
+@pytest.mark.parametrize(("value", "why"), [(".inf", "finite"), (".nan", "finite"), ("99999999999w", "at most 365d")])
+def test_a_duration_is_finite_and_at_most_a_year_wherever_it_is_set(value: str, why: str) -> None:
+    """`.inf` and `.nan` are YAML floats; an endless timeout once overflowed inside a scan and failed all endpoints."""
+    found = problems(
+        f"""
+scan: {{interval: {value}}}
+endpoints: [{{address: "h:1", timeout: {value}}}]
+gunicorn: [{{name: api, cert_file: a, key_file: b, endpoint: "h:1", pid: 10, reload: {{after: {value}}}}}]
+"""
+    )
+    assert sorted(p.split(":")[0] for p in found) == [
+        "endpoints[0].timeout",
+        "gunicorn[0].reload.after",
+        "scan.interval",
+    ]
+    assert all(why in p for p in found)

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from gunicorn_cert_exporter import config
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import EndpointReason, EndpointResult
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, eventually, server_context
@@ -86,21 +90,100 @@ def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     assert probes.pid not in (None, first)
 
 
-def test_a_scan_finding_the_child_stuck_on_an_abandoned_scan_replaces_it(
+def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_one(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     stalled = tls_server("127.0.0.1", mode="stall")
-    abandoned = threading.Thread(
-        target=probes.probe_all, args=([_config(stalled, timeout=60)],), kwargs={"concurrency": 4}
+    answers: list[tuple[EndpointResult, ...]] = []
+    stuck = threading.Thread(
+        target=lambda: answers.append(probes.probe_all([_config(stalled, timeout=60)], concurrency=4))
     )
-    abandoned.start()
+    stuck.start()
     eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
+    first = probes.pid
+    probes.abandon()  # what the scheduler's watchdog does past the scan's deadline
+    stuck.join(timeout=10)  # not the stalled endpoint's 60 s
+    assert not stuck.is_alive() and answers[0][0].error == EndpointReason.SCAN_FAILED
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    assert probes.pid not in (None, first)
+
+
+def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """After a config reload the new scan may start while the old one still probes: the child is kept."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    slow = tls_server("127.0.0.1", mode="stall")
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    child = probes.pid
+    answers: list[tuple[EndpointResult, ...]] = []
+    old = threading.Thread(target=lambda: answers.append(probes.probe_all([_config(slow, timeout=2)], concurrency=4)))
+    old.start()
+    eventually(lambda: slow._held or None, "the old scan in its slow handshake", timeout=20)
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    old.join(timeout=10)
+    assert answers[0][0].addresses[0].error == EndpointReason.STALLED  # the old scan finished, it was not killed
+    assert probes.pid == child
+
+
+def test_a_bug_in_the_child_is_logged_there_and_its_endpoints_stay(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, capfd: pytest.CaptureFixture[str]
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    broken = probes.probe_all([_config(good)], concurrency=0)  # ThreadPoolExecutor refuses 0 workers in the child
+    assert broken[0].error == EndpointReason.SCAN_FAILED and [a.address for a in broken[0].addresses] == ["127.0.0.1"]
+    err = capfd.readouterr().err
+    assert "endpoints scan failed in the probe process" in err and "ValueError" in err  # with its traceback
+
+
+def test_a_new_child_keeps_the_addresses_of_a_name_that_stopped_resolving(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DNS memory of a killed child is gone; the exporter's side still knows where the endpoint was."""
+    key = ("svc.example:443", "svc.example")
+    answers = iter(
+        [
+            (EndpointResult(endpoint=key[0], server_name=key[1], addresses=(AddressResult(address="10.0.0.1"),)),),
+            (
+                EndpointResult(
+                    endpoint=key[0], server_name=key[1], error=EndpointReason.DNS_FAILURE, detail="no address"
+                ),
+            ),
+        ]
+    )
+    monkeypatch.setattr(probe_process, "_exchange", lambda _child, _request: next(answers))
+    monkeypatch.setattr(probe_process, "_Child", _FakeChild)
+    probes = ProbeProcess()
+    config = EndpointConfig(address=key[0])
+    probes.probe_all([config], concurrency=1)
+    (failed,) = probes.probe_all([config], concurrency=1)  # a new child answered: it never saw the name resolve
+    assert failed.error == EndpointReason.DNS_FAILURE
+    assert [(a.address, a.error) for a in failed.addresses] == [("10.0.0.1", EndpointReason.DNS_FAILURE)]
+
+
+class _FakeChild:
+    def __init__(self, _log: tuple[str, str]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-c", "pass"])
+
+    def alive(self) -> bool:
+        return True
+
+    def end(self) -> bool:
+        return True
+
+
+def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server: type[TLSServer]) -> None:
+    stalled = tls_server("127.0.0.1", mode="stall")
+    scan = threading.Thread(target=probes.probe_all, args=([_config(stalled, timeout=60)],), kwargs={"concurrency": 1})
+    scan.start()
+    eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
+    child = probes.pid
+    assert child is not None
     started = time.monotonic()
-    fresh = probes.probe_all([_config(good)], concurrency=4)
-    assert fresh[0].addresses[0].up and time.monotonic() - started < 8  # it did not wait for the stuck scan
-    abandoned.join(timeout=10)
-    assert not abandoned.is_alive()
+    probes.close()
+    assert time.monotonic() - started < 1.5
+    scan.join(timeout=5)
+    assert not scan.is_alive() and not _alive(child)
 
 
 def test_the_child_ends_when_the_exporter_dies_without_closing_it(
@@ -119,6 +202,30 @@ def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     child = int(done.stdout.split()[0])
     eventually(lambda: not _alive(child) or None, "the orphaned child to exit", timeout=10)
+
+
+def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_server: type[TLSServer]) -> None:
+    stalled = tls_server("127.0.0.1", mode="stall")
+    code = (
+        "import os, sys, threading, time\n"
+        "from gunicorn_cert_exporter.config import EndpointConfig\n"
+        "from gunicorn_cert_exporter.sources.probe_process import ProbeProcess\n"
+        "p = ProbeProcess()\n"
+        f"config = EndpointConfig(address='{stalled.address}', timeout=120)\n"
+        "threading.Thread(target=p.probe_all, args=([config],), kwargs={'concurrency': 1}, daemon=True).start()\n"
+        "while p.pid is None: time.sleep(0.05)\n"
+        "print(p.pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "os._exit(0)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None and parent.stdin is not None
+    child = int(parent.stdout.readline())
+    eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
+    parent.stdin.write("\n")
+    parent.stdin.flush()
+    parent.wait(timeout=10)
+    eventually(lambda: not _alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
 
 
 def _children(pid: int) -> list[int]:
@@ -155,3 +262,22 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
         exporter.stop()
     assert exporter.process.returncode == 0
     eventually(lambda: not any(_alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
+
+
+class _Recorder(Prober):
+    def __init__(self) -> None:
+        super().__init__()
+        self.abandoned = 0
+
+    def abandon(self) -> None:
+        self.abandoned += 1
+
+
+def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None:
+    recorder = _Recorder()
+    scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
+                  endpoint_prober=recorder)  # fmt: skip
+    scans.overrun("files")
+    assert recorder.abandoned == 0
+    scans.overrun("endpoints")  # what scanning/scheduler.py's watchdog calls past the deadline
+    assert recorder.abandoned == 1

@@ -28,6 +28,9 @@ class EndpointProber(Protocol):
     def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
         """Probe every endpoint on every address."""
 
+    def abandon(self) -> None:
+        """Give up on the scan in progress (the scheduler abandoned it past its deadline)."""
+
 
 @dataclass
 class _FilesRun:
@@ -153,6 +156,8 @@ class Scans:
                 # that starts from what this run knew and found (a cold start could overrun again, and forever).
                 self._scanner, self._finder = self._scanner.successor(), self._file_tools()[1]
         self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
+        if kind == "endpoints":
+            self._endpoint_prober.abandon()
         if run is None or self._retired:
             return
         known = {f.path: f for f in self._store.snapshot.files}

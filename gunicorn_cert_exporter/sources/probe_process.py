@@ -6,21 +6,25 @@ take the GIL in turn for the length of every endpoints scan: a scrape then waits
 system calls. Here a child process runs ``Prober.probe_all`` for each scan and sends back the results (frozen
 values). The Gunicorn targets scan and ``/probe`` keep their probes in the exporter: they are few.
 
-One scan at a time talks to the child. A scan that finds the child still busy with an older scan (stuck past its
-deadline, which the scheduler abandoned) kills it and starts a new one. If the child dies mid-scan, that scan's
-endpoints are reported down with ``scan_failed`` on the addresses they last had, so no series disappears. The
-child exits when the exporter does: its end of the pipe closes.
+One scan at a time talks to the child; a later scan (after a config reload) waits for it. Only that scan closes
+the child's socket. When the scheduler abandons a scan stuck past its deadline, ``abandon()`` kills the child,
+the stuck scan gets ``scan_failed`` and lets go, and the next scan starts a new child. If the child dies mid-scan,
+that scan's endpoints are reported down with ``scan_failed`` on the addresses they last had, so no series
+disappears. The child exits when the exporter does, however it ends: its end of the socket closes, and it watches
+its parent.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -31,10 +35,11 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 
 _log = logging.getLogger("gunicorn_cert_exporter.endpoints")
 _POLL = 0.5  # how often a waiting scan looks whether its child is still alive
+_MAX_DYING = 3  # killed children that have not exited yet (stuck in the kernel): no new one past this
 
 
 def _serve(connection: Connection) -> None:
-    """The child: probe each batch of endpoints sent, until the exporter's end of the pipe closes."""
+    """The child: probe each batch of endpoints sent, until the exporter's end of the socket closes."""
     prober = Prober()
     while True:
         try:
@@ -44,7 +49,8 @@ def _serve(connection: Connection) -> None:
         prober.track(configs)  # the endpoints of the config in force: the addresses they resolved to are kept
         try:
             answer: tuple[EndpointResult, ...] | str = prober.probe_all(configs, concurrency=concurrency)
-        except Exception as exc:  # noqa: BLE001  (a bug: reported to the exporter, which marks the endpoints)
+        except Exception as exc:  # noqa: BLE001  (a bug: logged here with its traceback; the exporter marks the endpoints)
+            _log.exception("endpoints scan failed in the probe process")
             answer = f"the probe process failed: {type(exc).__name__}"
         try:
             connection.send(answer)
@@ -52,11 +58,20 @@ def _serve(connection: Connection) -> None:
             return
 
 
+def _orphaned(parent: int) -> None:
+    """Exit as soon as the exporter is gone, even in the middle of a scan (its probes may run for a while)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+
+
 def main(argv: Sequence[str]) -> None:
     """Run as the child: ``python -m gunicorn_cert_exporter.sources.probe_process FD LEVEL FORMAT``."""
-    for number in (signal.SIGINT, signal.SIGHUP):  # a terminal's ^C or hang-up is the exporter's to handle
+    # ^C, a hang-up or systemd's SIGTERM to the whole group are the exporter's to handle; it ends this process.
+    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    logs.setup(level=argv[1], fmt=argv[2])  # its warnings read like the exporter's (logfmt or JSON)
+    logs.setup(level=argv[1], fmt=argv[2])  # its logs and warnings read like the exporter's (logfmt or JSON)
+    threading.Thread(target=_orphaned, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _serve(Connection(int(argv[0])))
 
 
@@ -72,23 +87,27 @@ class _Child:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def kill(self) -> None:
+    def end(self) -> bool:
+        """Kill it and close its socket (only the scan talking to it may); tell whether it has exited."""
         if self.alive():
             self.process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
         self.connection.close()
+        try:
+            self.process.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return False  # stuck in the kernel (a hung mount): SIGKILL takes effect when the call returns
+        return True
 
 
 def _exchange(child: _Child, request: object) -> object | None:
-    """Send one request and wait for its answer; None if the child died or was killed meanwhile."""
+    """Send one request and wait for its answer; None if the child died, was killed, or answered garbage."""
     try:
         child.connection.send(request)
         while not child.connection.poll(_POLL):
             if not child.alive():
                 return None
         answer: object = child.connection.recv()
-    except (EOFError, OSError, ValueError):
+    except Exception:  # noqa: BLE001  (EOF, a reset socket, an unpicklable answer: the child is replaced)
         return None
     return answer
 
@@ -97,11 +116,12 @@ class ProbeProcess:
     """Probe endpoints in a child process, started at the first scan and replaced when it dies or gets stuck."""
 
     def __init__(self, *, log: tuple[str, str] = ("info", "logfmt")) -> None:
-        """``log``: the exporter's log level and format, for the child's own warnings."""
+        """``log``: the exporter's log level and format, for the child's own logs."""
         self._log_setup = log
         self._lock = threading.Lock()  # held by the scan talking to the child
         self._child: _Child | None = None
-        self._known: dict[tuple[str, str], tuple[str, ...]] = {}  # addresses each endpoint last had
+        self._dying: list[_Child] = []
+        self._known: dict[tuple[str, str], tuple[str, ...]] = {}  # the addresses each endpoint last had
         self._closed = False
 
     @property
@@ -112,38 +132,70 @@ class ProbeProcess:
 
     def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
         """Probe every endpoint in the child; if it dies, every endpoint is down with ``scan_failed``."""
-        if not configs:
-            return ()
-        if not self._lock.acquire(blocking=False):
-            # An older scan still waits on the child: it overran and was abandoned. Its child is stuck: kill it, and
-            # the older scan gets its answer (scan_failed) and lets go.
-            stuck = self._child
-            if stuck is not None:
-                _log.warning("the probe process was still busy with an earlier scan; restarting it")
-                stuck.kill()
-            if not self._lock.acquire(timeout=10):
-                return self._failed(configs, "the probe process is busy")
-        try:
+        with self._lock:  # an earlier scan ends within its probes' timeouts, or is abandoned (which kills its child)
+            if not configs:
+                self._stop()  # no endpoints left in the config: no idle process
+                return ()
             return self._ask(list(configs), concurrency)
-        finally:
-            self._lock.release()
+
+    def abandon(self) -> None:
+        """Give up on the scan waiting on the child (the scheduler abandoned it): kill the child, so it lets go."""
+        child = self._child
+        if child is not None and self._lock.locked():
+            _log.warning("the endpoints scan overran its deadline; restarting the probe process")
+            child.process.kill()  # the scan waiting on it sees it die, closes its socket and reports scan_failed
+
+    def close(self) -> None:
+        """Stop the child (it holds nothing worth a graceful stop); a scan waiting on it gets ``scan_failed``."""
+        self._closed = True
+        child = self._child
+        if child is None:
+            return
+        if child.alive():
+            child.process.kill()
+        if self._lock.acquire(timeout=1):  # no scan waiting on it: close its socket here
+            try:
+                self._stop()
+            finally:
+                self._lock.release()
+
+    def _stop(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and not child.end():
+            self._dying.append(child)
 
     def _ask(self, configs: list[EndpointConfig], concurrency: int) -> tuple[EndpointResult, ...]:
         child = self._child
-        if child is None or not child.alive() or child.connection.closed:
+        if child is None or not child.alive():
+            self._stop()
+            self._dying = [c for c in self._dying if c.alive()]
             if self._closed:
                 return self._failed(configs, "the exporter is stopping")
+            if len(self._dying) >= _MAX_DYING:
+                return self._failed(configs, "earlier probe processes did not exit")
             child = self._child = _Child(self._log_setup)
         answer = _exchange(child, (configs, concurrency))
         if answer is None:
-            child.kill()
+            self._stop()
             _log.warning("the probe process ended before answering", extra={"exitcode": child.process.returncode})
             return self._failed(configs, "the probe process ended before answering")
         if not isinstance(answer, tuple):
+            _log.warning("endpoints scan failed", extra={"detail": str(answer)})
             return self._failed(configs, str(answer))
-        results: tuple[EndpointResult, ...] = answer
-        self._known = {(r.endpoint, r.server_name): tuple(a.address for a in r.addresses) for r in results}
-        return results
+        return self._remember(answer)
+
+    def _remember(self, results: tuple[EndpointResult, ...]) -> tuple[EndpointResult, ...]:
+        """Keep each endpoint's addresses; a new child knows none, so a name that stopped resolving gets them here."""
+        out = []
+        for result in results:
+            known = self._known.get((result.endpoint, result.server_name), ())
+            if result.error is not None and not result.addresses and known:
+                down = tuple(AddressResult(address=a, error=result.error, detail=result.detail) for a in known)
+                out.append(dataclasses.replace(result, addresses=down))
+            else:
+                out.append(result)
+        self._known = {(r.endpoint, r.server_name): tuple(a.address for a in r.addresses) for r in out}
+        return tuple(out)
 
     def _failed(self, configs: Sequence[EndpointConfig], detail: str) -> tuple[EndpointResult, ...]:
         """Every endpoint down with ``scan_failed``, on the addresses it last had (its series stay)."""
@@ -154,17 +206,6 @@ class ProbeProcess:
             down = tuple(AddressResult(address=a, error=reason, detail=detail) for a in self._known.get(key, ()))
             out.append(EndpointResult(endpoint=key[0], server_name=key[1], addresses=down, error=reason, detail=detail))
         return tuple(out)
-
-    def close(self) -> None:
-        """Stop the child; a scan still waiting on it gets ``scan_failed``."""
-        self._closed = True
-        child = self._child
-        if child is not None:
-            child.connection.close()  # the child sees the end of the pipe and exits
-            try:
-                child.process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                child.kill()
 
 
 if __name__ == "__main__":

@@ -194,8 +194,8 @@ def _source(row: SourceRow, query: str) -> str:
     number = "'num empty'" if soonest is None else "num"
     when = "'when empty'" if soonest is None else "when"
     return (
-        f"<tr class='row {_CSS[row.band.severity]}' data-band={row.band.value}>"
-        f"<td data-label=state>{_badge(row.band.severity, row.band.value)}</td>"
+        f"<tr class='row {_CSS[row.severity]}' data-band={row.band.value}>"
+        f"<td data-label=state>{_badge(row.severity, row.band.value)}</td>"
         f"<td data-label={row.kind}><code>{_t(where)}</code></td>"
         f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires class={when}>{expires}</td>"
         f"<td data-label='days left' class={number}>{days}</td>"
