@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the benchmarks share the tests' helpers
-from tests.support import NOW, PKI, free_port, write_pair
+from tests.support import NOW, PKI, children, free_port, write_pair
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -113,20 +113,6 @@ class Fleet:
     def close(self) -> None:
         self.proc.kill()
         self.proc.wait()
-
-
-def children(pid: int) -> list[int]:
-    """The live child processes of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
 
 
 class Exporter:

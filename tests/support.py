@@ -454,6 +454,20 @@ def start_exporter(
     return RunningExporter(f"{scheme}://127.0.0.1:{server.addresses[0][1]}", service, server, config_path)
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
 def free_port() -> int:
     """Return a TCP port that is free on 127.0.0.1 now."""
     with socket.socket() as sock:

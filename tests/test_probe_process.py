@@ -22,7 +22,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
-from tests.support import PKI, ExporterProcess, Issued, TLSServer, eventually, server_context
+from tests.support import PKI, ExporterProcess, Issued, TLSServer, children, eventually, server_context
 
 
 @pytest.fixture
@@ -228,19 +228,6 @@ def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_serve
     eventually(lambda: not _alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry))
-    return found
-
-
 def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -253,9 +240,9 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     up = f'gunicorn_cert_endpoint_up{{address="127.0.0.1",endpoint="{server.address}",server_name="localhost"}}'
     try:
         eventually(lambda: exporter.metrics().get(up) == 1.0 or None, "the endpoint probed")
-        (first,) = eventually(lambda: _children(exporter.process.pid), "the probe process")
+        (first,) = eventually(lambda: children(exporter.process.pid), "the probe process")
         os.kill(first, signal.SIGKILL)
-        second = eventually(lambda: [c for c in _children(exporter.process.pid) if c != first], "a new probe process")
+        second = eventually(lambda: [c for c in children(exporter.process.pid) if c != first], "a new probe process")
         eventually(lambda: exporter.metrics().get(up) == 1.0 or None, "the endpoint probed again")
         assert exporter.metrics()[up] == 1.0  # the series never left
     finally:
