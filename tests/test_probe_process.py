@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import pytest
@@ -268,3 +271,43 @@ def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None
     assert recorder.abandoned == 0
     scans.overrun("endpoints")  # what scanning/scheduler.py's watchdog calls past the deadline
     assert recorder.abandoned == 1
+
+
+class _Unkillable:
+    """A child stuck in the kernel (a hung mount): SIGKILL does not take effect, it never answers."""
+
+    def __init__(self, _log: tuple[str, str]) -> None:
+        ours, self._theirs = socket.socketpair()
+        self.connection = Connection(ours.detach())
+        self.process = types.SimpleNamespace(pid=0, returncode=None)
+        self.killed_at: float | None = None
+
+    def alive(self) -> bool:
+        return True
+
+    def kill(self) -> None:
+        self.killed_at = self.killed_at or time.monotonic()
+
+    def end(self) -> bool:
+        self.kill()
+        self.connection.close()
+        return False
+
+
+def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(probe_process, "_Child", _Unkillable)
+    monkeypatch.setattr(probe_process, "_KILL_GRACE", 0.5)
+    probes = ProbeProcess()
+    config = EndpointConfig(address="127.0.0.1:1")
+    for _ in range(probe_process._MAX_DYING):
+        answers: list[tuple[EndpointResult, ...]] = []
+        scan = threading.Thread(target=lambda out=answers: out.append(probes.probe_all([config], concurrency=1)))
+        scan.start()
+        eventually(lambda: probes._child or None, "the scan talking to its child", timeout=5, every=0.05)
+        probes.abandon()  # the watchdog, past the deadline
+        scan.join(timeout=5)  # the stuck child does not hold the scan (nor the next ones) forever
+        assert not scan.is_alive() and answers[0][0].error == EndpointReason.SCAN_FAILED
+    (refused,) = probes.probe_all([config], concurrency=1)  # no fourth process while three have not exited
+    assert refused.error == EndpointReason.SCAN_FAILED and refused.detail == "earlier probe processes did not exit"

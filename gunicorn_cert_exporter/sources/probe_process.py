@@ -36,6 +36,7 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 _log = logging.getLogger("gunicorn_cert_exporter.endpoints")
 _POLL = 0.5  # how often a waiting scan looks whether its child is still alive
 _MAX_DYING = 3  # killed children that have not exited yet (stuck in the kernel): no new one past this
+_KILL_GRACE = 5.0  # how long a scan waits on a killed child before it gives up on it
 
 
 def _serve(connection: Connection) -> None:
@@ -83,14 +84,21 @@ class _Child:
             command = [sys.executable, "-m", __name__, str(fd), *log]
             self.process = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
         self.connection = Connection(ours.detach())
+        self.killed_at: float | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def end(self) -> bool:
-        """Kill it and close its socket (only the scan talking to it may); tell whether it has exited."""
+    def kill(self) -> None:
+        """Send SIGKILL (any thread may); the scan talking to it notices and closes its socket."""
+        if self.killed_at is None:
+            self.killed_at = time.monotonic()
         if self.alive():
             self.process.kill()
+
+    def end(self) -> bool:
+        """Kill it and close its socket (only the scan talking to it may); tell whether it has exited."""
+        self.kill()
         self.connection.close()
         try:
             self.process.wait(timeout=1)
@@ -106,6 +114,8 @@ def _exchange(child: _Child, request: object) -> object | None:
         while not child.connection.poll(_POLL):
             if not child.alive():
                 return None
+            if child.killed_at is not None and time.monotonic() - child.killed_at > _KILL_GRACE:
+                return None  # killed but stuck in the kernel (a hung mount): give up on it, it is counted dying
         answer: object = child.connection.recv()
     except Exception:  # noqa: BLE001  (EOF, a reset socket, an unpicklable answer: the child is replaced)
         return None
@@ -143,7 +153,7 @@ class ProbeProcess:
         child = self._child
         if child is not None and self._lock.locked():
             _log.warning("the endpoints scan overran its deadline; restarting the probe process")
-            child.process.kill()  # the scan waiting on it sees it die, closes its socket and reports scan_failed
+            child.kill()  # the scan waiting on it sees it die, closes its socket and reports scan_failed
 
     def close(self) -> None:
         """Stop the child (it holds nothing worth a graceful stop); a scan waiting on it gets ``scan_failed``."""
@@ -151,8 +161,7 @@ class ProbeProcess:
         child = self._child
         if child is None:
             return
-        if child.alive():
-            child.process.kill()
+        child.kill()
         if self._lock.acquire(timeout=1):  # no scan waiting on it: close its socket here
             try:
                 self._stop()
