@@ -184,7 +184,7 @@ def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server:
     assert child is not None
     started = time.monotonic()
     probes.close()
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3  # not the stalled probe's 60 s: close() waits at most 1 s for the scan
     scan.join(timeout=5)
     assert not scan.is_alive() and not _alive(child)
 
