@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -197,6 +198,11 @@ class AddressResult:
     def leaf(self) -> CertFacts | None:
         """Return the served leaf, if any."""
         return self.chain[0] if self.chain else None
+
+
+def down_at(addresses: Iterable[str], reason: EndpointReason, detail: str) -> tuple[AddressResult, ...]:
+    """Addresses not probed this time, each down with ``reason``: their series stay while the source is broken."""
+    return tuple(AddressResult(address=a, error=reason, detail=detail) for a in addresses)
 
 
 @dataclass(frozen=True, slots=True)

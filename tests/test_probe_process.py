@@ -141,27 +141,40 @@ def test_a_bug_in_the_child_is_logged_there_and_its_endpoints_stay(
     assert "endpoints scan failed in the probe process" in err and "ValueError" in err  # with its traceback
 
 
-def test_a_new_child_keeps_the_addresses_of_a_name_that_stopped_resolving(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The DNS memory of a killed child is gone; the exporter's side still knows where the endpoint was."""
+def test_a_prober_seeded_with_known_addresses_keeps_them_while_the_name_fails() -> None:
+    """What a new probe process is told: where the exporter last saw each endpoint (its own memory is empty)."""
+    config = EndpointConfig(address="svc.example:443")
     key = ("svc.example:443", "svc.example")
-    answers = iter(
-        [
-            (EndpointResult(endpoint=key[0], server_name=key[1], addresses=(AddressResult(address="10.0.0.1"),)),),
-            (
-                EndpointResult(
-                    endpoint=key[0], server_name=key[1], error=EndpointReason.DNS_FAILURE, detail="no address"
-                ),
-            ),
-        ]
-    )
-    monkeypatch.setattr(probe_process, "_exchange", lambda _child, _request: next(answers))
+
+    def failing(_host: str, _port: int) -> list[tuple[int, str]]:
+        raise OSError("Name or service not known")
+
+    prober = Prober(resolver=failing)
+    prober.track([config], known={key: ("10.0.0.1",), ("gone.example:443", "gone.example"): ("10.0.0.2",)})
+    (failed,) = prober.probe_all([config], concurrency=1)
+    assert failed.error == EndpointReason.DNS_FAILURE
+    assert [(a.address, a.error) for a in failed.addresses] == [("10.0.0.1", EndpointReason.DNS_FAILURE)]
+    prober.track([config])  # what it knows itself stays; an endpoint outside the config is never remembered
+    assert [a.address for a in prober.probe_all([config], concurrency=1)[0].addresses] == ["10.0.0.1"]
+    assert ("gone.example:443", "gone.example") not in prober._last_resolved
+
+
+def test_each_request_tells_the_child_where_the_endpoints_were(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = ("svc.example:443", "svc.example")
+    requests: list[object] = []
+    answer = (EndpointResult(endpoint=key[0], server_name=key[1], addresses=(AddressResult(address="10.0.0.1"),)),)
+
+    def exchange(_child: object, request: object) -> object:
+        requests.append(request)
+        return answer
+
+    monkeypatch.setattr(probe_process, "_exchange", exchange)
     monkeypatch.setattr(probe_process, "_Child", _FakeChild)
     probes = ProbeProcess()
     config = EndpointConfig(address=key[0])
     probes.probe_all([config], concurrency=1)
-    (failed,) = probes.probe_all([config], concurrency=1)  # a new child answered: it never saw the name resolve
-    assert failed.error == EndpointReason.DNS_FAILURE
-    assert [(a.address, a.error) for a in failed.addresses] == [("10.0.0.1", EndpointReason.DNS_FAILURE)]
+    probes.probe_all([config], concurrency=1)  # e.g. to a new child that never saw the name resolve
+    assert requests == [([config], 1, {}), ([config], 1, {key: ("10.0.0.1",)})]
 
 
 class _FakeChild:

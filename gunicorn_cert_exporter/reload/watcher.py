@@ -13,13 +13,13 @@ from dataclasses import dataclass, field, replace
 from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
 from gunicorn_cert_exporter.model import (
     AddressDrift,
-    AddressResult,
     EndpointReason,
     EndpointResult,
     FileResult,
     MasterReason,
     MasterState,
     TargetState,
+    down_at,
 )
 from gunicorn_cert_exporter.reload import drift
 from gunicorn_cert_exporter.reload.history import History
@@ -133,7 +133,7 @@ class TargetWatcher:
         endpoint = EndpointResult(
             endpoint=target.endpoint,
             server_name=target.sni or "",  # as the prober names it: the same series as a scan that completes
-            addresses=tuple(AddressResult(address=a, error=down, detail=reason) for a in known),
+            addresses=down_at(known, down, reason),
             error=down,
             detail=reason,
         )

@@ -10,13 +10,13 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from gunicorn_cert_exporter.config import EndpointConfig, split_host_port
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason, down_at
 from gunicorn_cert_exporter.sources import certs, starttls
 
 Resolver = Callable[[str, int], Sequence[tuple[int, str]]]
@@ -80,17 +80,21 @@ class Prober:
         self._last_resolved: dict[tuple[str, str], tuple[str, ...]] = {}
         self._resolved_lock = threading.Lock()
 
-    def track(self, configs: Iterable[EndpointConfig]) -> None:
+    def track(
+        self, configs: Iterable[EndpointConfig], *, known: Mapping[tuple[str, str], tuple[str, ...]] | None = None
+    ) -> None:
         """Remember the addresses of these endpoints (the config's), and forget those of every other.
 
         While a tracked endpoint's name does not resolve, the addresses it last resolved to are reported down with
         ``dns_failure``, so their series stay. Only tracked endpoints are remembered (never a ``/probe`` target):
-        the memory is bounded by the config.
+        the memory is bounded by the config. ``known`` (endpoint, server_name) -> addresses fills in what this
+        prober has not seen itself (a new probe process, from what the exporter last published).
         """
         keys = frozenset(_key(config) for config in configs)
         with self._resolved_lock:
             self._tracked = keys
-            self._last_resolved = {k: v for k, v in self._last_resolved.items() if k in keys}
+            seen = {**(known or {}), **self._last_resolved}
+            self._last_resolved = {k: v for k, v in seen.items() if k in keys and v}
 
     def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
         """Resolve every endpoint, then probe every address, all at most ``concurrency`` at a time."""
@@ -137,8 +141,7 @@ class Prober:
                 if error is None:
                     self._last_resolved[key] = tuple(a.address for a in addresses)
                 else:
-                    known = self._last_resolved.get(key, ())
-                    addresses = tuple(AddressResult(address=a, error=error, detail=detail) for a in known)
+                    addresses = down_at(self._last_resolved.get(key, ()), error, detail)
         return EndpointResult(
             endpoint=config.address, server_name=config.sni or "", addresses=addresses, error=error, detail=detail
         )

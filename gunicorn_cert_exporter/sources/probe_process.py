@@ -16,7 +16,6 @@ its parent.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from multiprocessing.connection import Connection
 
 from gunicorn_cert_exporter import logs
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
+from gunicorn_cert_exporter.model import EndpointReason, EndpointResult, down_at
 from gunicorn_cert_exporter.sources.endpoints import Prober
 
 _log = logging.getLogger("gunicorn_cert_exporter.endpoints")
@@ -44,10 +43,12 @@ def _serve(connection: Connection) -> None:
     prober = Prober()
     while True:
         try:
-            configs, concurrency = connection.recv()
+            configs, concurrency, known = connection.recv()
         except (EOFError, OSError):
             return
-        prober.track(configs)  # the endpoints of the config in force: the addresses they resolved to are kept
+        # The endpoints of the config in force: the addresses they resolved to are kept. A new child also learns
+        # where they were from the exporter, so a name that stops resolving keeps its series across children.
+        prober.track(configs, known=known)
         try:
             answer: tuple[EndpointResult, ...] | str = prober.probe_all(configs, concurrency=concurrency)
         except Exception as exc:  # noqa: BLE001  (a bug: logged here with its traceback; the exporter marks the endpoints)
@@ -183,7 +184,7 @@ class ProbeProcess:
             if len(self._dying) >= _MAX_DYING:
                 return self._failed(configs, "earlier probe processes did not exit")
             child = self._child = _Child(self._log_setup)
-        answer = _exchange(child, (configs, concurrency))
+        answer = _exchange(child, (configs, concurrency, self._known))
         if answer is None:
             self._stop()
             _log.warning("the probe process ended before answering", extra={"exitcode": child.process.returncode})
@@ -191,20 +192,8 @@ class ProbeProcess:
         if not isinstance(answer, tuple):
             _log.warning("endpoints scan failed", extra={"detail": str(answer)})
             return self._failed(configs, str(answer))
-        return self._remember(answer)
-
-    def _remember(self, results: tuple[EndpointResult, ...]) -> tuple[EndpointResult, ...]:
-        """Keep each endpoint's addresses; a new child knows none, so a name that stopped resolving gets them here."""
-        out = []
-        for result in results:
-            known = self._known.get((result.endpoint, result.server_name), ())
-            if result.error is not None and not result.addresses and known:
-                down = tuple(AddressResult(address=a, error=result.error, detail=result.detail) for a in known)
-                out.append(dataclasses.replace(result, addresses=down))
-            else:
-                out.append(result)
-        self._known = {(r.endpoint, r.server_name): tuple(a.address for a in r.addresses) for r in out}
-        return tuple(out)
+        self._known = {(r.endpoint, r.server_name): tuple(a.address for a in r.addresses) for r in answer}
+        return answer
 
     def _failed(self, configs: Sequence[EndpointConfig], detail: str) -> tuple[EndpointResult, ...]:
         """Every endpoint down with ``scan_failed``, on the addresses it last had (its series stay)."""
@@ -212,7 +201,7 @@ class ProbeProcess:
         out = []
         for config in configs:
             key = (config.address, config.sni or "")
-            down = tuple(AddressResult(address=a, error=reason, detail=detail) for a in self._known.get(key, ()))
+            down = down_at(self._known.get(key, ()), reason, detail)
             out.append(EndpointResult(endpoint=key[0], server_name=key[1], addresses=down, error=reason, detail=detail))
         return tuple(out)
 
