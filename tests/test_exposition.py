@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE, Spec
+from gunicorn_cert_exporter.metrics.collector import empty_family
 from gunicorn_cert_exporter.metrics.exposition import FORMATS, HEADERS, encode, sample_line
 
 _VALUES = ["plain", 'quote " and \\ backslash', "new\nline and \r return", "caf\u00e9 \\udcff", ""]
@@ -14,8 +15,7 @@ _VALUES = ["plain", 'quote " and \\ backslash', "new\nline and \r return", "caf\
 
 class _Family(Collector):
     def __init__(self, spec: Spec, rows: list[tuple[list[str], float]]) -> None:
-        cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-        self.family = cls(spec.name, spec.help, labels=list(spec.labels))
+        self.family = empty_family(spec)
         for labels, value in rows:
             self.family.add_metric(labels, value)
 

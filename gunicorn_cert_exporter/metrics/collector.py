@@ -12,7 +12,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__
-from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
+from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
 from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, PatternResult, Snapshot, TargetState
 
 
@@ -36,6 +36,12 @@ def cert_labels(cert: CertFacts) -> list[str]:
     ]
 
 
+def empty_family(spec: Spec) -> GaugeMetricFamily | CounterMetricFamily:
+    """Return the catalogue family ``spec`` with no sample yet."""
+    cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
+    return cls(spec.name, spec.help, labels=list(spec.labels))
+
+
 class Sink(Protocol):
     """Where series are added: metric families, or sample lines being rendered."""
 
@@ -53,10 +59,7 @@ class Families:
         """Add one sample to the named family of the catalogue."""
         family = self._families.get(name)
         if family is None:
-            spec = BY_NAME[name]
-            cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-            family = cls(spec.name, spec.help, labels=list(spec.labels))
-            self._families[name] = family
+            family = self._families[name] = empty_family(BY_NAME[name])
         family.add_metric(list(labels), value)
 
     def __iter__(self) -> Iterator[Metric]:
@@ -142,8 +145,7 @@ class SnapshotCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """Name every family without building a snapshot (keeps registration cheap)."""
         for spec in CATALOGUE:
-            cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-            yield cls(spec.name, spec.help, labels=list(spec.labels))
+            yield empty_family(spec)
 
     def collect(self) -> Iterable[Metric]:
         """Build the families from the current snapshot, each family once, in catalogue order."""

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from prometheus_client import generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE, Spec
+from gunicorn_cert_exporter.metrics.collector import empty_family
 
 Format = Literal["text", "openmetrics"]
 FORMATS: tuple[Format, ...] = ("text", "openmetrics")
@@ -79,8 +80,7 @@ def encode(fmt: Format, collector: Collector) -> bytes:
 
 
 def _header(fmt: Format, spec: Spec) -> bytes:
-    cls = CounterMetricFamily if spec.kind == "counter" else GaugeMetricFamily
-    return encode(fmt, _One(cls(spec.name, spec.help, labels=list(spec.labels))))
+    return encode(fmt, _One(empty_family(spec)))
 
 
 HEADERS: dict[Format, dict[str, bytes]] = {
