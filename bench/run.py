@@ -41,7 +41,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
-from tests.support import DAY, NOW, PKI, Gunicorn, free_port, write_pair
+from tests.support import DAY, NOW, PKI, Gunicorn, free_port, proc_stat, write_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 32
@@ -261,7 +261,7 @@ def scrape_figures(directory: Path, endpoints: int, work: Path) -> dict[str, flo
 
 def _cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

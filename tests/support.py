@@ -454,13 +454,26 @@ def start_exporter(
     return RunningExporter(f"{scheme}://127.0.0.1:{server.addresses[0][1]}", service, server, config_path)
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name: state first, then ppid, ... (raises OSError if gone)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """Tell whether ``pid`` runs (a zombie does not)."""
+    try:
+        return proc_stat(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
 def children(pid: int) -> list[int]:
     """The live child processes of ``pid``."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = proc_stat(int(entry))
             except OSError:
                 continue
             if int(fields[1]) == pid and fields[0] != "Z":

@@ -25,7 +25,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
-from tests.support import PKI, ExporterProcess, Issued, TLSServer, children, eventually, server_context
+from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
 
 
 @pytest.fixture
@@ -37,15 +37,6 @@ def probes() -> Iterator[ProbeProcess]:
 
 def _config(server: TLSServer, ca_file: str | None = None, timeout: float = 5.0) -> EndpointConfig:
     return EndpointConfig(address=server.address, server_name="localhost", ca_file=ca_file, timeout=timeout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
 
 
 def test_the_child_reports_what_the_prober_in_this_process_reports(
@@ -199,7 +190,7 @@ def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server:
     probes.close()
     assert time.monotonic() - started < 3  # not the stalled probe's 60 s: close() waits at most 1 s for the scan
     scan.join(timeout=5)
-    assert not scan.is_alive() and not _alive(child)
+    assert not scan.is_alive() and not alive(child)
 
 
 def test_the_child_ends_when_the_exporter_dies_without_closing_it(
@@ -217,7 +208,7 @@ def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     child = int(done.stdout.split()[0])
-    eventually(lambda: not _alive(child) or None, "the orphaned child to exit", timeout=10)
+    eventually(lambda: not alive(child) or None, "the orphaned child to exit", timeout=10)
 
 
 def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_server: type[TLSServer]) -> None:
@@ -241,7 +232,7 @@ def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_serve
     parent.stdin.write("\n")
     parent.stdin.flush()
     parent.wait(timeout=10)
-    eventually(lambda: not _alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
+    eventually(lambda: not alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
 
 
 def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
@@ -264,7 +255,7 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     finally:
         exporter.stop()
     assert exporter.process.returncode == 0
-    eventually(lambda: not any(_alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
+    eventually(lambda: not any(alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
 
 
 class _Recorder(Prober):
