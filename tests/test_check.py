@@ -43,10 +43,10 @@ def table(stdout: str) -> tuple[list[list[str]], str]:
 
 
 def _trust_store(tmp_path: Path, pki: PKI) -> Path:
-    """A bundle like the OS trust store: fine roots, one expired in the middle, one expiring in 10 days."""
+    """A bundle like the OS trust store: fine roots, one expired in the middle, a 10-year one expiring in 10 days."""
     certs = [pki.ca(f"Fine Root {i:02d}", not_after=NOW + (1000 + i) * DAY) for i in range(30)]
     certs[17] = pki.issue("Expired Root", ca=True, not_before=NOW - 900 * DAY, not_after=NOW - 564 * DAY)
-    certs[5] = pki.ca("Soon Root", not_after=NOW + 10 * DAY)
+    certs[5] = pki.issue("Soon Root", ca=True, not_before=NOW - 3640 * DAY, not_after=NOW + 10 * DAY)
     path = tmp_path / "ca-certificates.crt"
     path.write_bytes(b"".join(c.cert_pem for c in certs))
     return path
@@ -72,7 +72,7 @@ def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: 
     assert problem_summary == summary  # the summary still counts every check
 
     document = json.loads(check(tmp_path, config, "--output", "json", "--problems").stdout)
-    assert document["counts"] == {"critical": 1, "warning": 2, "unknown": 0, "ok": 28}
+    assert document["counts"] == {"critical": 1, "warning": 2, "unknown": 0, "ok": 28, "retired": 0}
     assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
 
 

@@ -35,7 +35,7 @@ def _config(tmp_path: Path, *certs: tuple[str, bytes]) -> str:
 def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) -> None:
     ok = _config(tmp_path, ("a.pem", root.cert_pem))
     assert run("check", "--config", ok).returncode == 0
-    soon = pki.leaf(root, not_after=NOW + 10 * DAY)
+    soon = pki.leaf(root, not_before=NOW - 80 * DAY, not_after=NOW + 10 * DAY)  # 90 days: warns below 22.5 left
     (tmp_path / "soon.pem").write_bytes(soon.cert_pem)
     warned = run("check", "--config", ok)
     assert warned.returncode == 1 and "WARNING" in warned.stdout

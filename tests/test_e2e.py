@@ -78,7 +78,7 @@ def stack(
 ) -> Iterator[tuple[str, Webhook, RunningExporter]]:
     """An exporter with seeded data, scraped by Prometheus, alerting to Alertmanager, which calls a webhook."""
     prometheus_bin, alertmanager_bin = require_tool("prometheus"), require_tool("prometheus-alertmanager")
-    soon = pki.leaf(root, "expiring.test", not_after=NOW + 3 * DAY)
+    soon = pki.leaf(root, "expiring.test", not_before=NOW - 87 * DAY, not_after=NOW + 3 * DAY)  # 90 days, 3 left
     (tmp_path / "expiring.pem").write_bytes(soon.cert_pem)
     (tmp_path / "key.pem").write_bytes(soon.key_pem)
     served = pki.leaf(root, "old.test", not_after=NOW + 5 * DAY)

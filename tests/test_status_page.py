@@ -70,8 +70,9 @@ def _fresh_machine(run_exporter: StartExporter, tmp_path: Path, pki: PKI) -> Run
     (tmp_path / "ca-certificates.crt").write_bytes(b"".join(r.cert_pem for r in roots))
     root = roots[0]
     (tmp_path / "fine.pem").write_bytes(pki.leaf(root, "fine.example").cert_pem)
-    (tmp_path / "soon.pem").write_bytes(pki.leaf(root, "soon.example", not_after=NOW + 5 * DAY).cert_pem)
-    (tmp_path / "later.pem").write_bytes(pki.leaf(root, "later.example", not_after=NOW + 20 * DAY).cert_pem)
+    for name, left in (("soon", 5), ("later", 20)):  # 90-day leaves: critical below 7 days left, warning below 22.5
+        leaf = pki.leaf(root, f"{name}.example", not_before=NOW - (90 - left) * DAY, not_after=NOW + left * DAY)
+        (tmp_path / f"{name}.pem").write_bytes(leaf.cert_pem)
     exporter: RunningExporter = run_exporter(
         f"files: [{{paths: ['{tmp_path}/ca-certificates.crt', '{tmp_path}/*.pem', '{tmp_path}/live/**/*.pem']}}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/tls/cert.pem, key_file: {tmp_path}/tls/key.pem, "
@@ -101,7 +102,7 @@ def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
 ) -> None:
     exporter = _fresh_machine(run_exporter, short_dir, pki)
     api = _api(exporter)
-    expected = {"expired": 1, "critical": 1, "warning": 2, "ok": 140, "errors": 3}
+    expected = {"expired": 1, "critical": 1, "warning": 2, "ok": 140, "retired": 0, "errors": 3}
     assert api["summary"] == {**expected, "drifting_targets": 0, "blocked_reloads": 0}
     browser.open(exporter.url + "/", **DESKTOP)
     assert browser.evaluate("document.title") == (
