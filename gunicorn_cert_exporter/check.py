@@ -40,7 +40,7 @@ def _source_rows(source: SourceRow) -> list[Row]:
     for cert in source.certs:
         when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
         days, life = f"{cert.days_left:.1f}", f"{cert.lifetime_days:.1f}"
-        share = "" if cert.share_left is None else f"{cert.share_left:.0%}"
+        share = "" if cert.share_left is None else f"{round(cert.share_left * 100)}%"
         row = Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after)
         out.append(replace(row, lifetime_days=life, share_left=share, band=cert.band.value))
     return out

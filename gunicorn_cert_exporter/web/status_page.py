@@ -132,7 +132,7 @@ def _bands(view: StatusView) -> str:
 
 def _left(cert: CertRow) -> str:
     """Say the share of its lifetime a certificate has left, e.g. ``25% of 90 d``."""
-    share = "-" if cert.share_left is None else f"{cert.share_left:.0%}"
+    share = "-" if cert.share_left is None else f"{round(cert.share_left * 100)}%"
     return f"{share} of {_days(cert.lifetime_days)}"
 
 
