@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -16,6 +15,8 @@ import pytest
 import yaml
 
 from tests.support import (
+    DAY,
+    NOW,
     PKI,
     Issued,
     RunningExporter,
@@ -48,14 +49,18 @@ def _get(url: str) -> dict[str, Any]:
 
 @pytest.fixture
 def watched(run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued) -> RunningExporter:
-    """Every lifetime of the issue, the OS trust store as a trust store, and a copy of it as a private bundle."""
+    """Every lifetime of the issue; the OS trust store and a bundle with an expired root, both as trust stores; a
+    copy of those two as a private bundle (whatever roots this machine's bundle holds, one of them is expired)."""
     (tmp_path / "lifetimes").mkdir()
     lifetime_files(tmp_path / "lifetimes", pki, root)
+    expired = pki.issue("Expired Root", ca=True, not_before=NOW - 900 * DAY, not_after=NOW - 564 * DAY)
+    (tmp_path / "trust").mkdir()
+    (tmp_path / "trust" / "roots.crt").write_bytes(expired.cert_pem + root.cert_pem)
     (tmp_path / "private").mkdir()
-    shutil.copyfile(OS_BUNDLE, tmp_path / "private" / "ca-bundle.crt")
+    (tmp_path / "private" / "ca-bundle.crt").write_bytes(OS_BUNDLE.read_bytes() + expired.cert_pem)
     exporter: RunningExporter = run_exporter(
         f"files: [{{paths: ['{tmp_path}/lifetimes/*.pem', '{tmp_path}/private/*.crt']}},"
-        f" {{paths: ['{OS_BUNDLE}'], trust_store: true}}]\n"
+        f" {{paths: ['{OS_BUNDLE}', '{tmp_path}/trust/*.crt'], trust_store: true}}]\n"
     )
     exporter.scan_now()
     return exporter
@@ -109,7 +114,9 @@ def _file_alerts(prometheus: str) -> dict[str, str]:
 
 def test_alerts_have_the_severities_of_check_file_by_file(prometheus: str, watched: RunningExporter) -> None:
     expected = {path: SEVERITY[state] for path, state in _check_states(watched).items()}
-    assert expected[str(OS_BUNDLE)] == "" and expected[f"{watched.config_path.parent}/private/ca-bundle.crt"]
+    trust_stores = (str(OS_BUNDLE), f"{watched.config_path.parent}/trust/roots.crt")
+    assert [expected[path] for path in trust_stores] == ["", ""]
+    assert expected[f"{watched.config_path.parent}/private/ca-bundle.crt"] == "critical"
     problems = {path for path, severity in expected.items() if severity}
 
     def all_alerts_in() -> dict[str, str] | None:
@@ -155,7 +162,8 @@ def test_the_dashboard_band_column_is_the_exporters_band(prometheus: str, watche
 
 
 def test_only_trust_store_files_carry_the_trust_store_series_and_a_reload_moves_it(watched: RunningExporter) -> None:
-    expected = {f'gunicorn_cert_file_trust_store{{path="{OS_BUNDLE}"}}': 1.0}
+    trust = watched.config_path.parent / "trust" / "roots.crt"
+    expected = {f'gunicorn_cert_file_trust_store{{path="{path}"}}': 1.0 for path in (OS_BUNDLE, trust)}
     for _ in range(2):  # the first scan parses the bundle, the second finds it unchanged and keeps what it read
         samples = watched.metrics()
         assert {name: v for name, v in samples.items() if name.startswith("gunicorn_cert_file_trust_store")} == expected
