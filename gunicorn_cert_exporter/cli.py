@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
             type=_edge,
             metavar="EDGE",
             help=f"{name} below this much validity left: a duration (28d), a share of each certificate's lifetime "
-            f"(25%%) or both, the smaller counting (default: the config's bands.{name}, else '{edge}')",
+            f"(25%%) or both, the smaller counting (default: the config's bands.{name}, else "
+            f"'{str(edge).replace('%', '%%')}')",
         )
     chk.add_argument("--problems", action="store_true", help="list only rows that are not OK (the summary counts all)")
     commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")

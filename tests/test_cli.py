@@ -46,6 +46,13 @@ def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) 
     assert run("check", "--config", ok, "--warning", "1d").returncode == 2
 
 
+def test_check_help_names_the_default_bands() -> None:
+    result = run("check", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the help at the terminal's width
+    assert "else '28d, 25%')" in text and "else '7d, 12.5%')" in text
+
+
 def test_check_json_and_prometheus_outputs(tmp_path: Path, root: Issued) -> None:
     config = _config(tmp_path, ("a.pem", root.cert_pem))
     document = json.loads(run("check", "--config", config, "--output", "json").stdout)
