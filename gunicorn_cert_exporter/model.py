@@ -151,6 +151,7 @@ class FileResult:
     changed_at: float | None = None
     identity: FileIdentity | None = None
     content_sha256: str | None = None
+    trust_store: bool = False  # from a ``trust_store: true`` files entry: anchors, not certificates to renew
 
     @property
     def up(self) -> bool:

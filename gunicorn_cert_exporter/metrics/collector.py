@@ -175,6 +175,8 @@ def add_file(out: Sink, result: FileResult) -> None:
         out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
     out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
     out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
+    if result.trust_store:
+        out.add("gunicorn_cert_file_trust_store", [path], 1.0)
     for index, cert in enumerate(result.certs):
         position = [path, str(index)]
         out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
