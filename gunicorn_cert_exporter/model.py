@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -263,6 +264,16 @@ class AddressDrift:
     address: str
     mismatch: bool
     since: float | None = None
+
+
+def clamp_to_now(value: float | None, *, now: float) -> float | None:
+    """Return a "never goes backwards" time (last reload, drift since) as at most ``now``; None if it is no time.
+
+    Such a value keeps the maximum it has seen: one absurd reading (an uptime of -1e300, NaN) must not stay forever.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return min(value, now)
 
 
 @dataclass(frozen=True, slots=True)
