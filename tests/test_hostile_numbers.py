@@ -173,3 +173,21 @@ def test_an_absurd_master_leaves_metrics_fresh_the_page_up_and_the_api_strict(
         assert exporter.metrics()['gunicorn_cert_exporter_render_errors_total{kind="gunicorn"}'] == 0.0
     finally:
         server.close()
+
+
+def test_the_api_escapes_every_control_character_of_its_strings() -> None:
+    """Issue 25 item 6: the API left DEL, C1 controls, U+2028 and bidi overrides raw in a file name."""
+    hostile = "\r\x1b\x7f\x85\x9b\u2028\u2029\u200e\u202a\u202e\u2066\u2069"
+    path = f"/etc/tls/{hostile}.pem"
+    snapshot = Snapshot(files=(FileResult(path=path, error=FileReason.NOT_FOUND),))
+    cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
+    app = web.App(exposition=cache, snapshot=lambda: snapshot, probe=lambda _t, _n: ProbeOutcome(), reload=list)
+    server = web.serve_in_background(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    try:
+        status, api = _get(f"http://127.0.0.1:{server.addresses[0][1]}/api/v1/status")
+    finally:
+        server.stop()
+    text = api.decode()
+    assert status == 200 and not [c for c in text if c in hostile]  # only escapes on the wire
+    document = strict(api)
+    assert isinstance(document, dict) and document["sources"][0]["source"] == path  # the value itself is intact
