@@ -84,6 +84,7 @@ class MasterReason(str, Enum):
     CONTROL_SOCKET_UNAVAILABLE = "control_socket_unavailable"
     CONTROL_SOCKET_TIMEOUT = "control_socket_timeout"
     CONTROL_SOCKET_ERROR = "control_socket_error"
+    CONTROL_SOCKET_UNTRUSTED = "control_socket_untrusted"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
     SCAN_FAILED = "scan_failed"  # the target's scan raised (a bug): not looked at this scan

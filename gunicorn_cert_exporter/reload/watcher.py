@@ -317,7 +317,7 @@ class TargetWatcher:
             raise ProcessLookupError(identity.pid)  # another master answers there now, maybe with the same pid
         if not may_act():
             raise _AbandonedError
-        control_socket.reload(target.control_socket, timeout=target.timeout)
+        control_socket.reload(target.control_socket, timeout=target.timeout, pid=identity.pid)
 
     def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
         """Return the pids of the master's live workers, or None if it can't be seen as the same master."""
