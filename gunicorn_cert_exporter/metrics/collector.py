@@ -15,6 +15,7 @@ from gunicorn_cert_exporter import __version__
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
 from gunicorn_cert_exporter.model import (
     CertFacts,
+    EndpointReason,
     EndpointResult,
     FileResult,
     PatternResult,
@@ -207,8 +208,9 @@ def add_pattern(out: Sink, pattern: PatternResult) -> None:
 def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
-    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down).
-    resolved = 0 if endpoint.error is not None else len(endpoint.addresses)
+    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down); an
+    # endpoint not probed this time (scan_failed) still resolves where it last did, as far as anyone knows.
+    resolved = 0 if endpoint.error is EndpointReason.DNS_FAILURE else len(endpoint.addresses)
     out.add("gunicorn_cert_endpoint_addresses", [name, sni], resolved)
     if endpoint.error is not None and not endpoint.addresses:  # no address ever known to report it on
         out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
