@@ -62,6 +62,8 @@ def _proven(sock: socket.socket, path: str, expect_pid: int | None) -> Peer:
     try:
         pid, uid = peer_of(sock)
         info = os.stat(path)
+    except FileNotFoundError:  # re-created around a fork meanwhile: nothing proven, try again at the next look
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNAVAILABLE, f"{path}: gone while connecting") from None
     except OSError as exc:
         raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, f"{path}: listener unknown ({exc})") from None
     peer = Peer(pid=pid, uid=uid, file_uid=info.st_uid, file_mode=stat.S_IMODE(info.st_mode))
