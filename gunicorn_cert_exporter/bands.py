@@ -7,6 +7,7 @@ A certificate is WARNING when its time left falls below the smaller of 28 days a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
@@ -115,7 +116,8 @@ def lifetime(cert: CertFacts) -> float:
 def share_left(cert: CertFacts, *, now: float) -> float | None:
     """Return the share of its lifetime a certificate has left (negative once expired); None without a lifetime."""
     total = lifetime(cert)
-    return (cert.not_after - now) / total if total > 0 else None
+    share = (cert.not_after - now) / total if total > 0 else None
+    return share if share is not None and math.isfinite(share) else None  # no share of an absurd date
 
 
 def classify(cert: CertFacts, *, now: float, thresholds: Thresholds, trust_store: bool = False) -> tuple[Band, str]:

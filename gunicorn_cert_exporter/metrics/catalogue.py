@@ -221,6 +221,12 @@ CATALOGUE: tuple[Spec, ...] = (
         (),
     ),
     Spec(
+        "gunicorn_cert_exporter_render_errors",
+        "counter",
+        "Renders of a scan kind's series that failed; that kind's series stay as last rendered, the others go on.",
+        ("kind",),
+    ),
+    Spec(
         "gunicorn_cert_exporter_http_refused",
         "counter",
         "Connections the HTTP server closed, or requests it refused, to stay available to others, by reason.",

@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import socket
 import ssl
@@ -31,6 +30,7 @@ from prometheus_client.exposition import choose_encoder
 
 from gunicorn_cert_exporter import status as host_status
 from gunicorn_cert_exporter.bands import Thresholds
+from gunicorn_cert_exporter.escapes import strict_json
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache, format_for
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.service import ProbeOutcome, ProbeRefusal, Service
@@ -283,8 +283,9 @@ class _Routes:
 
         def render() -> bytes:
             view = host_status.build(app.snapshot(), now=app.clock(), thresholds=app.thresholds())
-            document = host_status.document(view)
-            return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+            # Strict JSON (null for NaN and infinities), control characters escaped; names may hold non-UTF-8 bytes.
+            body = strict_json(host_status.document(view), indent=1) + "\n"
+            return body.encode("utf-8", "backslashreplace")
 
         body = await self._bounded("work", self._work, render)
         return web.Response(body=body, headers={"Content-Type": "application/json; charset=utf-8"})

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from html import escape
+from typing import TypeVar
 
 from gunicorn_cert_exporter import __version__, status
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
+
+_log = logging.getLogger("gunicorn_cert_exporter.web")
+R = TypeVar("R")
+A = TypeVar("A")
 
 _STYLE = """
 :root{--fg:#1b1b1b;--bg:#fff;--muted:#5f6368;--line:#ddd;--head:#f4f4f4;--ok:#1e7e34;--warn:#9a6700;
@@ -85,7 +92,10 @@ def _t(value: object) -> str:
 def _when(ts: float | None, *, utc: bool = True) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
+    except (ValueError, OverflowError, OSError):  # NaN, or beyond year 9999: say so, never fail the page
+        return "invalid time"
 
 
 def _ago(ts: float, now: float) -> str:
@@ -237,6 +247,18 @@ def _target_matches(row: TargetRow, query: str) -> bool:
     return query in text.lower()
 
 
+def _row(render: Callable[[R, A], str], row: R, arg: A, *, columns: int) -> str:
+    """Render one row; a row whose data can't be formatted says so instead of failing the whole page."""
+    try:
+        return render(row, arg)
+    except Exception as exc:  # noqa: BLE001  (one value from outside must not answer 500 for every row)
+        _log.warning("status page row not shown", exc_info=exc, extra={"row": type(row).__name__})
+        return (
+            f"<tr class='row unk'><td data-label=state>{_badge(Severity.UNKNOWN)}</td><td colspan={columns - 1}>"
+            f"this row could not be shown: {_t(type(exc).__name__)}</td></tr>"
+        )
+
+
 def render_view(view: StatusView, *, query: str = "") -> str:
     """Render a status view; only the rows matching ``query`` (case-insensitive) are listed, the summary is whole."""
     needle = query.strip().lower()
@@ -246,7 +268,7 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         "<h2>Gunicorn targets</h2><table id=targets class=rows><thead><tr><th>state</th><th>target</th>"
         "<th>drift per address</th><th>key matches</th><th>master</th><th>last reload</th><th>last decision</th>"
         "<th>signals / failures</th></tr></thead><tbody>"
-        + "".join(_target(t, view.generated_at) for t in targets)
+        + "".join(_row(_target, t, view.generated_at, columns=8) for t in targets)
         + "</tbody></table>"
         if view.targets
         else ""
@@ -268,7 +290,7 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         f"<h2>Certificates and endpoints, most urgent first{_t(shown)}</h2><table id=sources class=rows><thead><tr>"
         "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th>"
         "<th>lifetime left</th><th>notes</th></tr>"
-        "</thead><tbody>" + "".join(_source(s, needle) for s in sources) + "</tbody></table>"
+        "</thead><tbody>" + "".join(_row(_source, s, needle, columns=7) for s in sources) + "</tbody></table>"
         f"<script>{_SCRIPT}</script></body></html>"
     )
 
