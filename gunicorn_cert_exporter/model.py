@@ -5,7 +5,61 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Literal, NamedTuple
+
+
+class Word(str, Enum):
+    """A closed set of words: compares equal to its value, and formats as it (``f"{w}"``) on every Python."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class ScanKind(Word):
+    """A part of the snapshot and of ``/metrics``: one per scan, plus the exporter's own (the ``kind`` label)."""
+
+    FILES = "files"
+    ENDPOINTS = "endpoints"
+    GUNICORN = "gunicorn"
+    EXPORTER = "exporter"  # the exporter's own series (scan timings, config reloads): rendered, never scanned
+
+
+SCANNED: tuple[ScanKind, ...] = (ScanKind.FILES, ScanKind.ENDPOINTS, ScanKind.GUNICORN)
+"""The kinds a scan publishes, in the order they first run."""
+
+
+class Action(Word):
+    """What the reload policy does about a target this scan (``ERROR``: its scan failed, nothing was decided)."""
+
+    NONE = "none"
+    WAIT = "wait"
+    BLOCKED = "blocked"
+    SIGNAL = "signal"
+    DRY_RUN = "dry_run"
+    ERROR = "error"
+
+
+class Rule(Word):
+    """The rule of the reload policy that made a decision (stable names, for the audit log)."""
+
+    NO_DRIFT = "no_drift"
+    DISABLED = "disabled"
+    AFTER = "after"
+    CERT_FILE = "cert_file"
+    KEY_FILE = "key_file"
+    KEY_MATCH = "key_match"
+    VALIDITY = "validity"
+    MASTER = "master"
+    USR2 = "usr2"
+    WORKERS_RESTARTED = "workers_restarted"
+    COOLDOWN = "cooldown"
+    MAX_PER_HOUR = "max_per_hour"
+    DRY_RUN = "dry_run"
+    ALLOWED = "allowed"
+
+
+Channel = Literal["pidfile", "pid", "control_socket"]
+"""What proves and reloads a target's master (the ``channel`` label of ``gunicorn_cert_master_info``)."""
 
 
 class FileReason(str, Enum):
@@ -240,7 +294,7 @@ class MasterState:
     error: MasterReason | None = None
     detail: str = ""
     successor: int | None = None  # a new master forked by USR2, while the old one still runs
-    channel: str = "pidfile"  # what proved it: "pidfile", "pid" or "control_socket"
+    channel: Channel = "pidfile"  # what proved it
     reloads: int | None = None  # the master's own reload count (control socket only)
 
     @property
@@ -279,7 +333,7 @@ class TargetState:
     last_reload: float | None = None
     reload_signals: int = 0
     reload_failures: int = 0
-    decision: str = ""  # the last reload decision's action (reload.drift.Action value), and the rule behind it
+    decision: Action | None = None  # the last reload decision (None before one is made), and why in words
     decision_reason: str = ""
     history_problem: str = ""  # the reload history could not be read or written
 
@@ -305,7 +359,7 @@ class Snapshot:
     patterns: tuple[PatternResult, ...] = ()
     endpoints: tuple[EndpointResult, ...] = ()
     targets: tuple[TargetState, ...] = ()
-    scans: tuple[tuple[str, ScanStats], ...] = ()
+    scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from typing import Literal
 
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
 from gunicorn_cert_exporter.model import (
+    Action,
     AddressResult,
     CertFacts,
     EndpointReason,
@@ -99,7 +101,7 @@ class TargetRow:
     master_error: str
     workers: int
     last_reload: float | None
-    decision: str
+    decision: Action | Literal[""]  # "" before the first decision
     decision_reason: str
     reload_signals: int
     reload_failures: int
@@ -278,7 +280,7 @@ def _target_row(target: TargetState) -> TargetRow:
                 f"master {master.error.value if master.error else 'down'}",
             )
         )
-    if target.decision == "blocked":
+    if target.decision is Action.BLOCKED:
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
     return TargetRow(
         name=target.name,
@@ -294,7 +296,7 @@ def _target_row(target: TargetState) -> TargetRow:
         master_error=master.error.value if master.error else "",
         workers=len(master.workers),
         last_reload=target.last_reload,
-        decision=target.decision,
+        decision=target.decision or "",
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
@@ -310,7 +312,7 @@ def _summary(sources: list[SourceRow], targets: tuple[TargetRow, ...]) -> Summar
         ok=certs.count(Band.OK),
         errors=sum(1 for s in sources if s.band is Band.ERROR),
         drifting_targets=sum(1 for t in targets if t.drift == "drift"),
-        blocked_reloads=sum(1 for t in targets if t.decision == "blocked"),
+        blocked_reloads=sum(1 for t in targets if t.decision is Action.BLOCKED),
     )
 
 

@@ -17,6 +17,7 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
+    ScanKind,
     ScanStats,
     Snapshot,
 )
@@ -131,7 +132,7 @@ def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki
 
 
 def _verdict_of(snapshot: Snapshot) -> Severity:
-    view = status.build(dataclasses.replace(snapshot, scans=(("files", ScanStats(0.1, NOW.timestamp())),)),
+    view = status.build(dataclasses.replace(snapshot, scans=((ScanKind.FILES, ScanStats(0.1, NOW.timestamp())),)),
                         now=NOW.timestamp())  # fmt: skip
     return nagios.verdict(nagios.rows(view))
 

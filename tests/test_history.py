@@ -8,11 +8,11 @@ from pathlib import Path
 
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
-from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.history import History
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 
 
 def test_attempts_survive_a_new_history_on_the_same_directory(tmp_path: Path) -> None:

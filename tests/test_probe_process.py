@@ -19,7 +19,7 @@ import pytest
 
 from gunicorn_cert_exporter import config
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, ScanKind
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
@@ -271,9 +271,9 @@ def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None
     recorder = _Recorder()
     scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
                   endpoint_prober=recorder)  # fmt: skip
-    scans.overrun("files")
+    scans.overrun(ScanKind.FILES)
     assert recorder.abandoned == 0
-    scans.overrun("endpoints")  # what scanning/scheduler.py's watchdog calls past the deadline
+    scans.overrun(ScanKind.ENDPOINTS)  # what scanning/scheduler.py's watchdog calls past the deadline
     assert recorder.abandoned == 1
 
 

@@ -23,6 +23,7 @@ from gunicorn_cert_exporter.model import (
     FileReason,
     FileResult,
     PatternResult,
+    ScanKind,
     ScanStats,
     Snapshot,
 )
@@ -31,7 +32,7 @@ from gunicorn_cert_exporter.model import (
 def _snapshot() -> Snapshot:
     return Snapshot(
         endpoints=(EndpointResult(endpoint="a:443", server_name="a"),),
-        scans=(("files", ScanStats(duration_seconds=0.1, finished_at=1.0)),),
+        scans=((ScanKind.FILES, ScanStats(duration_seconds=0.1, finished_at=1.0)),),
     )
 
 
@@ -42,11 +43,14 @@ def test_a_scan_of_one_kind_never_re_renders_another_kinds_part() -> None:
     cache.publish()
     before = dict(cache.renders)
     endpoints = (EndpointResult(endpoint="a:443", server_name="a", error=EndpointReason.DNS_FAILURE),)  # same endpoint
-    current.append(dataclasses.replace(first, endpoints=endpoints, scans=(("endpoints", ScanStats(0.2, 2.0)),)))
+    current.append(dataclasses.replace(first, endpoints=endpoints, scans=((ScanKind.ENDPOINTS, ScanStats(0.2, 2.0)),)))
     cache.publish()
     after = dict(cache.renders)
-    assert after["files"] == before["files"] and after["gunicorn"] == before["gunicorn"]
-    assert after["endpoints"] == before["endpoints"] + 1 and after["exporter"] == before["exporter"] + 1
+    assert after[ScanKind.FILES] == before[ScanKind.FILES] and after[ScanKind.GUNICORN] == before[ScanKind.GUNICORN]
+    assert (
+        after[ScanKind.ENDPOINTS] == before[ScanKind.ENDPOINTS] + 1
+        and after[ScanKind.EXPORTER] == before[ScanKind.EXPORTER] + 1
+    )
     body = b"".join(cache.body("text", gzipped=False))
     assert b'gunicorn_cert_endpoint_error{address="",endpoint="a:443",reason="dns_failure"' in body
 

@@ -23,9 +23,9 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
-from gunicorn_cert_exporter.metrics.collector import KINDS, kind_entities, kind_inputs
+from gunicorn_cert_exporter.metrics.collector import kind_entities, kind_inputs
 from gunicorn_cert_exporter.metrics.exposition import EOF, FORMATS, HEADERS, Format, encode, sample_line
-from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.model import ScanKind, Snapshot
 
 _LEVEL = 1  # parts are deflated once per change; level 1 keeps a 100,000-file render fast at ~10x compression
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
@@ -139,12 +139,12 @@ class RenderCache:
         # second or more (Prometheus) always gets them fresh.
         self._live_ttl, self._clock = live_ttl, clock
         self._live_cache: dict[Format, tuple[float, Chunk]] = {}
-        self._parts: dict[str, _Part] = {}
-        self._locks = {kind: threading.Lock() for kind in KINDS}
-        self._pending = dict.fromkeys(KINDS, False)
+        self._parts: dict[ScanKind, _Part] = {}
+        self._locks = {kind: threading.Lock() for kind in ScanKind}
+        self._pending = dict.fromkeys(ScanKind, False)
         self._assembling = threading.Lock()
         self._bodies: dict[Format, Body] = dict.fromkeys(FORMATS, Body())
-        self.renders = dict.fromkeys(KINDS, 0)  # how often each kind was rendered (benchmarks and tests read it)
+        self.renders = dict.fromkeys(ScanKind, 0)  # how often each kind was rendered (benchmarks and tests read it)
 
     def publish(self, _published: Snapshot | None = None) -> None:
         """Render the kinds whose part of the snapshot changed, then assemble the bodies (in the caller's thread).
@@ -154,7 +154,7 @@ class RenderCache:
         it is done: a scan never waits for another kind's render, and no change is lost.
         """
         changed = False
-        for kind in KINDS:
+        for kind in ScanKind:
             self._pending[kind] = True
             lock = self._locks[kind]
             while self._pending[kind] and lock.acquire(blocking=False):
@@ -173,7 +173,7 @@ class RenderCache:
         if changed:
             self._assemble()
 
-    def _render(self, kind: str, snapshot: Snapshot, inputs: object) -> _Part:
+    def _render(self, kind: ScanKind, snapshot: Snapshot, inputs: object) -> _Part:
         """Render the entities whose value changed; every other entity's bytes are copied from the last part.
 
         Of 10,000 files, one renewed certificate re-renders one file; the families are then joined and deflated.
@@ -207,7 +207,7 @@ class RenderCache:
 
     def _assemble(self) -> None:
         with self._assembling:
-            parts = [self._parts[kind] for kind in KINDS if kind in self._parts]
+            parts = [self._parts[kind] for kind in ScanKind if kind in self._parts]
             for fmt in FORMATS:
                 chunks: list[Chunk] = []
                 for spec in CATALOGUE:
