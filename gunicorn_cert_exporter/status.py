@@ -12,7 +12,6 @@ from typing import Literal
 
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
 from gunicorn_cert_exporter.model import (
-    Action,
     AddressResult,
     CertFacts,
     EndpointReason,
@@ -23,8 +22,10 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.vocabulary import Action
 
 API_VERSION = 1
+DriftState = Literal["drift", "in sync", "unknown"]
 _NOT_LOOKED_AT = frozenset({FileReason.SCAN_DEADLINE.value, EndpointReason.SCAN_FAILED.value})
 
 
@@ -46,7 +47,7 @@ class CertRow:
 class SourceRow:
     """One file, endpoint address or empty pattern: its certificates, most urgent first, or why it has none."""
 
-    kind: str  # "file", "endpoint" or "pattern"
+    kind: Literal["file", "endpoint", "pattern"]
     source: str  # the path, the configured endpoint, or the pattern
     address: str = ""  # the resolved address of an endpoint
     server_name: str = ""
@@ -79,7 +80,7 @@ class DriftRow:
     """Whether one address of a target serves the leaf of its ``cert_file``."""
 
     address: str
-    state: str  # "drift", "in sync" or "unknown"
+    state: DriftState
     since: float | None = None
     reason: str = ""  # why the state is unknown
 
@@ -92,7 +93,7 @@ class TargetRow:
     severity: Severity
     problems: tuple[str, ...]
     endpoint: str
-    drift: str  # "drift", "in sync" or "unknown"
+    drift: DriftState
     addresses: tuple[DriftRow, ...]
     key_match: bool | None
     master_up: bool
@@ -256,7 +257,7 @@ def _why_no_pairing(target: TargetState) -> str:
 def _target_row(target: TargetState) -> TargetRow:
     addresses = _drift_rows(target)
     states = {row.state for row in addresses}
-    drift = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
+    drift: DriftState = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
     problems: list[tuple[Severity, str]] = []
     if target.key_match is False:
         problems.append((Severity.CRITICAL, "key_file does not match cert_file"))

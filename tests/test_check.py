@@ -17,11 +17,11 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
-    ScanKind,
     ScanStats,
     Snapshot,
 )
 from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import DAY, NOW, PKI, Issued, TLSServer, free_port, server_context
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]

@@ -9,7 +9,6 @@ import pytest
 
 from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
-    Action,
     AddressDrift,
     AddressResult,
     EndpointReason,
@@ -23,6 +22,7 @@ from gunicorn_cert_exporter.model import (
 )
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.targets import drift, policy
+from gunicorn_cert_exporter.vocabulary import Action
 from tests.support import DAY, NOW, PKI, Issued
 
 T0 = NOW.timestamp()

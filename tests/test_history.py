@@ -11,13 +11,13 @@ from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter.config import GunicornTarget, load_file
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
-from gunicorn_cert_exporter.model import Action
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.history import History, Loaded
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
+from gunicorn_cert_exporter.vocabulary import Action
 from tests.support import PKI, ControlServer, Issued
 from tests.test_boundary import Rig
 

@@ -19,12 +19,13 @@ import pytest
 
 from gunicorn_cert_exporter import config
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, ScanKind
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
 
 

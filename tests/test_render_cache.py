@@ -23,10 +23,10 @@ from gunicorn_cert_exporter.model import (
     FileReason,
     FileResult,
     PatternResult,
-    ScanKind,
     ScanStats,
     Snapshot,
 )
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 def _snapshot() -> Snapshot:

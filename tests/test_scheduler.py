@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cert_exporter.model import FileResult, ScanKind
+from gunicorn_cert_exporter.model import FileResult
 from gunicorn_cert_exporter.sources import files
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, Issued, RunningExporter, StartExporter, eventually, free_port, write_pair
 
 

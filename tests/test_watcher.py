@@ -1,4 +1,4 @@
-"""reload/watcher.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
+"""targets/ with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
 
 from __future__ import annotations
 

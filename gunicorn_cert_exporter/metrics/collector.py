@@ -13,15 +13,8 @@ from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
-from gunicorn_cert_exporter.model import (
-    CertFacts,
-    EndpointResult,
-    FileResult,
-    PatternResult,
-    ScanKind,
-    Snapshot,
-    TargetState,
-)
+from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, PatternResult, Snapshot, TargetState
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 def label(value: object) -> str:

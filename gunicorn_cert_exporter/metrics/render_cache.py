@@ -25,7 +25,8 @@ from prometheus_client.registry import Collector
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.metrics.collector import kind_entities, kind_inputs
 from gunicorn_cert_exporter.metrics.exposition import EOF, FORMATS, HEADERS, Format, encode, sample_line
-from gunicorn_cert_exporter.model import ScanKind, Snapshot
+from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 _LEVEL = 1  # parts are deflated once per change; level 1 keeps a 100,000-file render fast at ~10x compression
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS

@@ -11,21 +11,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
-from gunicorn_cert_exporter.model import (
-    SCANNED,
-    EndpointResult,
-    FileResult,
-    PatternResult,
-    ScanKind,
-    ScanStats,
-    TargetState,
-)
+from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
+from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
 
 
 class EndpointProber(Protocol):

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gunicorn_cert_exporter.model import SCANNED, ScanKind
 from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
 
 MAX_ABANDONED = 4
 """Threads of one kind still stuck after their deadline; past this a run is skipped, so threads stay bounded."""

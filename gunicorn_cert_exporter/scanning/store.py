@@ -7,15 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from gunicorn_cert_exporter.model import (
-    EndpointResult,
-    FileResult,
-    PatternResult,
-    ScanKind,
-    ScanStats,
-    Snapshot,
-    TargetState,
-)
+from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, Snapshot, TargetState
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 class Store:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Literal
 
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import Action, EndpointResult, TargetState
+from gunicorn_cert_exporter.model import EndpointResult, TargetState
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity
 from gunicorn_cert_exporter.targets.channel import AbandonedError, MasterChannel
@@ -16,6 +16,7 @@ from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.memory import Memory
 from gunicorn_cert_exporter.targets.observe import Observer
 from gunicorn_cert_exporter.targets.policy import HOUR
+from gunicorn_cert_exporter.vocabulary import Action
 
 Outcome = Literal["confirmed", "not_confirmed", "signal_failed", "history_unwritable", "withdrawn"]
 """How a reload ended (the ``outcome`` of its audit line; a decision that sent nothing logs its action)."""

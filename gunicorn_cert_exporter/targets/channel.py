@@ -12,10 +12,11 @@ from dataclasses import replace
 from typing import Protocol
 
 from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
-from gunicorn_cert_exporter.model import Channel, MasterReason, MasterState
+from gunicorn_cert_exporter.model import MasterReason, MasterState
 from gunicorn_cert_exporter.sources import control_socket, gunicorn
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity
 from gunicorn_cert_exporter.sources.listeners import Binding
+from gunicorn_cert_exporter.vocabulary import Channel
 
 
 class AbandonedError(Exception):

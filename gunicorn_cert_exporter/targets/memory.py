@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from gunicorn_cert_exporter.model import Action, AddressDrift, MasterReason, MasterState, Rule
+from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState
+from gunicorn_cert_exporter.vocabulary import Action, Rule
 
 
 @dataclass

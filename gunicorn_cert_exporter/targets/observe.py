@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.model import (
-    Action,
     AddressDrift,
     EndpointReason,
     EndpointResult,
@@ -20,6 +19,7 @@ from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.targets import drift
 from gunicorn_cert_exporter.targets.channel import MasterChannel
 from gunicorn_cert_exporter.targets.memory import Memory
+from gunicorn_cert_exporter.vocabulary import Action
 
 
 class Observer:

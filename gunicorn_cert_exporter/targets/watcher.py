@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import Action, TargetState
+from gunicorn_cert_exporter.model import TargetState
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
@@ -20,6 +20,7 @@ from gunicorn_cert_exporter.targets.channel import MasterChannel, channel_for
 from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.memory import Memory
 from gunicorn_cert_exporter.targets.observe import Observer
+from gunicorn_cert_exporter.vocabulary import Action
 
 _BUSY = "another scan is reloading this target"
 
