@@ -254,7 +254,7 @@ class GunicornTarget(_Frozen):
     def _one_pid_source(self) -> GunicornTarget:
         if self.pidfile is not None and self.pid is not None:
             raise ValueError("set pidfile or pid, not both")
-        if self.pidfile is None and self.pid is None and self.control_socket is None:
+        if (self.pidfile, self.pid, self.control_socket) == (None, None, None):  # targets/channel.py picks one
             raise ValueError("set control_socket, pidfile or pid")
         return self
 

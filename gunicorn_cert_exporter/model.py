@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
+from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
+
 
 class FileReason(str, Enum):
     """Why a certificate file could not be read or understood (the ``reason`` label)."""
@@ -243,7 +245,7 @@ class MasterState:
     error: MasterReason | None = None
     detail: str = ""
     successor: int | None = None  # a new master forked by USR2, while the old one still runs
-    channel: str = "pidfile"  # what proved it: "pidfile", "pid" or "control_socket"
+    channel: Channel = "pidfile"  # what proved it
     reloads: int | None = None  # the master's own reload count (control socket only)
 
     @property
@@ -292,7 +294,7 @@ class TargetState:
     last_reload: float | None = None
     reload_signals: int = 0
     reload_failures: int = 0
-    decision: str = ""  # the last reload decision's action (reload.drift.Action value), and the rule behind it
+    decision: Action | None = None  # the last reload decision (None before one is made), and why in words
     decision_reason: str = ""
     history_problem: str = ""  # the reload history could not be read or written
 
@@ -318,7 +320,7 @@ class Snapshot:
     patterns: tuple[PatternResult, ...] = ()
     endpoints: tuple[EndpointResult, ...] = ()
     targets: tuple[TargetState, ...] = ()
-    scans: tuple[tuple[str, ScanStats], ...] = ()
+    scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
 

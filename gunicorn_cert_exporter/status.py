@@ -8,6 +8,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from typing import Literal
 
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, lifetime, share_left, worst
 from gunicorn_cert_exporter.model import (
@@ -21,8 +22,10 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.vocabulary import Action
 
 API_VERSION = 1
+DriftState = Literal["drift", "in sync", "unknown"]
 _NOT_LOOKED_AT = frozenset({FileReason.SCAN_DEADLINE.value, EndpointReason.SCAN_FAILED.value})
 
 
@@ -47,7 +50,7 @@ class CertRow:
 class SourceRow:
     """One file, endpoint address or empty pattern: its certificates, most urgent first, or why it has none."""
 
-    kind: str  # "file", "endpoint" or "pattern"
+    kind: Literal["file", "endpoint", "pattern"]
     source: str  # the path, the configured endpoint, or the pattern
     address: str = ""  # the resolved address of an endpoint
     server_name: str = ""
@@ -80,7 +83,7 @@ class DriftRow:
     """Whether one address of a target serves the leaf of its ``cert_file``."""
 
     address: str
-    state: str  # "drift", "in sync" or "unknown"
+    state: DriftState
     since: float | None = None
     reason: str = ""  # why the state is unknown
 
@@ -93,7 +96,7 @@ class TargetRow:
     severity: Severity
     problems: tuple[str, ...]
     endpoint: str
-    drift: str  # "drift", "in sync" or "unknown"
+    drift: DriftState
     addresses: tuple[DriftRow, ...]
     key_match: bool | None
     master_up: bool
@@ -102,7 +105,7 @@ class TargetRow:
     master_error: str
     workers: int
     last_reload: float | None
-    decision: str
+    decision: Action | Literal[""]  # "" before the first decision
     decision_reason: str
     reload_signals: int
     reload_failures: int
@@ -262,7 +265,7 @@ def _why_no_pairing(target: TargetState) -> str:
 def _target_row(target: TargetState) -> TargetRow:
     addresses = _drift_rows(target)
     states = {row.state for row in addresses}
-    drift = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
+    drift: DriftState = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
     problems: list[tuple[Severity, str]] = []
     if target.key_match is False:
         problems.append((Severity.CRITICAL, "key_file does not match cert_file"))
@@ -286,7 +289,7 @@ def _target_row(target: TargetState) -> TargetRow:
                 f"master {master.error.value if master.error else 'down'}",
             )
         )
-    if target.decision == "blocked":
+    if target.decision is Action.BLOCKED:
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
     return TargetRow(
         name=target.name,
@@ -302,7 +305,7 @@ def _target_row(target: TargetState) -> TargetRow:
         master_error=master.error.value if master.error else "",
         workers=len(master.workers),
         last_reload=target.last_reload,
-        decision=target.decision,
+        decision=target.decision or "",
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
@@ -319,7 +322,7 @@ def _summary(sources: list[SourceRow], targets: tuple[TargetRow, ...]) -> Summar
         retired=certs.count(Band.RETIRED),
         errors=sum(1 for s in sources if s.band is Band.ERROR),
         drifting_targets=sum(1 for t in targets if t.drift == "drift"),
-        blocked_reloads=sum(1 for t in targets if t.decision == "blocked"),
+        blocked_reloads=sum(1 for t in targets if t.decision is Action.BLOCKED),
     )
 
 

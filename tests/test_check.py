@@ -25,6 +25,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
 )
 from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import DAY, LIFETIMES, NOW, PKI, Issued, TLSServer, free_port, lifetime_files, server_context
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
@@ -135,7 +136,7 @@ def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki
 
 
 def _verdict_of(snapshot: Snapshot) -> Severity:
-    view = status.build(dataclasses.replace(snapshot, scans=(("files", ScanStats(0.1, NOW.timestamp())),)),
+    view = status.build(dataclasses.replace(snapshot, scans=((ScanKind.FILES, ScanStats(0.1, NOW.timestamp())),)),
                         now=NOW.timestamp())  # fmt: skip
     return nagios.verdict(nagios.rows(view))
 

@@ -16,11 +16,11 @@ import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig, GunicornTarget, ReloadConfig
 from gunicorn_cert_exporter.model import AddressResult, EndpointResult, MasterReason
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.sources import certs, control_socket
 from gunicorn_cert_exporter.sources.control_socket import ControlError, Peer, check_peer
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, ControlServer, Issued
 
 EAGER = ReloadConfig(enabled=True, after=0, cooldown=0, max_per_hour=60, verify_timeout=1)
@@ -79,16 +79,25 @@ def test_the_proven_master_is_reloaded_through_its_socket(rig: Rig) -> None:
     assert state.master.up and server.commands.count("reload") == 1
 
 
-@pytest.mark.parametrize("claimed", [1, -1, 4_194_304], ids=["init's pid", "-1", "a pid no process has"])
+@pytest.mark.parametrize(
+    ("claimed", "reason"),
+    [
+        (1, MasterReason.PID_MISMATCH),
+        (-1, MasterReason.CONTROL_SOCKET_ERROR),  # no pid at all: refused where the reply is read, before the peer
+        (4_194_304, MasterReason.PID_MISMATCH),
+    ],
+    ids=["init's pid", "-1", "a pid no process has"],
+)
 def test_a_reply_naming_another_master_is_pid_mismatch_and_nothing_is_sent(
-    rig: Rig, claimed: int, caplog: pytest.LogCaptureFixture
+    rig: Rig, claimed: int, reason: MasterReason, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 25 item 3: a socket could claim any master; the audit line then said "reload sent through the control
     socket to <that pid>". Now the kernel's word decides: pid_mismatch, no reload, no such line."""
     server = rig.serve(pid=claimed)
     with caplog.at_level(logging.DEBUG):
         state = rig.watcher.scan([rig.target])[0]
-    assert state.master.error is MasterReason.PID_MISMATCH and str(os.getpid()) in state.master.detail
+    assert state.master.error is reason
+    assert reason is not MasterReason.PID_MISMATCH or str(os.getpid()) in state.master.detail
     assert state.decision == "blocked"
     assert "reload" not in server.commands and server.commands == ["show stats"]  # not even the other questions
     assert not [r for r in caplog.records if "reload sent" in str(vars(r).get("reason", ""))]

@@ -33,6 +33,7 @@ from gunicorn_cert_exporter.model import (
 )
 from gunicorn_cert_exporter.service import ProbeOutcome
 from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from gunicorn_cert_exporter.web import server as web
 from gunicorn_cert_exporter.web.webconfig import BasicAuth
 from tests.support import PKI, ControlServer, Issued, RunningExporter, StartExporter, eventually, free_port
@@ -74,7 +75,7 @@ def _absurd(pki: PKI, root: Issued, value: float) -> Snapshot:
         files=(FileResult(path="/etc/tls/a.pem", certs=(bad,)),),
         endpoints=(endpoint,),
         targets=(target,),
-        scans=(("files", ScanStats(duration_seconds=value, finished_at=value)),),
+        scans=((ScanKind.FILES, ScanStats(duration_seconds=value, finished_at=value)),),
     )
 
 

@@ -15,10 +15,10 @@ import pytest
 from gunicorn_cert_exporter.config import EndpointConfig, GunicornTarget, ReloadConfig
 from gunicorn_cert_exporter.logs import JSONFormatter, LogfmtFormatter, setup, show_warning
 from gunicorn_cert_exporter.model import AddressResult, EndpointResult
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, Issued, UnixServer
 
 

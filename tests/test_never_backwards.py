@@ -11,11 +11,11 @@ import pytest
 
 from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
 from gunicorn_cert_exporter.model import AddressDrift, AddressResult, EndpointResult, clamp_to_now
-from gunicorn_cert_exporter.reload import drift
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets import drift
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, ControlServer, Issued, free_port
 
 NOW = 1_800_000_000.0

@@ -25,6 +25,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
 
 
@@ -271,9 +272,9 @@ def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None
     recorder = _Recorder()
     scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
                   endpoint_prober=recorder)  # fmt: skip
-    scans.overrun("files")
+    scans.overrun(ScanKind.FILES)
     assert recorder.abandoned == 0
-    scans.overrun("endpoints")  # what scanning/scheduler.py's watchdog calls past the deadline
+    scans.overrun(ScanKind.ENDPOINTS)  # what scanning/scheduler.py's watchdog calls past the deadline
     assert recorder.abandoned == 1
 
 

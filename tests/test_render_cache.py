@@ -28,12 +28,13 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 def _snapshot() -> Snapshot:
     return Snapshot(
         endpoints=(EndpointResult(endpoint="a:443", server_name="a"),),
-        scans=(("files", ScanStats(duration_seconds=0.1, finished_at=1.0)),),
+        scans=((ScanKind.FILES, ScanStats(duration_seconds=0.1, finished_at=1.0)),),
     )
 
 
@@ -44,11 +45,14 @@ def test_a_scan_of_one_kind_never_re_renders_another_kinds_part() -> None:
     cache.publish()
     before = dict(cache.renders)
     endpoints = (EndpointResult(endpoint="a:443", server_name="a", error=EndpointReason.DNS_FAILURE),)  # same endpoint
-    current.append(dataclasses.replace(first, endpoints=endpoints, scans=(("endpoints", ScanStats(0.2, 2.0)),)))
+    current.append(dataclasses.replace(first, endpoints=endpoints, scans=((ScanKind.ENDPOINTS, ScanStats(0.2, 2.0)),)))
     cache.publish()
     after = dict(cache.renders)
-    assert after["files"] == before["files"] and after["gunicorn"] == before["gunicorn"]
-    assert after["endpoints"] == before["endpoints"] + 1 and after["exporter"] == before["exporter"] + 1
+    assert after[ScanKind.FILES] == before[ScanKind.FILES] and after[ScanKind.GUNICORN] == before[ScanKind.GUNICORN]
+    assert (
+        after[ScanKind.ENDPOINTS] == before[ScanKind.ENDPOINTS] + 1
+        and after[ScanKind.EXPORTER] == before[ScanKind.EXPORTER] + 1
+    )
     body = b"".join(cache.body("text", gzipped=False))
     assert b'gunicorn_cert_endpoint_error{address="",endpoint="a:443",reason="dns_failure"' in body
 
@@ -188,8 +192,8 @@ def test_a_kind_whose_render_fails_keeps_its_last_bytes_and_the_other_kinds_publ
     failing kind keeps its last series, logs once with its traceback and counts; a renewed file still shows."""
     broken = [False]
 
-    def entities(kind: str, snap: Snapshot) -> list[collector.Entity]:
-        if broken[0] and kind == "gunicorn":
+    def entities(kind: ScanKind, snap: Snapshot) -> list[collector.Entity]:
+        if broken[0] and kind is ScanKind.GUNICORN:
             raise OverflowError("int too large to convert to float")
         return collector.kind_entities(kind, snap)
 

@@ -1,4 +1,4 @@
-"""reload/watcher.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
+"""targets/ with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
-from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.history import History
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)

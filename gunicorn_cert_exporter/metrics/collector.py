@@ -22,6 +22,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 def label(value: object) -> str:
@@ -87,10 +88,6 @@ class Families:
         return dict(self._families)
 
 
-KINDS = ("files", "endpoints", "gunicorn", "exporter")
-"""The parts of the exposition, each built from the part of the snapshot one scan kind publishes."""
-
-
 @dataclass(frozen=True, slots=True)
 class Entity:
     """What renders together: one file, glob pattern or endpoint, or the whole of a small kind.
@@ -103,34 +100,34 @@ class Entity:
     add: Callable[[Sink], None]
 
 
-def kind_inputs(kind: str, snap: Snapshot) -> object:
+def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
     """Return what the families of ``kind`` are built from: equal inputs give equal families."""
-    if kind == "files":
+    if kind is ScanKind.FILES:
         return (snap.files, snap.patterns)
-    if kind == "endpoints":
+    if kind is ScanKind.ENDPOINTS:
         return snap.endpoints
-    if kind == "gunicorn":
+    if kind is ScanKind.GUNICORN:
         return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints))
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
 
 
-def kind_entities(kind: str, snap: Snapshot) -> list[Entity]:
+def kind_entities(kind: ScanKind, snap: Snapshot) -> list[Entity]:
     """Split the part of ``kind`` into entities, in the order their series appear in each family."""
-    if kind == "files":
+    if kind is ScanKind.FILES:
         return [
             *(Entity(("file", f.path), f, partial(add_file, result=f)) for f in snap.files),
             *(Entity(("pattern", p.pattern), p, partial(add_pattern, pattern=p)) for p in snap.patterns),
         ]
-    if kind == "endpoints":
+    if kind is ScanKind.ENDPOINTS:
         return [
             Entity(("endpoint", e.endpoint, e.server_name), e, partial(add_endpoint, endpoint=e))
             for e in snap.endpoints
         ]
-    add = partial(_add_gunicorn if kind == "gunicorn" else add_exporter, snap=snap)
-    return [Entity((kind,), kind_inputs(kind, snap), add)]
+    add = partial(_add_gunicorn if kind is ScanKind.GUNICORN else add_exporter, snap=snap)
+    return [Entity((kind.value,), kind_inputs(kind, snap), add)]
 
 
-def kind_families(kind: str, snap: Snapshot) -> Families:
+def kind_families(kind: ScanKind, snap: Snapshot) -> Families:
     """Build the families of one kind from the snapshot."""
     out = Families()
     for entity in kind_entities(kind, snap):
@@ -166,7 +163,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         """Build the families from the current snapshot, each family once, in catalogue order."""
         snap = self._snapshot()
-        parts = [kind_families(kind, snap).by_name for kind in KINDS]
+        parts = [kind_families(kind, snap).by_name for kind in ScanKind]
         for spec in CATALOGUE:
             merged: Metric | None = None
             for part in parts:
@@ -274,7 +271,7 @@ def add_exporter(out: Sink, snap: Snapshot) -> None:
     """Add the exporter's own series."""
     out.add("gunicorn_cert_exporter_build_info", [__version__, platform.python_version()], 1.0)
     for kind, stats in snap.scans:
-        out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind], stats.duration_seconds)
-        out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind], stats.finished_at)
+        out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind.value], stats.duration_seconds)
+        out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind.value], stats.finished_at)
     out.add("gunicorn_cert_exporter_config_last_reload_successful", [], 1.0 if snap.config_reload_successful else 0.0)
     out.add("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", [], snap.config_reload_at)

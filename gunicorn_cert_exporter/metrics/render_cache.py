@@ -28,9 +28,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
-from gunicorn_cert_exporter.metrics.collector import KINDS, Entity, kind_entities, kind_inputs
+from gunicorn_cert_exporter.metrics.collector import Entity, kind_entities, kind_inputs
 from gunicorn_cert_exporter.metrics.exposition import EOF, FORMATS, HEADERS, Format, encode, sample_line
 from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 _LEVEL = 1  # parts are deflated once per change; level 1 keeps a 100,000-file render fast at ~10x compression
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
@@ -106,10 +107,10 @@ class RenderErrors(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._totals = dict.fromkeys(KINDS, 0)
-        self._failing: dict[str, str] = {}  # kind -> the error type of its current run of failures
+        self._totals = dict.fromkeys(ScanKind, 0)
+        self._failing: dict[ScanKind, str] = {}  # kind -> the error type of its current run of failures
 
-    def failed(self, kind: str, exc: Exception) -> None:
+    def failed(self, kind: ScanKind, exc: Exception) -> None:
         """Count one failed render of ``kind``; log it unless the kind already fails with the same error type."""
         with self._lock:
             self._totals[kind] += 1
@@ -119,13 +120,13 @@ class RenderErrors(Collector):
             _log.error(
                 "render failed: this kind keeps its last series",
                 extra={
-                    "kind": kind,
+                    "kind": kind.value,
                     "reason": f"{type(exc).__name__}: {str(exc)[:200]}",
                     "traceback": "".join(traceback.format_exception(exc)),
                 },
             )
 
-    def rendered(self, kind: str) -> None:
+    def rendered(self, kind: ScanKind) -> None:
         """End the kind's run of failures: its next failure is logged again."""
         with self._lock:
             self._failing.pop(kind, None)
@@ -136,7 +137,7 @@ class RenderErrors(Collector):
         family = CounterMetricFamily(spec.name, spec.help, labels=list(spec.labels))
         with self._lock:
             for kind, count in self._totals.items():
-                family.add_metric([kind], count)
+                family.add_metric([kind.value], count)
         return [family]
 
 
@@ -177,7 +178,7 @@ class RenderCache:
         live: Sequence[Collector],
         live_ttl: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
-        entities: Callable[[str, Snapshot], list[Entity]] = kind_entities,
+        entities: Callable[[ScanKind, Snapshot], list[Entity]] = kind_entities,
     ) -> None:
         self._snapshot = snapshot
         self._entities = entities
@@ -187,12 +188,12 @@ class RenderCache:
         # second or more (Prometheus) always gets them fresh.
         self._live_ttl, self._clock = live_ttl, clock
         self._live_cache: dict[Format, tuple[float, Chunk]] = {}
-        self._parts: dict[str, _Part] = {}
-        self._locks = {kind: threading.Lock() for kind in KINDS}
-        self._pending = dict.fromkeys(KINDS, False)
+        self._parts: dict[ScanKind, _Part] = {}
+        self._locks = {kind: threading.Lock() for kind in ScanKind}
+        self._pending = dict.fromkeys(ScanKind, False)
         self._assembling = threading.Lock()
         self._bodies: dict[Format, Body] = dict.fromkeys(FORMATS, Body())
-        self.renders = dict.fromkeys(KINDS, 0)  # how often each kind was rendered (benchmarks and tests read it)
+        self.renders = dict.fromkeys(ScanKind, 0)  # how often each kind was rendered (benchmarks and tests read it)
 
     def publish(self, _published: Snapshot | None = None) -> None:
         """Render the kinds whose part of the snapshot changed, then assemble the bodies (in the caller's thread).
@@ -202,7 +203,7 @@ class RenderCache:
         it is done: a scan never waits for another kind's render, and no change is lost.
         """
         changed = False
-        for kind in KINDS:
+        for kind in ScanKind:
             self._pending[kind] = True
             lock = self._locks[kind]
             while self._pending[kind] and lock.acquire(blocking=False):
@@ -214,7 +215,7 @@ class RenderCache:
         if changed:
             self._assemble()
 
-    def _publish_kind(self, kind: str) -> bool:
+    def _publish_kind(self, kind: ScanKind) -> bool:
         """Render one kind if its inputs changed; tell whether its part did. A failure keeps the last part."""
         snapshot = self._snapshot()
         inputs = kind_inputs(kind, snapshot)
@@ -231,7 +232,7 @@ class RenderCache:
         self.renders[kind] += 1
         return True
 
-    def _render(self, kind: str, snapshot: Snapshot, inputs: object) -> _Part:
+    def _render(self, kind: ScanKind, snapshot: Snapshot, inputs: object) -> _Part:
         """Render the entities whose value changed; every other entity's bytes are copied from the last part.
 
         Of 10,000 files, one renewed certificate re-renders one file; the families are then joined and deflated.
@@ -265,7 +266,7 @@ class RenderCache:
 
     def _assemble(self) -> None:
         with self._assembling:
-            parts = [self._parts[kind] for kind in KINDS if kind in self._parts]
+            parts = [self._parts[kind] for kind in ScanKind if kind in self._parts]
             for fmt in FORMATS:
                 chunks: list[Chunk] = []
                 for spec in CATALOGUE:

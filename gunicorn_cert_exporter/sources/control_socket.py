@@ -23,13 +23,66 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gunicorn_cert_exporter.boundary import Count, Pid, Seconds, brief
 from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
 
 _REPLY_CAP = 1024 * 1024
 _RETRY_SECONDS = 0.05
 _RETRY_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN)  # Gunicorn unlinks and re-binds around forks
-_PORT = re.compile(r":(\d+)$")
+_PORT = re.compile(r":(\d{1,5})$")  # a port has at most 5 digits (int() of 5,000 refuses)
 _START_SLACK = 2.0  # uptime is rounded and read a moment after it was computed: start times within this agree
+_MAX_ENTRIES = 65536  # workers or listeners of one master: more is not a Gunicorn master
+
+
+class _Reply(BaseModel):
+    """The envelope of every answer: ``data`` when ``status`` is ok, else an ``error``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str = ""
+    data: dict[str, Any] | None = None
+    error: Any = None
+
+
+class _Stats(BaseModel):
+    """``show stats``: who the master is and how long it has run (Gunicorn sends more, ignored)."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    pid: Pid
+    uptime: Seconds | None = None  # None before the arbiter recorded its start
+    reloads: Count | None = None
+
+
+class _Pid(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    pid: Pid
+
+
+class _Workers(BaseModel):
+    """``show workers``: the master's live workers."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    workers: list[_Pid] = Field(default_factory=list, max_length=_MAX_ENTRIES)
+
+
+class _Listener(BaseModel):
+    model_config = ConfigDict(frozen=True)  # lax: Gunicorn's str(listener) and type are plain words
+
+    address: str = ""
+    type: str = ""
+
+
+class _Listeners(BaseModel):
+    """``show listeners``: where the master accepts connections."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    listeners: list[_Listener] = Field(default_factory=list, max_length=_MAX_ENTRIES)
 
 
 class ControlError(OSError):
@@ -137,20 +190,19 @@ def _exchange(
             sock.settimeout(max(deadline - clock(), 0.001))
             sock.sendall(struct.pack(">I", len(payload)) + payload)
             (length,) = struct.unpack(">I", _read(sock, 4, deadline, clock))
-            reply = json.loads(_read(sock, _capped(length), deadline, clock))
+            reply = _Reply.model_validate_json(_read(sock, _capped(length), deadline, clock))
         except TimeoutError:
             raise ControlError(MasterReason.CONTROL_SOCKET_TIMEOUT, f"{path}: no answer within {timeout}s") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: bad reply ({exc})") from None
+        except ValidationError as exc:  # not JSON, nested too deep, or not an object
+            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: bad reply ({brief(exc)})") from None
         except ControlError:
             raise
         except OSError as exc:
             raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {exc.strerror or exc}") from None
-    if not isinstance(reply, dict) or reply.get("status") != "ok" or not isinstance(reply.get("data"), dict):
-        error = reply.get("error") if isinstance(reply, dict) else "malformed"
-        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {str(error)[:200]}")
-    data: dict[str, Any] = reply["data"]
-    return data, peer
+    if reply.status != "ok" or reply.data is None:
+        error = str(reply.error)[:200] if reply.error is not None else "malformed"
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {error}")
+    return reply.data, peer
 
 
 def _capped(length: int) -> int:
@@ -205,27 +257,32 @@ def observe(path: str, *, timeout: float) -> ControlView:
         return max(timeout - (time.monotonic() - started), 0.001)
 
     try:
-        stats, peer = _exchange(path, "show stats", timeout=left())
-        pid = int(stats["pid"])
-        if peer.pid not in (0, pid):  # another process answers in the name of a master
-            detail = f"{path}: the listener is pid {peer.pid}, its reply names {pid}"
+        raw_stats, peer = _exchange(path, "show stats", timeout=left())
+        stats = _Stats.model_validate(raw_stats)
+        if peer.pid not in (0, stats.pid):  # another process answers in the name of a master
+            detail = f"{path}: the listener is pid {peer.pid}, its reply names {stats.pid}"
             raise ControlError(MasterReason.PID_MISMATCH, detail)
-        workers = exchange(path, "show workers", timeout=left(), request_id=2, expect_pid=peer.pid or None)
-        listeners = exchange(path, "show listeners", timeout=left(), request_id=3, expect_pid=peer.pid or None)
-        ports = []
-        for entry in listeners.get("listeners", []):
-            match = _PORT.search(str(entry.get("address", "")))
-            if match and entry.get("type") in ("tcp", "tcp6"):
-                ports.append(int(match.group(1)))
-        return ControlView(
-            pid=pid,
-            uptime=float(stats.get("uptime") or 0.0),
-            reloads=int(stats.get("reloads") or 0),
-            workers=tuple(sorted(int(w["pid"]) for w in workers.get("workers", []))),
-            ports=tuple(ports),
+        expect = peer.pid or None
+        workers = _Workers.model_validate(
+            exchange(path, "show workers", timeout=left(), request_id=2, expect_pid=expect)
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({exc})") from None
+        listeners = _Listeners.model_validate(
+            exchange(path, "show listeners", timeout=left(), request_id=3, expect_pid=expect)
+        )
+    except ValidationError as exc:  # a pid of 10**309, an uptime of NaN or -1e300, a string for a number
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({brief(exc)})") from None
+    ports = []
+    for entry in listeners.listeners:
+        match = _PORT.search(entry.address)
+        if match and entry.type in ("tcp", "tcp6"):
+            ports.append(int(match.group(1)))
+    return ControlView(
+        pid=stats.pid,
+        uptime=stats.uptime or 0.0,
+        reloads=stats.reloads or 0,
+        workers=tuple(sorted(w.pid for w in workers.workers)),
+        ports=tuple(ports),
+    )
 
 
 def reload(path: str, *, timeout: float, pid: int | None = None) -> None:
