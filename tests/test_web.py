@@ -487,3 +487,21 @@ def test_a_probe_slot_is_held_until_the_probe_ends_even_if_its_client_leaves(
         time.sleep(0.5)  # the probe has started
     time.sleep(0.5)  # the client is gone
     assert exporter.get(f"/probe?target=127.0.0.1:{stall.port}")[0] == 503
+
+
+def test_a_shutdown_that_fails_is_logged_and_the_server_still_stops(
+    run_exporter: StartExporter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gunicorn_cert_exporter.web.server import WebServer
+
+    exporter: RunningExporter = run_exporter("{}")
+
+    async def broken(self: WebServer) -> None:
+        raise RuntimeError("cleanup failed")
+
+    monkeypatch.setattr(WebServer, "_shutdown", broken)
+    exporter.close()
+    warnings = [r for r in caplog.records if r.message.startswith("HTTP server shutdown did not complete")]
+    assert len(warnings) == 1 and warnings[0].exc_info is not None
+    with pytest.raises(OSError):
+        exporter.get("/healthz")  # the listener is closed all the same

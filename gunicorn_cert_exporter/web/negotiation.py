@@ -14,6 +14,8 @@ from prometheus_client.exposition import choose_encoder
 
 from gunicorn_cert_exporter.metrics.exposition import Format
 
+_TEXT = ("text/plain", "text/*", "*/*")
+
 
 @dataclass(frozen=True, slots=True)
 class _Item:
@@ -46,10 +48,19 @@ def _items(header: str) -> list[_Item]:
 
 
 def format_for(accept: str) -> tuple[Format, str]:
-    """Choose the format and content type for an Accept header: the client's preferred one that is served."""
+    """Choose the format and content type for an Accept header: the client's most wanted one that is served.
+
+    prometheus_client names each item's content type (the OpenMetrics version and escaping it asked for); an item
+    it can't serve (OpenMetrics 0.0.1, ``application/json``) is passed over, and text is the fallback.
+    """
     wanted = sorted((item for item in _items(accept) if item.quality > 0), key=lambda item: -item.quality)
-    _, content_type = choose_encoder(",".join(item.text for item in wanted))  # stable sort: ties keep their order
-    return ("openmetrics" if content_type.startswith("application/openmetrics-text") else "text"), content_type
+    for item in wanted:  # the sort is stable: items of equal weight keep the client's order
+        _, content_type = choose_encoder(item.text)
+        if content_type.startswith("application/openmetrics-text"):
+            return "openmetrics", content_type
+        if item.token in _TEXT:
+            return "text", content_type
+    return "text", choose_encoder("")[1]
 
 
 def gzip_wanted(accept_encoding: str) -> bool:
