@@ -43,7 +43,7 @@ class ConfigReloads(Collector):
         self._last = float("-inf")  # when the last reload started
         self._coalesced = 0
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._started = False  # the reloads thread
 
     def now(self) -> list[str] | None:
         """Apply a reload in this thread and return its problems; None if it was coalesced into the next one."""
@@ -94,9 +94,10 @@ class ConfigReloads(Collector):
         self._wake()
 
     def _wake(self) -> None:
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(target=self._loop, name="config-reloads", daemon=True)
-            self._thread.start()
+        if not self._started and not self._closed:
+            # Marked before any call: a nested signal handler runs only at a call, and must not start a second one.
+            self._started = True
+            threading.Thread(target=self._loop, name="config-reloads", daemon=True).start()
         self._changed.notify_all()
 
     def _loop(self) -> None:

@@ -408,7 +408,7 @@ class RunningExporter:
         self.service.scan_now()
 
     def get(self, path: str, **headers: str) -> tuple[int, bytes]:
-        """Return the status and body of a GET (or another ``method``) of ``path``."""
+        """Return the status and body of a GET of ``path``."""
         return self.request(path, headers=headers)
 
     def post(self, path: str, body: bytes = b"") -> tuple[int, bytes]:
