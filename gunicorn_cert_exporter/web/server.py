@@ -12,7 +12,6 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -178,10 +177,3 @@ class WebServer:
         for task in asyncio.all_tasks():
             if task is not asyncio.current_task():
                 task.cancel()
-
-
-def serve_in_background(app: App, *, addresses: list[str], auth: BasicAuth, **options: Any) -> WebServer:  # noqa: ANN401
-    """Start a WebServer and return it."""
-    server = WebServer(app, addresses=addresses, auth=auth, **options)
-    server.start()
-    return server
