@@ -12,23 +12,20 @@ import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
+from typing import NoReturn
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
 
 from gunicorn_cert_exporter import __version__, check, logs, status
 from gunicorn_cert_exporter.bands import Edge, Thresholds
 from gunicorn_cert_exporter.config import Config, ConfigError, parse_edge, without_reloads
+from gunicorn_cert_exporter.exporter import DEFAULT_LISTEN, Exporter, Options
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service, load_config
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from gunicorn_cert_exporter.web import webconfig
 
-DEFAULT_LISTEN = ":9793"
 SHUTDOWN_GRACE = 3.0
 SHUTDOWN_DEADLINE = 4.5  # after SIGTERM, the process is gone by then whatever blocks
 """Seconds SIGTERM waits for the HTTP server and scheduler to stop before the process exits regardless."""
@@ -90,16 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gunicorn_cert_exporter import demo
 
         return demo.run()
+    if args.command == "serve":
+        return _serve(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        print(f"{args.config or '(default config)'}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
-    if args.command == "check":
-        return _check(args, config)
-    return _serve(args, config)
+        return _config_problems(args.config, exc)
+    return _check(args, config)
+
+
+def _config_problems(path: str | None, exc: ConfigError) -> int:
+    print(f"{path or '(default config)'}: {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
 
 
 def _check(args: argparse.Namespace, config: Config) -> int:
@@ -125,77 +126,83 @@ def _check(args: argparse.Namespace, config: Config) -> int:
     return int(check.verdict(rows))
 
 
-def _serve(args: argparse.Namespace, config: Config) -> int:
-    from gunicorn_cert_exporter.web import server as web
-
+def _serve(args: argparse.Namespace) -> int:
     logs.setup(level=args.log_level, fmt=args.log_format)
-    try:
-        web_config = webconfig.load(args.web_config) if args.web_config else webconfig.WebConfig()
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    store = Store()
-    if args.storage_path and not os.path.isdir(args.storage_path):
-        print(f"--storage.path {args.storage_path}: not a directory", file=sys.stderr)
-        return 2
-    probes = ProbeProcess(log=(args.log_level, args.log_format))  # the endpoints scan, away from the server's GIL
-    service = Service(
-        config=config,
-        load=lambda: load_config(args.config),
-        store=store,
-        prober=Prober(),
-        endpoint_prober=probes,
-        storage_path=args.storage_path,
-    )
-    live = CollectorRegistry()  # series read at each scrape, beside the snapshot's pre-rendered ones
-    for extra in (ProcessCollector, PlatformCollector, GCCollector):
-        extra(registry=live)
-    app = web.app_for(service, live=live)
-    tls = webconfig.ReloadingContext(web_config.tls_server_config) if web_config.tls_server_config else None
+    exporter = _exporter(args)
+    if isinstance(exporter, int):
+        return exporter
     _raise_open_files_limit()
     # Scans run Python on many threads; the event loop thread waits for the GIL after each system call. A shorter
     # switch interval (default 5 ms) bounds that wait, which is what a scrape's latency is made of.
     sys.setswitchinterval(0.0005)
-    listen = args.listen or [DEFAULT_LISTEN]
+    stop = _on_signals(exporter)
+    exporter.start()
+    # Wake up now and then: the kernel may deliver SIGHUP/SIGTERM to another thread, and Python runs a handler only
+    # when the main thread runs, which an untimed wait never does again (the signal would be lost).
+    while not stop.wait(timeout=0.5):
+        pass
+    return _exit(exporter)
+
+
+def _exporter(args: argparse.Namespace) -> Exporter | int:
+    """Build the exporter ``serve`` runs, or return the exit code that says why it can't be built."""
+    if args.storage_path and not os.path.isdir(args.storage_path):
+        print(f"--storage.path {args.storage_path}: not a directory", file=sys.stderr)
+        return 2
     try:
-        server = web.WebServer(app, addresses=listen, auth=webconfig.BasicAuth(web_config.basic_auth_users), tls=tls)
+        options = _options(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    try:
+        return Exporter(args.config, options)
+    except ConfigError as exc:
+        return _config_problems(args.config, exc)
     except OSError as exc:
-        print(f"can't listen on {' '.join(listen)}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"can't listen on {' '.join(options.listen)}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+
+
+def _on_signals(exporter: Exporter) -> threading.Event:
+    """Handle SIGTERM and SIGINT (the returned event is set) and SIGHUP (a reload, at most one a second)."""
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            threading.Thread(target=service.reload, name="reload", daemon=True).start()
+            exporter.reload_soon()  # never blocks and never starts a thread per signal
         else:
             stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    service.start()
-    server.start()
-    for host, port in server.addresses:
-        _log.info("listening", extra={"address": f"{host}:{port}", "tls": tls is not None, "version": __version__})
-    # Wake up now and then: the kernel may deliver SIGHUP/SIGTERM to another thread, and Python runs a handler only
-    # when the main thread runs, which an untimed wait never does again (the signal would be lost).
-    while not stop.wait(timeout=0.5):
-        pass
+    return stop
+
+
+def _options(args: argparse.Namespace) -> Options:
+    """Read the web config file (ConfigError) into the options ``serve`` runs with."""
+    web_config = webconfig.load(args.web_config) if args.web_config else webconfig.WebConfig()
+    tls = web_config.tls_server_config
+    return Options(
+        listen=tuple(args.listen or [DEFAULT_LISTEN]),
+        users=web_config.basic_auth_users,
+        tls=webconfig.ReloadingContext(tls) if tls else None,
+        storage_path=args.storage_path,
+        probe_log=(args.log_level, args.log_format),  # the endpoints scan, away from the server's GIL
+    )
+
+
+def _exit(exporter: Exporter) -> NoReturn:
+    """Stop what stops within a bound, then leave without joining threads, within SHUTDOWN_DEADLINE."""
     # Whatever blocks from here on (a full stderr pipe under the logging lock, a stuck scan), the process ends
     # within the 5 s an orchestrator allows: a last-resort timer exits without logging.
     last_resort = threading.Timer(SHUTDOWN_DEADLINE, os._exit, (0,))
     last_resort.daemon = True
     last_resort.start()
     _log.info("shutting down")
-
-    def close() -> None:
-        server.stop()
-        service.stop()
-        probes.close()
-
-    # Stop what stops within a bound, then leave without joining threads: a scan stuck in a read (a FIFO, a hung
-    # NFS mount) can't be interrupted, and concurrent.futures would join its workers at interpreter exit.
-    closing = threading.Thread(target=close, name="shutdown", daemon=True)
+    # A scan stuck in a read (a FIFO, a hung NFS mount) can't be interrupted, and concurrent.futures would join its
+    # workers at interpreter exit: stop in a daemon thread, wait SHUTDOWN_GRACE for it, and exit regardless.
+    closing = threading.Thread(target=exporter.stop, name="shutdown", daemon=True)
     closing.start()
     closing.join(SHUTDOWN_GRACE)
     if closing.is_alive():

@@ -25,11 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter import config
-from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.service import Service
+from gunicorn_cert_exporter.exporter import Exporter, Options
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from gunicorn_cert_exporter.web import server as web
-from gunicorn_cert_exporter.web import webconfig
 
 
 class _Gunicorn:
@@ -185,10 +182,9 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
         "    reload: {enabled: true, after: 2s, cooldown: 1m, max_per_hour: 2, verify_timeout: 20s}\n"
     )
     loaded = config.load_file(str(work / "config.yaml"))
-    service = Service(config=loaded, load=lambda: loaded, store=Store(), prober=Prober())
-    http = web.serve_in_background(web.app_for(service), addresses=["127.0.0.1:0"], auth=webconfig.BasicAuth({}))
-    url = f"http://127.0.0.1:{http.addresses[0][1]}/metrics"
-    service.start()
+    exporter = Exporter(str(work / "config.yaml"), Options(listen=("127.0.0.1:0",)))
+    url = f"http://127.0.0.1:{exporter.addresses[0][1]}/metrics"
+    exporter.start()
     try:
         mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
         metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0)
@@ -217,8 +213,7 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
         print(f"\n{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
         return 0 if ok else 1
     finally:
-        service.stop()
-        http.stop()
+        exporter.stop()
 
 
 def _lifetimes(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> str:

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 from gunicorn_cert_exporter import allowlist
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
+from gunicorn_cert_exporter.config_reloads import ConfigReloads
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
@@ -69,7 +70,8 @@ class Service:
     """Own the config, the store and the scheduler; reload the config without losing the old one on error.
 
     Lifecycle: ``start()`` schedules the scans (the first run at once), ``scan_now()`` runs each scan once in the
-    caller's thread, ``stop()`` stops scheduling.
+    caller's thread, ``stop()`` stops scheduling. ``reload()`` applies a reload at once; requests from outside go
+    through ``reloads``, which applies at most one a second and coalesces the rest.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Service:
         self._clock = clock
         self._sender = sender
         self._scheduler = Scheduler(self._scans(config))
+        self.reloads = ConfigReloads(self.reload)  # what SIGHUP and POST /-/reload ask: at most one a second
         store.update(config_reload_successful=True, config_reload_at=clock())
 
     @property
@@ -127,8 +130,9 @@ class Service:
         self._scheduler.scans.run_all()
 
     def stop(self) -> None:
-        """Stop scheduling scans."""
+        """Stop scheduling scans and applying reloads."""
         self._scheduler.shutdown()
+        self.reloads.close()
 
     def _scans(self, config: Config) -> Scans:
         return Scans(

@@ -37,17 +37,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.exporter import Exporter, Options
 from gunicorn_cert_exporter.model import FileReason
-from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity, SignalSender, send_signal
-from gunicorn_cert_exporter.web import server as web
 from gunicorn_cert_exporter.web.connections import Limits
-from gunicorn_cert_exporter.web.server import WebServer
-from gunicorn_cert_exporter.web.webconfig import BasicAuth, ReloadingContext
+from gunicorn_cert_exporter.web.webconfig import ReloadingContext
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -414,21 +412,36 @@ class RunningExporter:
     """An exporter serving HTTP on loopback, with its scans run by hand (``scan_now``) or by its scheduler."""
 
     url: str
-    service: Service
-    server: WebServer
+    exporter: Exporter
     config_path: Path
+
+    @property
+    def service(self) -> Service:
+        """Return the exporter's service (its config, snapshot and reload)."""
+        return self.exporter.service
 
     @property
     def port(self) -> int:
         """Return the port the exporter listens on."""
-        return self.server.addresses[0][1]
+        return self.exporter.addresses[0][1]
 
     def scan_now(self) -> None:
         """Run every scan once and publish it."""
         self.service.scan_now()
 
     def get(self, path: str, **headers: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.url + path, headers=headers)
+        """Return the status and body of a GET of ``path``."""
+        return self.request(path, headers=headers)
+
+    def post(self, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """Return the status and body of a POST of ``path``."""
+        return self.request(path, method="POST", body=body)
+
+    def request(
+        self, path: str, *, method: str = "GET", body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        """Return the status and body of a request to ``path``, an error status included."""
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {}, method=method)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return int(response.status), bytes(response.read())
@@ -443,8 +456,7 @@ class RunningExporter:
 
     def close(self) -> None:
         """Stop serving and scheduling."""
-        self.server.stop()
-        self.service.stop()
+        self.exporter.stop()
 
 
 def start_exporter(
@@ -458,22 +470,12 @@ def start_exporter(
     limits: Limits | None = None,
     live: CollectorRegistry | None = None,
 ) -> RunningExporter:
-    """Serve the config at ``config_path`` on a free loopback port, as ``serve`` wires it."""
-    service = Service(
-        config=config.load_file(str(config_path)),
-        load=lambda: config.load_file(str(config_path)),
-        store=Store(),
-        prober=prober or Prober(),
-        sender=sender,
-    )
-    app = web.app_for(service, live=live)
-    server = web.serve_in_background(
-        app, addresses=["127.0.0.1:0"], auth=BasicAuth(users or {}), tls=tls, limits=limits
-    )
-    if schedule:
-        service.start()
+    """Serve the config at ``config_path`` on a free loopback port, wired as ``serve`` wires it (probes in-process)."""
+    options = Options(listen=("127.0.0.1:0",), users=users or {}, tls=tls, limits=limits or Limits())
+    exporter = Exporter(str(config_path), options, prober=prober, sender=sender, live=live or CollectorRegistry())
+    exporter.start(schedule=schedule)
     scheme = "https" if tls else "http"
-    return RunningExporter(f"{scheme}://127.0.0.1:{server.addresses[0][1]}", service, server, config_path)
+    return RunningExporter(f"{scheme}://127.0.0.1:{exporter.addresses[0][1]}", exporter, config_path)
 
 
 def proc_stat(pid: int) -> list[str]:

@@ -34,7 +34,8 @@ from gunicorn_cert_exporter.model import (
 from gunicorn_cert_exporter.service import ProbeOutcome
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.vocabulary import ScanKind
-from gunicorn_cert_exporter.web import server as web
+from gunicorn_cert_exporter.web.routes import App
+from gunicorn_cert_exporter.web.server import WebServer
 from gunicorn_cert_exporter.web.webconfig import BasicAuth
 from tests.support import PKI, ControlServer, Issued, RunningExporter, StartExporter, eventually, free_port
 
@@ -84,8 +85,9 @@ def test_the_page_and_the_api_never_fail_on_an_absurd_number(pki: PKI, root: Iss
     """Issue 25 item 2: uptime NaN or -1e300 made ``/`` answer 500 and the API emit a bare NaN."""
     snapshot = [_absurd(pki, root, value)]
     cache = RenderCache(snapshot=lambda: snapshot[-1], live=[CollectorRegistry()])
-    app = web.App(exposition=cache, snapshot=lambda: snapshot[-1], probe=lambda _t, _n: ProbeOutcome(), reload=list)
-    server = web.serve_in_background(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    app = App(exposition=cache, snapshot=lambda: snapshot[-1], probe=lambda _t, _n: ProbeOutcome(), reload=list)
+    server = WebServer(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    server.start()
     url = f"http://127.0.0.1:{server.addresses[0][1]}"
     try:
         page_status, page = _get(url + "/")
@@ -109,8 +111,9 @@ def test_a_row_that_cannot_be_formatted_says_so_and_the_api_writes_null() -> Non
     target = TargetState("api", FileResult("cert.pem"), FileResult("key.pem"), endpoint, master)
     snapshot = Snapshot(files=(FileResult(path="/etc/tls/a.pem", error=FileReason.NOT_FOUND),), targets=(target,))
     cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
-    app = web.App(exposition=cache, snapshot=lambda: snapshot, probe=lambda _t, _n: ProbeOutcome(), reload=list)
-    server = web.serve_in_background(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    app = App(exposition=cache, snapshot=lambda: snapshot, probe=lambda _t, _n: ProbeOutcome(), reload=list)
+    server = WebServer(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    server.start()
     url = f"http://127.0.0.1:{server.addresses[0][1]}"
     try:
         page_status, page = _get(url + "/")
@@ -182,8 +185,9 @@ def test_the_api_escapes_every_control_character_of_its_strings() -> None:
     path = f"/etc/tls/{hostile}.pem"
     snapshot = Snapshot(files=(FileResult(path=path, error=FileReason.NOT_FOUND),))
     cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
-    app = web.App(exposition=cache, snapshot=lambda: snapshot, probe=lambda _t, _n: ProbeOutcome(), reload=list)
-    server = web.serve_in_background(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    app = App(exposition=cache, snapshot=lambda: snapshot, probe=lambda _t, _n: ProbeOutcome(), reload=list)
+    server = WebServer(app, addresses=["127.0.0.1:0"], auth=BasicAuth({}))
+    server.start()
     try:
         status, api = _get(f"http://127.0.0.1:{server.addresses[0][1]}/api/v1/status")
     finally:

@@ -232,6 +232,12 @@ CATALOGUE: tuple[Spec, ...] = (
         "Connections the HTTP server closed, or requests it refused, to stay available to others, by reason.",
         ("reason",),
     ),
+    Spec(
+        "gunicorn_cert_exporter_config_reloads_coalesced",
+        "counter",
+        "Config reload requests (SIGHUP, POST /-/reload) folded into the next reload: at most one a second applies.",
+        (),
+    ),
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOGUE}

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
@@ -160,12 +159,6 @@ def _splice(segments: Sequence[tuple[int, int]], last: _Family | None, fresh: di
             lengths.extend(array("q", bytes(8 * count)))
     raw = b"".join(pieces)
     return _Family(Chunk.of(raw), lengths) if raw else None
-
-
-def format_for(accept: str) -> tuple[Format, str]:
-    """Choose the format and content type for an Accept header, as prometheus_client does."""
-    _, content_type = choose_encoder(accept)
-    return ("openmetrics" if content_type.startswith("application/openmetrics-text") else "text"), content_type
 
 
 class RenderCache:

@@ -1,15 +1,18 @@
 """APScheduler in the background: runs the scans of the current config, swaps them when the config changes.
 
-APScheduler only launches: each run is a daemon thread of its own, watched by a daemon timer. A scan stuck in a
-read the kernel won't interrupt (a FIFO, a hung NFS mount) is abandoned at its deadline and the next run starts on
-time; a stuck thread never holds the next run (APScheduler's ``max_instances`` would skip it), a config reload
-or the process exit.
+APScheduler only launches: each run is a daemon thread of its own. One watchdog thread per scan kind watches the
+kind's latest run: a scan stuck in a read the kernel won't interrupt (a FIFO, a hung NFS mount) is abandoned at its
+deadline and the next run starts on time; a stuck thread never holds the next run (APScheduler's ``max_instances``
+would skip it), a config reload or the process exit. A run of a replaced config is never abandoned: its scans are
+retired already, and abandoning would reach what the current config's scans share (the probe process).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -34,6 +37,7 @@ class Scheduler:
         self._scans = scans
         self._lock = threading.Lock()
         self._threads: dict[ScanKind, list[threading.Thread]] = {}
+        self._watchdogs = {kind: _Watchdog(kind, self._abandon) for kind in SCANNED}
 
     @property
     def scans(self) -> Scans:
@@ -47,14 +51,17 @@ class Scheduler:
 
     def replace(self, scans: Scans) -> None:
         """Swap the scheduled scans for those of a new config; the new ones run at once, never waiting."""
-        old, self._scans = self._scans, scans
+        with self._lock:  # a watchdog abandons only runs of the scans in force, checked under this lock
+            old, self._scans = self._scans, scans
         old.retire()
         self._schedule(scans)
 
     def shutdown(self) -> None:
-        """Stop scheduling (if started); running scans are daemon threads and never hold the process."""
+        """Stop scheduling (if started) and watching; running scans are daemon threads and never hold the process."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for watchdog in self._watchdogs.values():
+            watchdog.stop()
 
     def launch(self, scans: Scans, kind: ScanKind) -> threading.Thread | None:
         """Start one run of a scan in a daemon thread and watch its deadline; None if too many are stuck."""
@@ -68,10 +75,14 @@ class Scheduler:
             self._threads[kind] = alive
         thread.start()
         scan = scans.config.scan
-        watchdog = threading.Timer(scan.deadline + scan.interval * 0.1, _watch, args=(scans, kind, thread))
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdogs[kind].watch(scans, thread, after=scan.deadline + scan.interval * 0.1)
         return thread
+
+    def _abandon(self, scans: Scans, kind: ScanKind, thread: threading.Thread) -> None:
+        """Abandon a run past its deadline if it still runs and its config is still in force."""
+        with self._lock:
+            if thread.is_alive() and scans is self._scans:
+                scans.overrun(kind, thread.ident)
 
     def _schedule(self, scans: Scans) -> None:
         interval = scans.config.scan.interval
@@ -89,13 +100,64 @@ class Scheduler:
             )
 
 
+class _Watchdog:
+    """One thread for one scan kind: at the deadline of the kind's latest run, hand that run to ``abandon``.
+
+    Only the latest run is watched: an earlier one no longer owns the kind once a newer run has begun, so there is
+    nothing left to abandon. The thread starts with the first run and lives as long as the scheduler.
+    """
+
+    def __init__(self, kind: ScanKind, abandon: Callable[[Scans, ScanKind, threading.Thread], None]) -> None:
+        self._kind, self._abandon = kind, abandon
+        self._changed = threading.Condition()
+        self._watched: tuple[float, Scans, threading.Thread] | None = None
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def watch(self, scans: Scans, run: threading.Thread, *, after: float) -> None:
+        """Watch ``run`` of ``scans`` (in place of the kind's earlier run) for ``after`` seconds from now."""
+        with self._changed:
+            if self._stopped:
+                return
+            self._watched = (time.monotonic() + after, scans, run)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"watchdog-{self._kind}", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def stop(self) -> None:
+        """End the thread; nothing is abandoned from now on."""
+        with self._changed:
+            self._stopped, self._watched = True, None
+            self._changed.notify()
+
+    def _loop(self) -> None:
+        while (due := self._next_due()) is not None:
+            scans, run = due
+            try:
+                self._abandon(scans, self._kind, run)
+            except Exception:  # noqa: BLE001  (a bug while abandoning must not end the kind's watchdog)
+                _log.exception("abandoning an overrun scan failed", extra={"kind": self._kind})
+
+    def _next_due(self) -> tuple[Scans, threading.Thread] | None:
+        """Wait for the watched run's deadline and return it; None once stopped."""
+        with self._changed:
+            while not self._stopped:
+                if self._watched is None:
+                    self._changed.wait()
+                    continue
+                deadline, scans, run = self._watched
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._changed.wait(left)
+                    continue
+                self._watched = None
+                return scans, run
+        return None
+
+
 def _run(scans: Scans, kind: ScanKind) -> None:
     try:
         scans.job(kind)()
     except Exception:  # noqa: BLE001  (a bug in one scan kind is logged with its traceback, never silent)
         _log.exception("scan failed", extra={"kind": kind})
-
-
-def _watch(scans: Scans, kind: ScanKind, thread: threading.Thread) -> None:
-    if thread.is_alive():
-        scans.overrun(kind, thread.ident)
