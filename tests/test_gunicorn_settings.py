@@ -202,3 +202,9 @@ def _reader(path: str) -> bytes | None:
         return Path(path).read_bytes()
     except FileNotFoundError:
         return None
+
+
+def test_a_master_whose_title_hides_its_command_line_is_never_guessed_from_its_cwd() -> None:
+    files = {"/srv/app/gunicorn.conf.py": b'certfile = "c.pem"\nkeyfile = "k.pem"\n'}
+    learned = _learn(["gunicorn: master [api]"], files, env="--certfile e.pem --keyfile e.pem")
+    assert learned.problem is Problem.CMDLINE_HIDDEN and learned.settings.certfile is None

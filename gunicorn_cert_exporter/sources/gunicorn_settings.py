@@ -60,6 +60,7 @@ class Problem(str, Enum):
     CONFIG_LOCATION_UNKNOWN = "config_location_unknown"  # a relative config path after --chdir
     CONFIG_UNREADABLE = "config_unreadable"  # missing, unreadable, too large or not Python
     ARGS_UNREADABLE = "args_unreadable"  # GUNICORN_CMD_ARGS or the command line does not parse
+    CMDLINE_HIDDEN = "cmdline_hidden"  # setproctitle wrote its title over the command line (and the environment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,8 +161,13 @@ def learn(
     can't be read. Relative cert, key, CA, pid and socket paths resolve against ``cwd``, as the workers open them.
     """
     args = gunicorn_args(cmdline)
+    if args is None:
+        # setproctitle reuses the memory /proc shows as cmdline (and environ, unless SPT_NOENV is set): the command
+        # line may have named any config file or certfile, so nothing else found can be trusted to be the one.
+        detail = f"the process title {cmdline[0][:80]!r} hides the command line (setproctitle)"
+        return Learned(settings=Settings(), problem=Problem.CMDLINE_HIDDEN, detail=detail)
     try:
-        cli = parse_args(args) if args is not None else Settings()
+        cli = parse_args(args)
         env = parse_environment(environment) if environment else Settings()
     except ValueError as exc:
         return Learned(settings=Settings(), problem=Problem.ARGS_UNREADABLE, detail=str(exc)[:200])
