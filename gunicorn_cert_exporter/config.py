@@ -167,6 +167,7 @@ class FileSource(_Frozen):
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
     format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
+    optional: bool = False  # patterns that may match nothing (an example, a path on some hosts only): no no_match
     password_file: str | None = None
     password_env: str | None = None
     trust_store: bool = False  # anchors to trust, not certificates to renew: expired ones are retired, never red

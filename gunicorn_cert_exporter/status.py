@@ -19,6 +19,7 @@ from gunicorn_cert_exporter.model import (
     FileReason,
     FileResult,
     MasterReason,
+    PatternReason,
     Snapshot,
     TargetState,
 )
@@ -143,7 +144,9 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
     limits = thresholds or Thresholds()
     sources = [_file_row(f, now=now, limits=limits) for f in snap.files if f.certs or f.error is not None]
     sources += [
-        SourceRow("pattern", p.pattern, band=Band.WARNING, error="no_match") for p in snap.patterns if not p.matches
+        SourceRow("pattern", p.pattern, band=Band.WARNING, error="no_match")
+        for p in snap.patterns
+        if any(problem.reason is PatternReason.NO_MATCH for problem in p.problems)
     ]
     for endpoint in snap.all_endpoints:
         if endpoint.error is not None and not endpoint.addresses:

@@ -91,6 +91,14 @@ def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: I
     assert summary == "WARNING: 0 critical, 1 warning, 0 unknown, 1 ok"
 
 
+def test_an_optional_pattern_that_matches_nothing_stays_ok(short_tmp: Path, root: Issued) -> None:
+    """The embedded default's example globs are optional: a host without them is not yellow because of them."""
+    (short_tmp / "ca.pem").write_bytes(root.cert_pem)
+    result = check(short_tmp, "files: [{paths: ['ca.pem']}, {paths: ['live/**/fullchain.pem'], optional: true}]\n")
+    assert result.returncode == 0, result.stdout
+    assert table(result.stdout)[1] == "OK: 0 critical, 0 warning, 0 unknown, 1 ok"
+
+
 def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: Path) -> None:
     file = check(tmp_path, f"files: [{{paths: ['{tmp_path}/gone.pem']}}]\n")
     endpoint = check(tmp_path, f"endpoints: [{{address: '127.0.0.1:{free_port()}', timeout: 5s}}]\n")

@@ -201,3 +201,12 @@ def test_proc_beside_a_normal_source_is_bounded_and_the_normal_source_is_found(r
     assert seen["took"] < 45  # the deadline (30 s) bounds it; a quiet machine takes about a second
     assert seen["peak"] < 200 << 20, f"{seen['peak'] >> 20} MiB"
     assert "permission_denied" in seen["reasons"]
+
+
+def test_an_optional_pattern_that_matches_nothing_is_no_problem(tmp_path: Path) -> None:
+    """optional: true (the embedded default's example globs) never warns no_match; a required one does."""
+    missing = str(tmp_path / "nowhere" / "*.pem")
+    _, optional = globs.expand([FileSource(paths=[missing], optional=True)])
+    _, required = globs.expand([FileSource(paths=[missing])])
+    assert optional[0].problems == ()
+    assert [p.reason for p in required[0].problems] == [PatternReason.NO_MATCH]

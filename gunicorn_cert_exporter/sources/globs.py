@@ -228,7 +228,7 @@ def _wanted_for(path: str, source: FileSource) -> Wanted:
 
 
 def _result(pattern: _Pattern) -> PatternResult:
-    if not pattern.found and not pattern.problems:
+    if not pattern.found and not pattern.problems and not pattern.source.optional:
         pattern.problems.add(PatternReason.NO_MATCH, "matched no file")
     return PatternResult(pattern=pattern.text, matches=len(pattern.found), problems=pattern.problems.result())
 

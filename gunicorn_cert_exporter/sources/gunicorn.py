@@ -194,14 +194,20 @@ def prove(state: MasterState, binding: Binding) -> MasterState:
     if not held:
         detail = f"{pid} holds no listening socket on port {binding.port}"
         return replace(state, error=MasterReason.NOT_LISTENING, detail=detail)
-    script = script_of(cmdline)
-    if script is not None and not _is_entry_point(os.path.join(cwd, script)):
+    if not runs_gunicorn(cmdline, cwd):
+        script = script_of(cmdline) or ""
         detail = f"{pid} runs {os.path.basename(script)}, which is not Gunicorn's entry point"
         return replace(state, error=MasterReason.NOT_GUNICORN, detail=detail)
     if not any(_shares(worker.pid, held) for worker in state.workers):
         detail = f"no worker of {pid} holds its listening socket on port {binding.port}"
         return replace(state, error=MasterReason.NOT_LISTENING, detail=detail)
     return state
+
+
+def runs_gunicorn(cmdline: tuple[str, ...], cwd: str) -> bool:
+    """Tell whether a Gunicorn-looking command line runs Gunicorn's real entry point, not a script of that name."""
+    script = script_of(cmdline)
+    return script is None or _is_entry_point(os.path.join(cwd, script))
 
 
 def _is_entry_point(path: str) -> bool:

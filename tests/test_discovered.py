@@ -1,0 +1,95 @@
+"""Found Gunicorn masters to targets: names, endpoints, the configured target winning, forget_after."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.discovered import Discovered, Discovery
+from gunicorn_cert_exporter.sources.discovery import FoundMaster
+from gunicorn_cert_exporter.sources.gunicorn_conf import Settings
+from gunicorn_cert_exporter.sources.gunicorn_settings import Learned, Problem
+from gunicorn_cert_exporter.sources.listeners import Listener
+
+
+def _master(
+    pid: int, *ports: int, host: str = "127.0.0.1", name: str | None = None, cert: str | None = "/c.pem"
+) -> FoundMaster:
+    settings = Settings(certfile=cert, keyfile="/k.pem" if cert else None, proc_name=name)
+    listeners = tuple(Listener(address=ipaddress.ip_address(host), port=p, inode=p) for p in ports)
+    return FoundMaster(pid=pid, start_time=1000.0 + pid, listeners=listeners, learned=Learned(settings=settings))
+
+
+def _names(path: str) -> str | None:
+    return "api.example.com" if path == "/c.pem" else None
+
+
+def _update(
+    discovery: Discovery, *found: FoundMaster, now: float = 0.0, configured: tuple[GunicornTarget, ...] = ()
+) -> Discovered:
+    return discovery.update(found, configured=configured, now=now, server_name=_names)
+
+
+def test_a_tls_master_becomes_a_target_named_by_proc_name_or_its_lowest_port() -> None:
+    discovered = _update(Discovery(forget_after=3600), _master(10, 9443, 8443), _master(20, 7443, name="api"))
+    by_name = {t.name: t for t in discovered.targets}
+    assert set(by_name) == {"gunicorn-8443", "api"}
+    target = by_name["gunicorn-8443"]
+    assert (target.endpoint, target.pid, target.cert_file, target.key_file) == (
+        "127.0.0.1:8443",
+        10,
+        "/c.pem",
+        "/k.pem",
+    )
+    assert target.server_name == "api.example.com"
+    assert discovered.masters == 2
+
+
+def test_wildcard_binds_are_probed_on_loopback() -> None:
+    discovered = _update(Discovery(forget_after=60), _master(10, 8443, host="0.0.0.0"), _master(11, 9443, host="::"))
+    assert sorted(t.endpoint for t in discovered.targets) == ["127.0.0.1:8443", "[::1]:9443"]
+
+
+def test_a_plain_http_master_is_no_target() -> None:
+    assert _update(Discovery(forget_after=60), _master(10, 8000, cert=None)).targets == ()
+
+
+def test_a_taken_name_gets_its_port_appended() -> None:
+    configured = GunicornTarget(name="api", cert_file="/x", key_file="/y", endpoint="127.0.0.1:1443", pid=5)
+    discovered = _update(Discovery(forget_after=60), _master(10, 8443, name="api"), configured=(configured,))
+    assert [t.name for t in discovered.targets] == ["api-8443"]
+
+
+def test_a_configured_target_wins_over_discovery_for_its_master() -> None:
+    configured = GunicornTarget(name="mine", cert_file="/x", key_file="/y", endpoint="127.0.0.1:8443", pid=5)
+    discovered = _update(Discovery(forget_after=60), _master(10, 8443), configured=(configured,))
+    assert discovered.targets == ()
+
+
+def test_a_master_that_exited_stays_until_forget_after() -> None:
+    discovery = Discovery(forget_after=60)
+    _update(discovery, _master(10, 8443), now=0)
+    assert [t.name for t in _update(discovery, now=59).targets] == ["gunicorn-8443"]
+    assert _update(discovery, now=61).targets == ()
+
+
+def test_an_unreadable_or_computed_master_is_an_error_not_a_target() -> None:
+    computed = FoundMaster(
+        pid=10,
+        start_time=1.0,
+        listeners=(Listener(address=ipaddress.ip_address("127.0.0.1"), port=8443, inode=1),),
+        learned=Learned(settings=Settings(), problem=Problem.CONFIG_NOT_LITERAL, config_file="/srv/g.py", detail="x"),
+    )
+    denied = FoundMaster(pid=11, start_time=1.0, denied="can't read /proc/11")
+    discovered = _update(Discovery(forget_after=60), computed, denied)
+    assert discovered.targets == ()
+    assert {(e.target, e.reason, e.file) for e in discovered.errors} == {
+        ("gunicorn-8443", "config_not_literal", "/srv/g.py"),
+        ("gunicorn-0", "permission_denied", ""),
+    }
+
+
+def test_discovered_targets_take_the_discovery_reload_policy() -> None:
+    policy = ReloadConfig(enabled=True, after=10.0)
+    discovered = _update(Discovery(forget_after=60, reload=policy), _master(10, 8443))
+    assert discovered.targets[0].reload == policy
