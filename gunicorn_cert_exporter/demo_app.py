@@ -1,5 +1,7 @@
 """The application Gunicorn serves in the demo (and in the tests): every request answers 'ok'.
 
+``/status/NNN`` answers with that status instead (a health path that fails, for the reload's health check).
+
 Kept apart from demo.py so that a Gunicorn worker importing it loads nothing of the exporter.
 """
 
@@ -23,11 +25,18 @@ async def asgi_app(
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    status = _status(scope.get("path", "/"))
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok\n"})
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
     """Answer every request with 'ok' (for the WSGI worker classes)."""
-    start_response("200 OK", [("Content-Type", "text/plain")])
+    status = _status(environ.get("PATH_INFO", "/"))
+    start_response(f"{status} {'OK' if status < 400 else 'Not OK'}", [("Content-Type", "text/plain")])
     return [b"ok\n"]
+
+
+def _status(path: str) -> int:
+    prefix, _, code = path.rpartition("/")
+    return int(code) if prefix == "/status" and code.isdigit() and 200 <= int(code) <= 599 else 200
