@@ -139,6 +139,34 @@ class ScanConfig(_Frozen):
         return self.interval * 0.8
 
 
+def _acme_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value) > 2048:
+        raise ValueError("an ACME directory is an http:// or https:// URL")
+    return value
+
+
+class AcmeSource(_Frozen):
+    """The ACME CA a certificate comes from (without certbot): its directory URL, for ARI."""
+
+    directory: Annotated[str, AfterValidator(_acme_url)]
+
+
+class AriConfig(_Frozen):
+    """Ask the ACME server's renewal window (ARI, RFC 9773): at most once per certificate per interval."""
+
+    enabled: bool = False
+    interval: Timeout = 6 * 3600.0
+    timeout: Timeout = 10.0
+    allow: list[str] = []  # hosts (globs) and IPs/CIDRs that may be private, loopback or link-local
+
+
+class AcmeConfig(_Frozen):
+    """ACME: where certbot keeps its lineages, and ARI."""
+
+    certbot_config_dir: str | None = "/etc/letsencrypt"
+    ari: AriConfig = AriConfig()
+
+
 class FileSource(_Frozen):
     """Certificate files: explicit paths, globs (``**`` recursive), directories, with excludes."""
 
@@ -147,6 +175,7 @@ class FileSource(_Frozen):
     format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
     password_file: str | None = None
     password_env: str | None = None
+    acme: AcmeSource | None = None
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -180,6 +209,7 @@ class EndpointConfig(_Frozen):
     client_key: str | None = None
     timeout: Timeout = 5.0
     starttls: Literal["smtp", "imap", "pop3", "ftp", "postgres"] | None = None
+    acme: AcmeSource | None = None
 
     @model_validator(mode="after")
     def _client_pair(self) -> EndpointConfig:
@@ -219,6 +249,7 @@ class GunicornTarget(_Frozen):
     control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
     listen_port: int | None = Field(default=None, ge=1, le=65535)  # Gunicorn's port behind a TCP pass-through
     reload: ReloadConfig = ReloadConfig()
+    acme: AcmeSource | None = None
 
     @field_validator("name")
     @classmethod
@@ -278,6 +309,7 @@ class Config(_Frozen):
     endpoints: list[EndpointConfig] = []
     gunicorn: list[GunicornTarget] = []
     probe: ProbeConfig = ProbeConfig()
+    acme: AcmeConfig = AcmeConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
 from gunicorn_cert_exporter.reload.history import History
+from gunicorn_cert_exporter.scanning.renewals import Renewals
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
@@ -93,6 +94,10 @@ class Service:
         self._clock = clock
         self._sender = sender
         self._scheduler = Scheduler(self._scans(config))
+        # ARI has its own pool, off the scans' path: a published scan only wakes it.
+        self._renewals = Renewals(store=store, storage_path=storage_path, clock=clock)
+        self._renewals.configure(config)
+        store.subscribe(self._renewals.observe)
         store.update(config_reload_successful=True, config_reload_at=clock())
 
     @property
@@ -123,12 +128,14 @@ class Service:
             )
 
     def scan_now(self) -> None:
-        """Run each scan of the config in force once, in this thread."""
+        """Run each scan of the config in force once, in this thread, then ask ARI what is due and wait for it."""
         self._scheduler.scans.run_all()
+        self._renewals.settle()
 
     def stop(self) -> None:
-        """Stop scheduling scans."""
+        """Stop scheduling scans and asking ACME servers."""
         self._scheduler.shutdown()
+        self._renewals.stop()
 
     def _scans(self, config: Config) -> Scans:
         return Scans(
@@ -157,6 +164,7 @@ class Service:
         scans = self._scans(new)
         scans.watcher.inherit(old.watcher)
         self._scheduler.replace(scans)
+        self._renewals.configure(new)
         self._warn_volatile(new)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")

@@ -9,6 +9,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
+from gunicorn_cert_exporter import ari_view
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
 from gunicorn_cert_exporter.model import (
     AddressResult,
@@ -142,6 +143,7 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
         if endpoint.error is not None and not endpoint.addresses:
             sources.append(_endpoint_error(endpoint))
         sources += [_address_row(endpoint, a, now=now, limits=limits) for a in endpoint.addresses]
+    sources = ari_view.apply(sources, snap.ari)  # the ACME server's renewal window (ARI), when asked
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
     summary = _summary(sources, targets)

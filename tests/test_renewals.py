@@ -1,0 +1,238 @@
+"""ARI end to end: an RFC 9773 server on loopback, the exporter's pool, the page, the API, /metrics and ``check``.
+
+No ARI-capable ACME server is packaged here (Debian's pebble 2.4.0 predates ARI), so ``tests.acme_support``
+serves RFC 9773's directory and renewalInfo resource, with Retry-After and windows a test moves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gunicorn_cert_exporter import config as config_mod
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.scanning.ari_state import FILENAME
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.service import Service
+from gunicorn_cert_exporter.sources.endpoints import Prober
+from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, write_lineage
+from tests.support import PKI, Issued, RunningExporter, eventually, start_exporter
+
+HOUR = dt.timedelta(hours=1)
+EXPLANATION = "https://ca.test/incidents/2026-12-07"
+
+
+@pytest.fixture
+def acme() -> Iterator[AcmeServer]:
+    server = AcmeServer("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def ca() -> Issued:
+    return PKI().ca("ACME Test CA")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _config(tmp_path: Path, files: dict[str, str], *, certbot: Path | None = None, allow: str = "127.0.0.1") -> Path:
+    """Write a config: each file with its ACME directory, ARI on with a 5 s interval."""
+    entries = "".join(
+        f"  - paths: [{json.dumps(p)}]\n    acme: {{directory: {json.dumps(d)}}}\n" for p, d in files.items()
+    )
+    text = (
+        "scan: {interval: 1s}\n"
+        + (f"files:\n{entries}" if files else "")
+        + "acme:\n"
+        + f"  certbot_config_dir: {json.dumps(str(certbot or tmp_path / 'no-certbot'))}\n"
+        + f"  ari: {{enabled: true, interval: 5s, allow: [{json.dumps(allow)}]}}\n"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _leaf(tmp_path: Path, ca: Issued, name: str, *, lifetime_days: int, left: dt.timedelta) -> tuple[Issued, str]:
+    leaf = acme_leaf(ca, lifetime=lifetime_days * DAY, left=left, cn=f"{name}.test")
+    path = tmp_path / f"{name}.pem"
+    path.write_bytes(leaf.cert_pem)
+    return leaf, str(path)
+
+
+def _certs(exporter: RunningExporter) -> dict[str, dict[str, object]]:
+    """Return each certificate row of /api/v1/status by subject."""
+    code, body = exporter.get("/api/v1/status")
+    assert code == 200
+    rows = json.loads(body)["sources"]
+    return {cert["subject"]: cert for row in rows for cert in row["certs"]}
+
+
+def test_an_early_window_is_critical_with_the_cas_explanation(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """A 90-day certificate with 81 days left whose window ended an hour ago: as a files entry and a lineage."""
+    early, early_path = _leaf(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
+    lineage = acme_leaf(ca, lifetime=90 * DAY, left=81 * DAY, cn="lineage.test")
+    certbot_dir = tmp_path / "letsencrypt"
+    write_lineage(certbot_dir, "lineage.test", lineage, server=acme.directory)
+    for leaf in (early, lineage):
+        acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
+    exporter = start_exporter(_config(tmp_path, {early_path: acme.directory}, certbot=certbot_dir))
+    try:
+        exporter.scan_now()
+        certs = _certs(exporter)
+        for subject in ("early.test", "lineage.test"):
+            assert certs[subject]["band"] == "critical", certs[subject]
+            assert EXPLANATION in str(certs[subject]["note"])
+        code, page = exporter.get("/")
+        assert code == 200 and page.decode().count(EXPLANATION) >= 2
+        metrics = exporter.metrics()
+        requested = [k for k, v in metrics.items() if k.startswith("gunicorn_cert_ari_renewal_requested{") and v == 1]
+        assert len(requested) == 2
+        assert any(f'explanation_url="{EXPLANATION}"' in k for k in metrics if k.startswith("gunicorn_cert_ari_info"))
+    finally:
+        exporter.close()
+
+
+def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """27 days left of 90 and the usual window (a third of the lifetime left) ended: the lifetime alone says OK."""
+    stale, stale_path = _leaf(tmp_path, ca, "stale", lifetime_days=90, left=27 * DAY + HOUR)
+    fresh, fresh_path = _leaf(tmp_path, ca, "fresh", lifetime_days=90, left=80 * DAY)
+    third_left = _now() + 27 * DAY + HOUR - 30 * DAY
+    acme.answer(stale, Reply(third_left - 2 * DAY, third_left))
+    acme.answer(fresh, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    exporter = start_exporter(_config(tmp_path, {stale_path: acme.directory, fresh_path: acme.directory}))
+    try:
+        exporter.scan_now()
+        certs = _certs(exporter)
+        assert certs["stale.test"]["band"] == "warning" and "renewal overdue" in str(certs["stale.test"]["note"])
+        assert certs["fresh.test"]["band"] == "ok"
+    finally:
+        exporter.close()
+
+
+def test_the_window_moved_earlier_is_critical(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    now = [time.time()]
+    leaf, path = _leaf(tmp_path, ca, "moved", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    service = _service(_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
+    service.scan_now()
+    assert _band(service.snapshot(), now[0], "moved.test") == "ok"
+    acme.answer(leaf, Reply(_now() + 40 * DAY, _now() + 45 * DAY, EXPLANATION))  # still usual, but earlier
+    now[0] += 6  # past the 5 s interval
+    service.scan_now()
+    assert acme.asked(leaf) == 2
+    assert _band(service.snapshot(), now[0], "moved.test") == "critical"
+
+
+def _service(config_path: Path, *, clock: object = time.time, storage: Path | None = None) -> Service:
+    loaded = config_mod.load_file(str(config_path))
+    return Service(
+        config=loaded,
+        load=lambda: loaded,
+        store=Store(),
+        prober=Prober(),
+        clock=clock,  # type: ignore[arg-type]
+        storage_path=str(storage) if storage else None,
+    )
+
+
+def _band(snap: Snapshot, now: float, subject: str) -> str:
+    view = status.build(snap, now=now)
+    return next(c.band.value for s in view.sources for c in s.certs if c.subject == subject)
+
+
+def test_a_503_with_retry_after_is_asked_once(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    busy, busy_path = _leaf(tmp_path, ca, "busy", lifetime_days=90, left=80 * DAY)
+    control, control_path = _leaf(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
+    acme.answer(busy, Reply(status=503, retry_after=3600))
+    acme.answer(control, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    exporter = start_exporter(
+        _config(tmp_path, {busy_path: acme.directory, control_path: acme.directory}), schedule=True
+    )
+    try:
+        # The control certificate is asked again once its 5 s interval passed: the busy one had the same chances.
+        eventually(lambda: acme.asked(control) >= 3, "the control certificate asked three times", timeout=90)
+        assert acme.asked(busy) == 1
+        metrics = exporter.metrics()
+        assert any(k.startswith("gunicorn_cert_ari_error{") and 'reason="http_status"' in k for k in metrics)
+    finally:
+        exporter.close()
+
+
+def test_an_unlisted_loopback_directory_is_never_contacted(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    hidden = AcmeServer("127.0.0.3")
+    try:
+        leaf, path = _leaf(tmp_path, ca, "hidden", lifetime_days=90, left=80 * DAY)
+        control, control_path = _leaf(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
+        hidden.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
+        acme.answer(control, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+        exporter = start_exporter(_config(tmp_path, {path: hidden.directory, control_path: acme.directory}))
+        try:
+            exporter.scan_now()
+            assert acme.asked(control) == 1  # the pass ran and asked what it may
+            assert hidden.state.connections == 0
+            metrics = exporter.metrics()
+            assert any(k.startswith("gunicorn_cert_ari_error{") and 'reason="refused_address"' in k for k in metrics)
+            assert _certs(exporter)["hidden.test"]["band"] == "ok"
+        finally:
+            exporter.close()
+    finally:
+        hidden.close()
+
+
+def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """While the ACME server holds its answer, files scans keep finishing (counted, not timed)."""
+    leaf, path = _leaf(tmp_path, ca, "slow", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    acme.state.hold = threading.Event()
+    exporter = start_exporter(_config(tmp_path, {path: acme.directory}), schedule=True)
+    finished: list[float] = []
+
+    def count(snap: Snapshot) -> None:
+        stats = dict(snap.scans).get("files")
+        if stats is not None and (not finished or finished[-1] != stats.finished_at):
+            finished.append(stats.finished_at)
+
+    exporter.service.subscribe(count)
+    try:
+        eventually(lambda: acme.state.held >= 1, "the ACME server holding a request")
+        held_at = len(finished)
+        eventually(lambda: len(finished) >= held_at + 3, "three files scans while the request is held")
+        assert acme.state.held >= 1 and not acme.state.hold.is_set()
+    finally:
+        acme.state.hold.set()
+        exporter.close()
+
+
+def test_what_was_learnt_survives_a_restart(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    leaf, path = _leaf(tmp_path, ca, "kept", lifetime_days=90, left=81 * DAY)
+    acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    config_path = _config(tmp_path, {path: acme.directory})
+    _service(config_path, storage=storage).scan_now()
+    assert acme.asked(leaf) == 1
+    again = _service(config_path, storage=storage)
+    again.scan_now()
+    assert acme.asked(leaf) == 1  # within the interval: not asked again after the restart
+    assert _band(again.snapshot(), time.time(), "kept.test") == "critical"
+
+
+def test_a_damaged_state_file_starts_afresh(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    leaf, path = _leaf(tmp_path, ca, "damaged", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    (storage / FILENAME).write_text('{"version": 1, "entries": [{"directory": 1}]}')
+    _service(_config(tmp_path, {path: acme.directory}), storage=storage).scan_now()
+    assert acme.asked(leaf) == 1
+    assert json.loads((storage / FILENAME).read_text())["entries"][0]["end"] is not None
