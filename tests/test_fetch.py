@@ -40,6 +40,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(0.1)
+        elif self.path == "/drip-headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(400):  # a header line that never ends within the cap, each byte within a read timeout
+                self.wfile.write(b"s")
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
         elif self.path == "/busy":
             self._send(503, b"", {"Retry-After": "3600"})
         elif self.path.startswith("/to/"):
@@ -167,6 +174,11 @@ def test_a_body_over_the_cap_is_too_large(origin: Origin) -> None:
 def test_a_dripping_server_hits_the_total_time_cap(origin: Origin) -> None:
     """Each byte comes well within any read timeout; only a cap on the whole request ends it."""
     answer = fetcher(timeout=1.0).get(origin.base + "/drip")
+    assert answer.error is FetchReason.TIMEOUT
+
+
+def test_a_server_dripping_its_headers_hits_the_total_time_cap(origin: Origin) -> None:
+    answer = fetcher(timeout=1.0).get(origin.base + "/drip-headers")
     assert answer.error is FetchReason.TIMEOUT
 
 

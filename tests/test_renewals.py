@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ from gunicorn_cert_exporter.scanning.ari_state import FILENAME
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, write_lineage
+from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, id_of, write_lineage
 from tests.support import PKI, Issued, RunningExporter, eventually, start_exporter
 
 HOUR = dt.timedelta(hours=1)
@@ -133,14 +133,16 @@ def test_the_window_moved_earlier_is_critical(tmp_path: Path, acme: AcmeServer, 
     assert _band(service.snapshot(), now[0], "moved.test") == "critical"
 
 
-def _service(config_path: Path, *, clock: object = time.time, storage: Path | None = None) -> Service:
+def _service(
+    config_path: Path, *, clock: Callable[[], float] = time.time, storage: Path | None = None
+) -> Service:
     loaded = config_mod.load_file(str(config_path))
     return Service(
         config=loaded,
         load=lambda: loaded,
         store=Store(),
         prober=Prober(),
-        clock=clock,  # type: ignore[arg-type]
+        clock=clock,
         storage_path=str(storage) if storage else None,
     )
 
@@ -213,26 +215,65 @@ def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer
         exporter.close()
 
 
+def test_a_certificate_is_asked_at_most_once_per_interval(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    now = [time.time()]
+    leaf, path = _leaf(tmp_path, ca, "often", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    service = _service(_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
+    for _ in range(3):
+        service.scan_now()
+        now[0] += 1
+    assert acme.asked(leaf) == 1
+    now[0] += 3  # 6 s after the first request: the 5 s interval has passed
+    service.scan_now()
+    assert acme.asked(leaf) == 2
+
+
+def test_retry_after_outlasts_the_interval_and_a_restart(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """A 503 with Retry-After: 3600 is asked once: not after the 5 s interval, nor after a restart."""
+    leaf, path = _leaf(tmp_path, ca, "busy", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(status=503, retry_after=3600))
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    config_path = _config(tmp_path, {path: acme.directory})
+    start = time.time()
+    # Each run is a separate process's life, with its own (frozen) clock: what one left running can't act later.
+    _service(config_path, clock=_at(start), storage=storage).scan_now()
+    _service(config_path, clock=_at(start + 60), storage=storage).scan_now()
+    assert acme.asked(leaf) == 1
+    _service(config_path, clock=_at(start + 3660), storage=storage).scan_now()
+    assert acme.asked(leaf) == 2
+
+
+def _at(instant: float) -> Callable[[], float]:
+    return lambda: instant
+
+
 def test_what_was_learnt_survives_a_restart(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     leaf, path = _leaf(tmp_path, ca, "kept", lifetime_days=90, left=81 * DAY)
     acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
     storage = tmp_path / "storage"
     storage.mkdir()
     config_path = _config(tmp_path, {path: acme.directory})
-    _service(config_path, storage=storage).scan_now()
+    start = time.time()
+    _service(config_path, storage=storage, clock=_at(start)).scan_now()
     assert acme.asked(leaf) == 1
-    again = _service(config_path, storage=storage)
+    again = _service(config_path, storage=storage, clock=_at(start + 1))
     again.scan_now()
     assert acme.asked(leaf) == 1  # within the interval: not asked again after the restart
-    assert _band(again.snapshot(), time.time(), "kept.test") == "critical"
+    assert _band(again.snapshot(), start + 1, "kept.test") == "critical"
 
 
 def test_a_damaged_state_file_starts_afresh(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """An entry for this very certificate with a time that is no number: the file is set aside, the CA asked."""
     leaf, path = _leaf(tmp_path, ca, "damaged", lifetime_days=90, left=80 * DAY)
     acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
     storage = tmp_path / "storage"
     storage.mkdir()
-    (storage / FILENAME).write_text('{"version": 1, "entries": [{"directory": 1}]}')
+    entry = dict.fromkeys(["start", "end", "latest_end"])
+    entry |= {"directory": acme.directory, "cert_id": id_of(leaf), "checked_at": 1.0, "next_at": "never"}
+    entry |= {"explanation_url": "", "error": "", "detail": ""}
+    (storage / FILENAME).write_text(json.dumps({"version": 1, "entries": [entry]}))
     _service(_config(tmp_path, {path: acme.directory}), storage=storage).scan_now()
     assert acme.asked(leaf) == 1
     assert json.loads((storage / FILENAME).read_text())["entries"][0]["end"] is not None

@@ -9,6 +9,7 @@ result is always a value (``Fetched``) with a reason on failure; a request never
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import ipaddress
@@ -126,10 +127,11 @@ class _PinnedHTTP(http.client.HTTPConnection):
     def __init__(self, host: str, port: int, *, ip: str, timeout: float) -> None:
         super().__init__(host, port, timeout=timeout)
         self._ip = ip
+        self.raw: socket.socket | None = None  # kept after http.client lets go of it (an answer that closes)
 
     def connect(self) -> None:
         """Connect to the checked address, never to a fresh resolution of the name."""
-        self.sock = socket.create_connection((self._ip, self.port), self.timeout)
+        self.sock = self.raw = socket.create_connection((self._ip, self.port), self.timeout)
 
 
 class _PinnedHTTPS(_PinnedHTTP):
@@ -142,7 +144,7 @@ class _PinnedHTTPS(_PinnedHTTP):
     def connect(self) -> None:
         """Connect to the checked address, then handshake for the URL's host name."""
         super().connect()
-        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self.host)
+        self.sock = self.raw = self._tls.wrap_socket(self.sock, server_hostname=self.host)
 
 
 class Fetcher:
@@ -255,7 +257,7 @@ class Fetcher:
             else _PinnedHTTP(host, port, ip=ip, timeout=left)
         )
         # A hard cap on the whole exchange: a server dripping bytes resets each read's timeout, never this one.
-        cutoff = threading.Timer(left, conn.close)
+        cutoff = threading.Timer(left, _cut, (conn,))
         cutoff.daemon = True
         cutoff.start()
         try:
@@ -298,8 +300,10 @@ class Fetcher:
             if size > self.limits.max_size:
                 raise _FetchError(FetchReason.TOO_LARGE, f"more than {self.limits.max_size} bytes")
             chunks.append(chunk)
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise _FetchError(FetchReason.TIMEOUT, "time cap reached")
+        if time.monotonic() >= deadline:  # the cap cut the connection: what arrived is not the whole answer
+            raise _FetchError(FetchReason.TIMEOUT, "time cap reached")
         return Fetched(
             url,
             status=response.status,
@@ -307,6 +311,14 @@ class Fetcher:
             content_type=response.getheader("Content-Type") or "",
             retry_after=later,
         )
+
+
+def _cut(conn: _PinnedHTTP) -> None:
+    """End a connection from another thread: shutdown() wakes a blocked read, where close() would not."""
+    sock = conn.raw
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _late(deadline: float) -> FetchReason | None:
