@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, FetchReason, permitted, retry_after
+from tests.support import eventually
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,19 +35,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
         elif self.path == "/drip":
             self.send_response(200)
-            self.send_header("Content-Length", "400")
+            self.send_header("Content-Length", "300")
             self.end_headers()
-            for _ in range(400):  # 40 s in all: far past the time cap, each byte well within a read timeout
-                self.wfile.write(b"z")
-                self.wfile.flush()
-                time.sleep(0.1)
+            self._drip(b"z")
         elif self.path == "/drip-headers":
-            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-            for _ in range(400):  # a header line that never ends within the cap, each byte within a read timeout
-                self.wfile.write(b"s")
-                self.wfile.flush()
-                time.sleep(0.1)
-            self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")  # a header line that never ends within the cap
+            if self._drip(b"s"):
+                self.wfile.write(b"\r\nContent-Length: 0\r\n\r\n")
+        elif self.path == "/declared-huge":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**9))
+            self.end_headers()
+            self.wfile.write(b"0123456789")
+            self.wfile.flush()
+            time.sleep(10)  # the rest never comes: only the declared length can tell at once
         elif self.path == "/busy":
             self._send(503, b"", {"Retry-After": "3600"})
         elif self.path.startswith("/to/"):
@@ -55,6 +57,22 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(302, b"", {"Location": "/loop"})
         else:
             self._send(404, b"")
+
+    def _drip(self, byte: bytes) -> bool:
+        """Send a byte every 0.1 s for 30 s (far past the tests' time caps, each byte within a read timeout).
+
+        Record whether the client took it all ("finished") or hung up first ("cut").
+        """
+        try:
+            for _ in range(300):
+                self.wfile.write(byte)
+                self.wfile.flush()
+                time.sleep(0.1)
+        except OSError:
+            self.server.drips.append("cut")
+            return False
+        self.server.drips.append("finished")
+        return True
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -72,6 +90,7 @@ class Origin(ThreadingHTTPServer):
 
     def __init__(self, host: str) -> None:
         self.seen: list[tuple[str, str]] = []
+        self.drips: list[str] = []  # how each dripped answer ended: "cut" by the client, or "finished"
         self.connections = 0
         super().__init__((host, 0), _Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -171,15 +190,18 @@ def test_a_body_over_the_cap_is_too_large(origin: Origin) -> None:
     assert fetcher(max_size=10_000).get(origin.base + "/big-chunked").ok
 
 
-def test_a_dripping_server_hits_the_total_time_cap(origin: Origin) -> None:
-    """Each byte comes well within any read timeout; only a cap on the whole request ends it."""
-    answer = fetcher(timeout=1.0).get(origin.base + "/drip")
+@pytest.mark.parametrize("path", ["/drip", "/drip-headers"])
+def test_a_dripping_server_is_cut_at_the_total_time_cap(origin: Origin, path: str) -> None:
+    """Each byte comes well within any read timeout; only a cap on the whole request ends it (the server sees it)."""
+    answer = fetcher(timeout=1.0).get(origin.base + path)
     assert answer.error is FetchReason.TIMEOUT
+    assert eventually(lambda: origin.drips, "the server noticing how its answer ended") == ["cut"]
 
 
-def test_a_server_dripping_its_headers_hits_the_total_time_cap(origin: Origin) -> None:
-    answer = fetcher(timeout=1.0).get(origin.base + "/drip-headers")
-    assert answer.error is FetchReason.TIMEOUT
+def test_a_declared_length_over_the_cap_is_refused_before_reading(origin: Origin) -> None:
+    """Content-Length says 1 GB: refused at once, not read until the time cap."""
+    answer = fetcher(timeout=5.0, max_size=4096).get(origin.base + "/declared-huge")
+    assert answer.error is FetchReason.TOO_LARGE
 
 
 def test_retry_after_is_honoured_per_url(origin: Origin) -> None:
