@@ -93,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
             if hold is not None:
                 state.held += 1
         if hold is not None:
-            hold.wait(60)
+            hold.wait(300)
         base = self.server.base
         if self.path == "/directory":
             self._json(200, {"newNonce": f"{base}/nonce", "renewalInfo": f"{base}/renewal-info"})

@@ -19,6 +19,7 @@ from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.scanning.ari_state import FILENAME
+from gunicorn_cert_exporter.scanning.scheduler import MAX_ABANDONED
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.endpoints import Prober
@@ -45,7 +46,14 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _config(tmp_path: Path, files: dict[str, str], *, certbot: Path | None = None, allow: str = "127.0.0.1") -> Path:
+def _config(
+    tmp_path: Path,
+    files: dict[str, str],
+    *,
+    certbot: Path | None = None,
+    allow: str = "127.0.0.1",
+    timeout: str = "10s",
+) -> Path:
     """Write a config: each file with its ACME directory, ARI on with a 5 s interval."""
     entries = "".join(
         f"  - paths: [{json.dumps(p)}]\n    acme: {{directory: {json.dumps(d)}}}\n" for p, d in files.items()
@@ -55,7 +63,7 @@ def _config(tmp_path: Path, files: dict[str, str], *, certbot: Path | None = Non
         + (f"files:\n{entries}" if files else "")
         + "acme:\n"
         + f"  certbot_config_dir: {json.dumps(str(certbot or tmp_path / 'no-certbot'))}\n"
-        + f"  ari: {{enabled: true, interval: 5s, allow: [{json.dumps(allow)}]}}\n"
+        + f"  ari: {{enabled: true, interval: 5s, timeout: {timeout}, allow: [{json.dumps(allow)}]}}\n"
     )
     path = tmp_path / "config.yaml"
     path.write_text(text)
@@ -102,6 +110,21 @@ def test_an_early_window_is_critical_with_the_cas_explanation(tmp_path: Path, ac
         exporter.close()
 
 
+def test_a_lineages_renew_before_expiry_is_its_usual_point(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """A lineage renewed 60 days before expiry: a window ending with 61 days left is its usual one, not a request."""
+    leaf = acme_leaf(ca, lifetime=90 * DAY, left=70 * DAY, cn="early-renewer.test")
+    certbot_dir = tmp_path / "letsencrypt"
+    write_lineage(certbot_dir, "early-renewer.test", leaf, server=acme.directory, renew_before="60 days")
+    acme.answer(leaf, Reply(_now() + 7 * DAY, _now() + 9 * DAY))
+    exporter = start_exporter(_config(tmp_path, {}, certbot=certbot_dir))
+    try:
+        exporter.scan_now()
+        assert acme.asked(leaf) == 1
+        assert _certs(exporter)["early-renewer.test"]["band"] == "ok"
+    finally:
+        exporter.close()
+
+
 def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """27 days left of 90 and the usual window (a third of the lifetime left) ended: the lifetime alone says OK."""
     stale, stale_path = _leaf(tmp_path, ca, "stale", lifetime_days=90, left=27 * DAY + HOUR)
@@ -122,20 +145,19 @@ def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path
 def test_the_window_moved_earlier_is_critical(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     now = [time.time()]
     leaf, path = _leaf(tmp_path, ca, "moved", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    acme.answer(leaf, Reply(_now() + 50 * DAY, _now() + 52 * DAY))  # ends with 28 days left of 90
     service = _service(_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
     service.scan_now()
     assert _band(service.snapshot(), now[0], "moved.test") == "ok"
-    acme.answer(leaf, Reply(_now() + 40 * DAY, _now() + 45 * DAY, EXPLANATION))  # still usual, but earlier
+    # Ending with 32 days left is within the usual point's margin (30 days + 5% of 90): only the move is news.
+    acme.answer(leaf, Reply(_now() + 46 * DAY, _now() + 48 * DAY, EXPLANATION))
     now[0] += 6  # past the 5 s interval
     service.scan_now()
     assert acme.asked(leaf) == 2
     assert _band(service.snapshot(), now[0], "moved.test") == "critical"
 
 
-def _service(
-    config_path: Path, *, clock: Callable[[], float] = time.time, storage: Path | None = None
-) -> Service:
+def _service(config_path: Path, *, clock: Callable[[], float] = time.time, storage: Path | None = None) -> Service:
     loaded = config_mod.load_file(str(config_path))
     return Service(
         config=loaded,
@@ -192,11 +214,16 @@ def test_an_unlisted_loopback_directory_is_never_contacted(tmp_path: Path, acme:
 
 
 def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    """While the ACME server holds its answer, files scans keep finishing (counted, not timed)."""
+    """While the ACME server holds its answer, files scans keep finishing (counted, not timed).
+
+    A scan whose thread waited for ARI would still have recorded itself, but the scheduler skips a kind once
+    MAX_ABANDONED of its threads are stuck: more scans than that while the request is held prove none waited.
+    """
     leaf, path = _leaf(tmp_path, ca, "slow", lifetime_days=90, left=80 * DAY)
     acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
     acme.state.hold = threading.Event()
-    exporter = start_exporter(_config(tmp_path, {path: acme.directory}), schedule=True)
+    # The request outlasts the test's patience: a scan that waited for it would wait until the test gave up.
+    exporter = start_exporter(_config(tmp_path, {path: acme.directory}, timeout="300s"), schedule=True)
     finished: list[float] = []
 
     def count(snap: Snapshot) -> None:
@@ -208,7 +235,8 @@ def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer
     try:
         eventually(lambda: acme.state.held >= 1, "the ACME server holding a request")
         held_at = len(finished)
-        eventually(lambda: len(finished) >= held_at + 3, "three files scans while the request is held")
+        enough = held_at + MAX_ABANDONED + 2
+        eventually(lambda: len(finished) >= enough, "more files scans than stuck threads allowed, while held")
         assert acme.state.held >= 1 and not acme.state.hold.is_set()
     finally:
         acme.state.hold.set()
