@@ -177,32 +177,29 @@ class AcmeServer:
         self._server.server_close()
 
 
-def write_lineage(config_dir: Path, name: str, leaf: Issued, *, server: str, renew_before: str | None = None) -> Path:
-    """Lay out a certbot lineage as certbot does: archive/NAME/cert1.pem, live/NAME/cert.pem -> it, renewal/NAME.conf.
+def certbot_lineage(
+    config_dir: Path, name: str, leaf: Issued, issuer: Issued, *, server: str, renew_before: str | None = None
+) -> Path:
+    """Have certbot (from PyPI) write a lineage as after ``certbot certonly``: no ACME server needed for that part.
 
-    The renewal file has certbot's exact format (configobj, as ``certbot.storage`` writes it).
+    certbot lays out archive/NAME/cert1.pem, live/NAME/cert.pem -> ../../archive/NAME/cert1.pem and
+    renewal/NAME.conf (with ``server`` under [renewalparams]); ``renew_before`` is set in that file through
+    certbot's own configobj, as a user edits it. Returns the lineage's live cert.pem.
     """
-    archive, live, renewal = config_dir / "archive" / name, config_dir / "live" / name, config_dir / "renewal"
-    for directory in (archive, live, renewal):
+    from certbot._internal import cli, storage
+    from certbot._internal.plugins import disco
+
+    args = ["certonly", "--standalone", "-d", name, "--server", server]
+    for option, directory in (
+        ("--config-dir", config_dir),
+        ("--work-dir", config_dir / "work"),
+        ("--logs-dir", config_dir / "logs"),
+    ):
         directory.mkdir(parents=True, exist_ok=True)
-    (archive / "cert1.pem").write_bytes(leaf.cert_pem)
-    (archive / "privkey1.pem").write_bytes(leaf.key_pem)
-    for kind in ("cert", "privkey"):
-        (live / f"{kind}.pem").symlink_to(Path("..", "..", "archive", name, f"{kind}1.pem"))
-    before = f"renew_before_expiry = {renew_before}\n" if renew_before else "# renew_before_expiry = 30 days\n"
-    conf = renewal / f"{name}.conf"
-    conf.write_text(
-        f"{before}version = 5.8.0\n"
-        f"archive_dir = {archive}\n"
-        f"cert = {live / 'cert.pem'}\n"
-        f"privkey = {live / 'privkey.pem'}\n"
-        f"chain = {live / 'chain.pem'}\n"
-        f"fullchain = {live / 'fullchain.pem'}\n\n"
-        "# Options used in the renewal process\n"
-        "[renewalparams]\n"
-        "account = 0123456789abcdef0123456789abcdef\n"
-        f"server = {server}\n"
-        "authenticator = standalone\n"
-        "key_type = ecdsa\n"
-    )
-    return live / "cert.pem"
+        args += [option, str(directory)]
+    config = cli.prepare_and_parse_args(disco.PluginsRegistry.find_all(), args)
+    lineage = storage.RenewableCert.new_lineage(name, leaf.cert_pem, leaf.key_pem, issuer.cert_pem, config)
+    if renew_before is not None:
+        lineage.configfile["renew_before_expiry"] = renew_before
+        lineage.configfile.write()
+    return Path(lineage.cert_path)

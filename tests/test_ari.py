@@ -10,7 +10,7 @@ from gunicorn_cert_exporter.model import RenewalAdvice
 from gunicorn_cert_exporter.renewal import DAY, advise
 from gunicorn_cert_exporter.sources import certbot
 from gunicorn_cert_exporter.sources.ari import cert_id, renewal_info_url, window
-from tests.acme_support import write_lineage
+from tests.acme_support import certbot_lineage
 from tests.support import PKI
 
 
@@ -114,11 +114,13 @@ def test_renew_before_expiry_reads_certbots_intervals(text: str, seconds: float 
 
 
 def test_a_lineage_is_read_from_its_renewal_file(tmp_path: Path) -> None:
+    """certbot itself writes the lineages; a renewal file without a server is no lineage."""
     pki = PKI()
-    leaf = pki.leaf(pki.ca())
-    cert = write_lineage(tmp_path, "example.com", leaf, server="https://ca.test/dir", renew_before="30 days")
-    write_lineage(tmp_path, "other.org", leaf, server="https://ca.test/dir")
-    (tmp_path / "renewal" / "broken.conf").write_text("cert = /nowhere\n")  # no server: not a lineage
+    ca = pki.ca()
+    leaf = pki.leaf(ca)
+    cert = certbot_lineage(tmp_path, "example.com", leaf, ca, server="https://ca.test/dir", renew_before="30 days")
+    certbot_lineage(tmp_path, "other.org", leaf, ca, server="https://ca.test/dir")
+    (tmp_path / "renewal" / "broken.conf").write_text("cert = /nowhere\n")
     found = certbot.lineages(str(tmp_path))
     assert [lineage.name for lineage in found] == ["example.com", "other.org"]
     assert found[0].cert == str(cert) and found[0].server == "https://ca.test/dir"

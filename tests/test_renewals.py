@@ -23,7 +23,7 @@ from gunicorn_cert_exporter.scanning.scheduler import MAX_ABANDONED
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, id_of, write_lineage
+from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, certbot_lineage, id_of
 from tests.support import PKI, Issued, RunningExporter, eventually, start_exporter
 
 HOUR = dt.timedelta(hours=1)
@@ -90,7 +90,8 @@ def test_an_early_window_is_critical_with_the_cas_explanation(tmp_path: Path, ac
     early, early_path = _leaf(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
     lineage = acme_leaf(ca, lifetime=90 * DAY, left=81 * DAY, cn="lineage.test")
     certbot_dir = tmp_path / "letsencrypt"
-    write_lineage(certbot_dir, "lineage.test", lineage, server=acme.directory)
+    live = certbot_lineage(certbot_dir, "lineage.test", lineage, ca, server=acme.directory)
+    assert live.is_symlink() and "archive" in str(live.resolve())
     for leaf in (early, lineage):
         acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
     exporter = start_exporter(_config(tmp_path, {early_path: acme.directory}, certbot=certbot_dir))
@@ -114,7 +115,7 @@ def test_a_lineages_renew_before_expiry_is_its_usual_point(tmp_path: Path, acme:
     """A lineage renewed 60 days before expiry: a window ending with 61 days left is its usual one, not a request."""
     leaf = acme_leaf(ca, lifetime=90 * DAY, left=70 * DAY, cn="early-renewer.test")
     certbot_dir = tmp_path / "letsencrypt"
-    write_lineage(certbot_dir, "early-renewer.test", leaf, server=acme.directory, renew_before="60 days")
+    certbot_lineage(certbot_dir, "early-renewer.test", leaf, ca, server=acme.directory, renew_before="60 days")
     acme.answer(leaf, Reply(_now() + 7 * DAY, _now() + 9 * DAY))
     exporter = start_exporter(_config(tmp_path, {}, certbot=certbot_dir))
     try:
