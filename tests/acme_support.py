@@ -8,6 +8,7 @@ with Retry-After and windows that a test may move.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import threading
 from dataclasses import dataclass, field
@@ -40,7 +41,10 @@ def acme_leaf(issuer: Issued, *, lifetime: dt.timedelta, left: dt.timedelta, cn:
         .not_valid_after(now + left)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
         .sign(issuer.key, hashes.SHA256())
     )
     return Issued(cert, key)

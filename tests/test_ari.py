@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 
-from gunicorn_cert_exporter.model import RenewalAdvice
+from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.model import (
+    AddressResult,
+    EndpointResult,
+    FileResult,
+    MasterState,
+    RenewalAdvice,
+    Snapshot,
+    TargetState,
+)
 from gunicorn_cert_exporter.renewal import DAY, advise
+from gunicorn_cert_exporter.scanning.renewals import subjects
 from gunicorn_cert_exporter.sources import certbot
 from gunicorn_cert_exporter.sources.ari import cert_id, renewal_info_url, window
-from tests.acme_support import certbot_lineage
+from gunicorn_cert_exporter.sources.certs import cert_facts
+from tests.acme_support import acme_leaf, certbot_lineage
 from tests.support import PKI
 
 
@@ -62,6 +74,7 @@ def test_an_unusable_explanation_url_is_dropped() -> None:
 
 
 NOW = 1_800_000_000.0
+DAY_DT = dt.timedelta(days=1)
 
 
 def _advice(*, lifetime_days: float, left_days: float, end_in_days: float, **kw: float | None) -> RenewalAdvice:
@@ -129,3 +142,37 @@ def test_a_lineage_is_read_from_its_renewal_file(tmp_path: Path) -> None:
 
 def test_no_renewal_directory_is_no_lineage(tmp_path: Path) -> None:
     assert certbot.lineages(str(tmp_path / "missing")) == ()
+
+
+def test_a_targets_file_and_served_leaves_are_subjects(tmp_path: Path) -> None:
+    """A Gunicorn target with ``acme.directory``: its cert_file's leaf and each leaf it serves, once each."""
+
+    ca = PKI().ca()
+    on_disk, served = (cert_facts(acme_leaf(ca, lifetime=90 * DAY_DT, left=n * DAY_DT).cert) for n in (80, 20))
+    loaded = config.load(
+        "acme: {certbot_config_dir: null, ari: {enabled: true}}\n"
+        "gunicorn:\n"
+        "  - {name: app, cert_file: /c.pem, key_file: /k.pem, endpoint: '127.0.0.1:8443', pid: 2,\n"
+        "     acme: {directory: 'https://ca.test/dir'}}\n"
+        "  - {name: other, cert_file: /o.pem, key_file: /ok.pem, endpoint: '127.0.0.1:9443', pid: 3}\n"
+    )
+    addresses = tuple(AddressResult(a, chain=(served,)) for a in ("127.0.0.1:8443", "[::1]:8443"))
+    app = TargetState(
+        "app",
+        FileResult("/c.pem", certs=(on_disk,)),
+        FileResult("/k.pem"),
+        EndpointResult("127.0.0.1:8443", "", addresses),
+        MasterState(),
+    )
+    other = TargetState(
+        "other",
+        FileResult("/o.pem", certs=(on_disk,)),
+        FileResult("/ok.pem"),
+        EndpointResult("127.0.0.1:9443", ""),
+        MasterState(),
+    )
+    found = subjects(loaded, Snapshot(targets=(app, other)))
+    assert sorted((s.kind, s.source, s.cert.fingerprint_sha256) for s in found) == sorted(
+        [("target", "app", on_disk.fingerprint_sha256), ("target", "app", served.fingerprint_sha256)]
+    )
+    assert all(s.directory == "https://ca.test/dir" and s.key for s in found)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +26,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, certbot_lineage, id_of
-from tests.support import PKI, Issued, RunningExporter, eventually, start_exporter
+from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
 
 HOUR = dt.timedelta(hours=1)
 EXPLANATION = "https://ca.test/incidents/2026-12-07"
@@ -141,6 +143,50 @@ def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path
         assert certs["fresh.test"]["band"] == "ok"
     finally:
         exporter.close()
+
+
+def test_an_endpoints_served_leaf_is_asked_about(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """An endpoint with ``acme.directory``: its served leaf's usual window ended, so the served row is WARNING."""
+    leaf = acme_leaf(ca, lifetime=90 * DAY, left=27 * DAY + HOUR, cn="served.test")
+    third_left = _now() + 27 * DAY + HOUR - 30 * DAY
+    acme.answer(leaf, Reply(third_left - 2 * DAY, third_left))
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    server = TLSServer("127.0.0.1", context=server_context((leaf, ca)))
+    config_path = _config(tmp_path, {})
+    endpoint = {"address": server.address, "ca_file": "ca.pem", "acme": {"directory": acme.directory}}
+    config_path.write_text(config_path.read_text() + f"endpoints: [{json.dumps(endpoint)}]\n")
+    exporter = start_exporter(config_path)
+    try:
+        exporter.scan_now()
+        assert acme.asked(leaf) == 1
+        code, body = exporter.get("/api/v1/status")
+        assert code == 200
+        rows = [row for row in json.loads(body)["sources"] if row["kind"] == "endpoint"]
+        assert rows[0]["verified"] is True and rows[0]["certs"][0]["band"] == "warning"
+        assert "renewal overdue" in rows[0]["certs"][0]["note"]
+        metrics = exporter.metrics()
+        overdue = [k for k, v in metrics.items() if k.startswith("gunicorn_cert_ari_renewal_overdue{") and v == 1]
+        assert len(overdue) == 1 and 'kind="endpoint"' in overdue[0]
+    finally:
+        exporter.close()
+        server.close()
+
+
+def test_check_says_critical_with_the_explanation(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
+    """``check`` asks what is due, waits for the answer, and exits 2 (CRITICAL) with the CA's explanation URL."""
+    early, early_path = _leaf(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
+    acme.answer(early, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
+    config_path = _config(tmp_path, {early_path: acme.directory})
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(config_path), "--problems"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if "early.test" in line)
+    assert line.startswith("CRITICAL") and EXPLANATION in line
 
 
 def test_the_window_moved_earlier_is_critical(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
