@@ -11,6 +11,8 @@ import datetime as dt
 import ipaddress
 import json
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,10 +22,18 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from gunicorn_cert_exporter import config as config_mod
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.ari import cert_id
+from gunicorn_cert_exporter.sources.endpoints import Prober
 from tests.support import Issued
 
 DAY = dt.timedelta(days=1)
+HOUR = dt.timedelta(hours=1)
+EXPLANATION = "https://ca.test/incidents/2026-12-07"
 
 
 def acme_leaf(issuer: Issued, *, lifetime: dt.timedelta, left: dt.timedelta, cn: str = "acme.test") -> Issued:
@@ -207,3 +217,64 @@ def certbot_lineage(
         lineage.configfile["renew_before_expiry"] = renew_before
         lineage.configfile.write()
     return Path(lineage.cert_path)
+
+
+def utc_now() -> dt.datetime:
+    """Return now, in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def ari_config(
+    tmp_path: Path,
+    files: dict[str, str],
+    *,
+    certbot: Path | None = None,
+    allow: str = "127.0.0.1",
+    timeout: str = "10s",
+) -> Path:
+    """Write a config: each file with its ACME directory, ARI on with a 5 s interval."""
+    entries = "".join(
+        f"  - paths: [{json.dumps(p)}]\n    acme: {{directory: {json.dumps(d)}}}\n" for p, d in files.items()
+    )
+    text = (
+        "scan: {interval: 1s}\n"
+        + (f"files:\n{entries}" if files else "")
+        + "acme:\n"
+        + f"  certbot_config_dir: {json.dumps(str(certbot or tmp_path / 'no-certbot'))}\n"
+        + f"  ari: {{enabled: true, interval: 5s, timeout: {timeout}, allow: [{json.dumps(allow)}]}}\n"
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def leaf_file(tmp_path: Path, ca: Issued, name: str, *, lifetime_days: int, left: dt.timedelta) -> tuple[Issued, str]:
+    """Write a leaf of ``lifetime_days`` with ``left`` to go to ``name``.pem; return it and the path."""
+    leaf = acme_leaf(ca, lifetime=lifetime_days * DAY, left=left, cn=f"{name}.test")
+    path = tmp_path / f"{name}.pem"
+    path.write_bytes(leaf.cert_pem)
+    return leaf, str(path)
+
+
+def ari_service(config_path: Path, *, clock: Callable[[], float] = time.time, storage: Path | None = None) -> Service:
+    """Build the Service ``serve`` would, with ``clock`` and ``--storage.path``; scans run by ``scan_now()``."""
+    loaded = config_mod.load_file(str(config_path))
+    return Service(
+        config=loaded,
+        load=lambda: loaded,
+        store=Store(),
+        prober=Prober(),
+        clock=clock,
+        storage_path=str(storage) if storage else None,
+    )
+
+
+def band_of(snap: Snapshot, now: float, subject: str) -> str:
+    """Return the band of the certificate with this subject in the status view."""
+    view = status.build(snap, now=now)
+    return next(c.band.value for s in view.sources for c in s.certs if c.subject == subject)
+
+
+def frozen_clock(instant: float) -> Callable[[], float]:
+    """Return a clock stopped at ``instant`` (a process's life seen at one moment)."""
+    return lambda: instant

@@ -6,30 +6,33 @@ serves RFC 9773's directory and renewalInfo resource, with Retry-After and windo
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gunicorn_cert_exporter import config as config_mod
-from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.model import Snapshot
-from gunicorn_cert_exporter.scanning.ari_state import FILENAME
 from gunicorn_cert_exporter.scanning.scheduler import MAX_ABANDONED
-from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.service import Service
-from gunicorn_cert_exporter.sources.endpoints import Prober
-from tests.acme_support import DAY, AcmeServer, Reply, acme_leaf, certbot_lineage, id_of
+from tests.acme_support import (
+    DAY,
+    EXPLANATION,
+    HOUR,
+    AcmeServer,
+    Reply,
+    acme_leaf,
+    ari_config,
+    ari_service,
+    band_of,
+    certbot_lineage,
+    leaf_file,
+    utc_now,
+)
 from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
-
-HOUR = dt.timedelta(hours=1)
-EXPLANATION = "https://ca.test/incidents/2026-12-07"
 
 
 @pytest.fixture
@@ -44,41 +47,6 @@ def ca() -> Issued:
     return PKI().ca("ACME Test CA")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _config(
-    tmp_path: Path,
-    files: dict[str, str],
-    *,
-    certbot: Path | None = None,
-    allow: str = "127.0.0.1",
-    timeout: str = "10s",
-) -> Path:
-    """Write a config: each file with its ACME directory, ARI on with a 5 s interval."""
-    entries = "".join(
-        f"  - paths: [{json.dumps(p)}]\n    acme: {{directory: {json.dumps(d)}}}\n" for p, d in files.items()
-    )
-    text = (
-        "scan: {interval: 1s}\n"
-        + (f"files:\n{entries}" if files else "")
-        + "acme:\n"
-        + f"  certbot_config_dir: {json.dumps(str(certbot or tmp_path / 'no-certbot'))}\n"
-        + f"  ari: {{enabled: true, interval: 5s, timeout: {timeout}, allow: [{json.dumps(allow)}]}}\n"
-    )
-    path = tmp_path / "config.yaml"
-    path.write_text(text)
-    return path
-
-
-def _leaf(tmp_path: Path, ca: Issued, name: str, *, lifetime_days: int, left: dt.timedelta) -> tuple[Issued, str]:
-    leaf = acme_leaf(ca, lifetime=lifetime_days * DAY, left=left, cn=f"{name}.test")
-    path = tmp_path / f"{name}.pem"
-    path.write_bytes(leaf.cert_pem)
-    return leaf, str(path)
-
-
 def _certs(exporter: RunningExporter) -> dict[str, dict[str, object]]:
     """Return each certificate row of /api/v1/status by subject."""
     code, body = exporter.get("/api/v1/status")
@@ -89,14 +57,14 @@ def _certs(exporter: RunningExporter) -> dict[str, dict[str, object]]:
 
 def test_an_early_window_is_critical_with_the_cas_explanation(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """A 90-day certificate with 81 days left whose window ended an hour ago: as a files entry and a lineage."""
-    early, early_path = _leaf(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
+    early, early_path = leaf_file(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
     lineage = acme_leaf(ca, lifetime=90 * DAY, left=81 * DAY, cn="lineage.test")
     certbot_dir = tmp_path / "letsencrypt"
     live = certbot_lineage(certbot_dir, "lineage.test", lineage, ca, server=acme.directory)
     assert live.is_symlink() and "archive" in str(live.resolve())
     for leaf in (early, lineage):
-        acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
-    exporter = start_exporter(_config(tmp_path, {early_path: acme.directory}, certbot=certbot_dir))
+        acme.answer(leaf, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
+    exporter = start_exporter(ari_config(tmp_path, {early_path: acme.directory}, certbot=certbot_dir))
     try:
         exporter.scan_now()
         certs = _certs(exporter)
@@ -118,8 +86,8 @@ def test_a_lineages_renew_before_expiry_is_its_usual_point(tmp_path: Path, acme:
     leaf = acme_leaf(ca, lifetime=90 * DAY, left=70 * DAY, cn="early-renewer.test")
     certbot_dir = tmp_path / "letsencrypt"
     certbot_lineage(certbot_dir, "early-renewer.test", leaf, ca, server=acme.directory, renew_before="60 days")
-    acme.answer(leaf, Reply(_now() + 7 * DAY, _now() + 9 * DAY))
-    exporter = start_exporter(_config(tmp_path, {}, certbot=certbot_dir))
+    acme.answer(leaf, Reply(utc_now() + 7 * DAY, utc_now() + 9 * DAY))
+    exporter = start_exporter(ari_config(tmp_path, {}, certbot=certbot_dir))
     try:
         exporter.scan_now()
         assert acme.asked(leaf) == 1
@@ -130,12 +98,12 @@ def test_a_lineages_renew_before_expiry_is_its_usual_point(tmp_path: Path, acme:
 
 def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """27 days left of 90 and the usual window (a third of the lifetime left) ended: the lifetime alone says OK."""
-    stale, stale_path = _leaf(tmp_path, ca, "stale", lifetime_days=90, left=27 * DAY + HOUR)
-    fresh, fresh_path = _leaf(tmp_path, ca, "fresh", lifetime_days=90, left=80 * DAY)
-    third_left = _now() + 27 * DAY + HOUR - 30 * DAY
+    stale, stale_path = leaf_file(tmp_path, ca, "stale", lifetime_days=90, left=27 * DAY + HOUR)
+    fresh, fresh_path = leaf_file(tmp_path, ca, "fresh", lifetime_days=90, left=80 * DAY)
+    third_left = utc_now() + 27 * DAY + HOUR - 30 * DAY
     acme.answer(stale, Reply(third_left - 2 * DAY, third_left))
-    acme.answer(fresh, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
-    exporter = start_exporter(_config(tmp_path, {stale_path: acme.directory, fresh_path: acme.directory}))
+    acme.answer(fresh, Reply(utc_now() + 48 * DAY, utc_now() + 50 * DAY))
+    exporter = start_exporter(ari_config(tmp_path, {stale_path: acme.directory, fresh_path: acme.directory}))
     try:
         exporter.scan_now()
         certs = _certs(exporter)
@@ -148,11 +116,11 @@ def test_a_usual_window_that_ended_is_warning_and_one_ahead_is_ok(tmp_path: Path
 def test_an_endpoints_served_leaf_is_asked_about(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """An endpoint with ``acme.directory``: its served leaf's usual window ended, so the served row is WARNING."""
     leaf = acme_leaf(ca, lifetime=90 * DAY, left=27 * DAY + HOUR, cn="served.test")
-    third_left = _now() + 27 * DAY + HOUR - 30 * DAY
+    third_left = utc_now() + 27 * DAY + HOUR - 30 * DAY
     acme.answer(leaf, Reply(third_left - 2 * DAY, third_left))
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     server = TLSServer("127.0.0.1", context=server_context((leaf, ca)))
-    config_path = _config(tmp_path, {})
+    config_path = ari_config(tmp_path, {})
     endpoint = {"address": server.address, "ca_file": "ca.pem", "acme": {"directory": acme.directory}}
     config_path.write_text(config_path.read_text() + f"endpoints: [{json.dumps(endpoint)}]\n")
     exporter = start_exporter(config_path)
@@ -174,9 +142,9 @@ def test_an_endpoints_served_leaf_is_asked_about(tmp_path: Path, acme: AcmeServe
 
 def test_check_says_critical_with_the_explanation(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """``check`` asks what is due, waits for the answer, and exits 2 (CRITICAL) with the CA's explanation URL."""
-    early, early_path = _leaf(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
-    acme.answer(early, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
-    config_path = _config(tmp_path, {early_path: acme.directory})
+    early, early_path = leaf_file(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)
+    acme.answer(early, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
+    config_path = ari_config(tmp_path, {early_path: acme.directory})
     done = subprocess.run(
         [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(config_path), "--problems"],
         capture_output=True,
@@ -191,43 +159,26 @@ def test_check_says_critical_with_the_explanation(tmp_path: Path, acme: AcmeServ
 
 def test_the_window_moved_earlier_is_critical(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     now = [time.time()]
-    leaf, path = _leaf(tmp_path, ca, "moved", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(_now() + 50 * DAY, _now() + 52 * DAY))  # ends with 28 days left of 90
-    service = _service(_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
+    leaf, path = leaf_file(tmp_path, ca, "moved", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(utc_now() + 50 * DAY, utc_now() + 52 * DAY))  # ends with 28 days left of 90
+    service = ari_service(ari_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
     service.scan_now()
-    assert _band(service.snapshot(), now[0], "moved.test") == "ok"
+    assert band_of(service.snapshot(), now[0], "moved.test") == "ok"
     # Ending with 32 days left is within the usual point's margin (30 days + 5% of 90): only the move is news.
-    acme.answer(leaf, Reply(_now() + 46 * DAY, _now() + 48 * DAY, EXPLANATION))
+    acme.answer(leaf, Reply(utc_now() + 46 * DAY, utc_now() + 48 * DAY, EXPLANATION))
     now[0] += 6  # past the 5 s interval
     service.scan_now()
     assert acme.asked(leaf) == 2
-    assert _band(service.snapshot(), now[0], "moved.test") == "critical"
-
-
-def _service(config_path: Path, *, clock: Callable[[], float] = time.time, storage: Path | None = None) -> Service:
-    loaded = config_mod.load_file(str(config_path))
-    return Service(
-        config=loaded,
-        load=lambda: loaded,
-        store=Store(),
-        prober=Prober(),
-        clock=clock,
-        storage_path=str(storage) if storage else None,
-    )
-
-
-def _band(snap: Snapshot, now: float, subject: str) -> str:
-    view = status.build(snap, now=now)
-    return next(c.band.value for s in view.sources for c in s.certs if c.subject == subject)
+    assert band_of(service.snapshot(), now[0], "moved.test") == "critical"
 
 
 def test_a_503_with_retry_after_is_asked_once(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    busy, busy_path = _leaf(tmp_path, ca, "busy", lifetime_days=90, left=80 * DAY)
-    control, control_path = _leaf(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
+    busy, busy_path = leaf_file(tmp_path, ca, "busy", lifetime_days=90, left=80 * DAY)
+    control, control_path = leaf_file(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
     acme.answer(busy, Reply(status=503, retry_after=3600))
-    acme.answer(control, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    acme.answer(control, Reply(utc_now() + 48 * DAY, utc_now() + 50 * DAY))
     exporter = start_exporter(
-        _config(tmp_path, {busy_path: acme.directory, control_path: acme.directory}), schedule=True
+        ari_config(tmp_path, {busy_path: acme.directory, control_path: acme.directory}), schedule=True
     )
     try:
         # The control certificate is asked again once its 5 s interval passed: the busy one had the same chances.
@@ -242,11 +193,11 @@ def test_a_503_with_retry_after_is_asked_once(tmp_path: Path, acme: AcmeServer, 
 def test_an_unlisted_loopback_directory_is_never_contacted(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     hidden = AcmeServer("127.0.0.3")
     try:
-        leaf, path = _leaf(tmp_path, ca, "hidden", lifetime_days=90, left=80 * DAY)
-        control, control_path = _leaf(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
-        hidden.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
-        acme.answer(control, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
-        exporter = start_exporter(_config(tmp_path, {path: hidden.directory, control_path: acme.directory}))
+        leaf, path = leaf_file(tmp_path, ca, "hidden", lifetime_days=90, left=80 * DAY)
+        control, control_path = leaf_file(tmp_path, ca, "control", lifetime_days=90, left=80 * DAY)
+        hidden.answer(leaf, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
+        acme.answer(control, Reply(utc_now() + 48 * DAY, utc_now() + 50 * DAY))
+        exporter = start_exporter(ari_config(tmp_path, {path: hidden.directory, control_path: acme.directory}))
         try:
             exporter.scan_now()
             assert acme.asked(control) == 1  # the pass ran and asked what it may
@@ -266,11 +217,11 @@ def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer
     A scan whose thread waited for ARI would still have recorded itself, but the scheduler skips a kind once
     MAX_ABANDONED of its threads are stuck: more scans than that while the request is held prove none waited.
     """
-    leaf, path = _leaf(tmp_path, ca, "slow", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
+    leaf, path = leaf_file(tmp_path, ca, "slow", lifetime_days=90, left=80 * DAY)
+    acme.answer(leaf, Reply(utc_now() + 48 * DAY, utc_now() + 50 * DAY))
     acme.state.hold = threading.Event()
     # The request outlasts the test's patience: a scan that waited for it would wait until the test gave up.
-    exporter = start_exporter(_config(tmp_path, {path: acme.directory}, timeout="300s"), schedule=True)
+    exporter = start_exporter(ari_config(tmp_path, {path: acme.directory}, timeout="300s"), schedule=True)
     finished: list[float] = []
 
     def count(snap: Snapshot) -> None:
@@ -288,67 +239,3 @@ def test_a_slow_acme_server_never_delays_a_scan(tmp_path: Path, acme: AcmeServer
     finally:
         acme.state.hold.set()
         exporter.close()
-
-
-def test_a_certificate_is_asked_at_most_once_per_interval(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    now = [time.time()]
-    leaf, path = _leaf(tmp_path, ca, "often", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
-    service = _service(_config(tmp_path, {path: acme.directory}), clock=lambda: now[0])
-    for _ in range(3):
-        service.scan_now()
-        now[0] += 1
-    assert acme.asked(leaf) == 1
-    now[0] += 3  # 6 s after the first request: the 5 s interval has passed
-    service.scan_now()
-    assert acme.asked(leaf) == 2
-
-
-def test_retry_after_outlasts_the_interval_and_a_restart(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    """A 503 with Retry-After: 3600 is asked once: not after the 5 s interval, nor after a restart."""
-    leaf, path = _leaf(tmp_path, ca, "busy", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(status=503, retry_after=3600))
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    config_path = _config(tmp_path, {path: acme.directory})
-    start = time.time()
-    # Each run is a separate process's life, with its own (frozen) clock: what one left running can't act later.
-    _service(config_path, clock=_at(start), storage=storage).scan_now()
-    _service(config_path, clock=_at(start + 60), storage=storage).scan_now()
-    assert acme.asked(leaf) == 1
-    _service(config_path, clock=_at(start + 3660), storage=storage).scan_now()
-    assert acme.asked(leaf) == 2
-
-
-def _at(instant: float) -> Callable[[], float]:
-    return lambda: instant
-
-
-def test_what_was_learnt_survives_a_restart(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    leaf, path = _leaf(tmp_path, ca, "kept", lifetime_days=90, left=81 * DAY)
-    acme.answer(leaf, Reply(_now() - 2 * HOUR, _now() - HOUR, EXPLANATION))
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    config_path = _config(tmp_path, {path: acme.directory})
-    start = time.time()
-    _service(config_path, storage=storage, clock=_at(start)).scan_now()
-    assert acme.asked(leaf) == 1
-    again = _service(config_path, storage=storage, clock=_at(start + 1))
-    again.scan_now()
-    assert acme.asked(leaf) == 1  # within the interval: not asked again after the restart
-    assert _band(again.snapshot(), start + 1, "kept.test") == "critical"
-
-
-def test_a_damaged_state_file_starts_afresh(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
-    """An entry for this very certificate with a time that is no number: the file is set aside, the CA asked."""
-    leaf, path = _leaf(tmp_path, ca, "damaged", lifetime_days=90, left=80 * DAY)
-    acme.answer(leaf, Reply(_now() + 48 * DAY, _now() + 50 * DAY))
-    storage = tmp_path / "storage"
-    storage.mkdir()
-    entry = dict.fromkeys(["start", "end", "latest_end"])
-    entry |= {"directory": acme.directory, "cert_id": id_of(leaf), "checked_at": 1.0, "next_at": "never"}
-    entry |= {"explanation_url": "", "error": "", "detail": ""}
-    (storage / FILENAME).write_text(json.dumps({"version": 1, "entries": [entry]}))
-    _service(_config(tmp_path, {path: acme.directory}), storage=storage).scan_now()
-    assert acme.asked(leaf) == 1
-    assert json.loads((storage / FILENAME).read_text())["entries"][0]["end"] is not None
