@@ -142,6 +142,8 @@ class ScanConfig(_Frozen):
 def _acme_url(value: str) -> str:
     if not value.startswith(("https://", "http://")) or len(value) > 2048:
         raise ValueError("an ACME directory is an http:// or https:// URL")
+    if "@" in value.split("/", 3)[2]:  # the URL is a label value and shown on the page: no user:password in it
+        raise ValueError("an ACME directory URL carries no user or password")
     return value
 
 
@@ -155,9 +157,16 @@ class AriConfig(_Frozen):
     """Ask the ACME server's renewal window (ARI, RFC 9773): at most once per certificate per interval."""
 
     enabled: bool = False
-    interval: Timeout = 6 * 3600.0
+    interval: Duration = 6 * 3600.0
     timeout: Timeout = 10.0
     allow: list[str] = []  # hosts (globs) and IPs/CIDRs that may be private, loopback or link-local
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the ARI interval must be more than 0s")
+        return value
 
 
 class AcmeConfig(_Frozen):

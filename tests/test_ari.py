@@ -176,3 +176,19 @@ def test_a_targets_file_and_served_leaves_are_subjects(tmp_path: Path) -> None:
         [("target", "app", on_disk.fingerprint_sha256), ("target", "app", served.fingerprint_sha256)]
     )
     assert all(s.directory == "https://ca.test/dir" and s.key for s in found)
+
+
+def test_the_acme_config_is_validated() -> None:
+    loaded = config.load("acme: {ari: {enabled: true, interval: 5s, allow: ['127.0.0.1', '10.0.0.0/8']}}")
+    assert loaded.acme.ari.interval == 5.0 and loaded.acme.certbot_config_dir == "/etc/letsencrypt"
+    assert config.load("").acme.ari.enabled is False and config.load("").acme.ari.interval == 6 * 3600
+    for text, problem in [
+        ("acme: {ari: {enabled: true, bogus: 1}}", "acme.ari.bogus: unknown key"),
+        ("acme: {ari: {interval: 0s}}", "acme.ari.interval: the ARI interval must be more than 0s"),
+        ("files: [{paths: [/x], acme: {directory: 'ftp://ca.test/'}}]", "files[0].acme.directory: an ACME"),
+        ("files: [{paths: [/x], acme: {directory: 'https://u:p@ca.test/d'}}]", "carries no user or password"),
+        ("endpoints: [{address: 'a:443', acme: {}}]", "endpoints[0].acme.directory: Field required"),
+    ]:
+        with pytest.raises(config.ConfigError) as caught:
+            config.load(text)
+        assert any(problem in p for p in caught.value.problems), caught.value.problems

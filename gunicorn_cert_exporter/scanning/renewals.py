@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from gunicorn_cert_exporter import renewal
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.model import AriResult, CertFacts, RenewalAdvice, Snapshot
-from gunicorn_cert_exporter.scanning.ari_state import Entry, Memory, key_of
+from gunicorn_cert_exporter.scanning.ari_state import MAX_ENTRIES, Entry, Memory, key_of
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certbot, globs
 from gunicorn_cert_exporter.sources.ari import NO_KEY_IDENTIFIER, Answer, Client, cert_id
@@ -148,7 +148,6 @@ class Renewals:
         self._in_flight: dict[str, Future[None]] = {}
         self._queued = False
         self._seen: tuple[object, ...] = ()
-        self.requests = 0  # requests for windows started (tests and benchmarks read it)
 
     def configure(self, config: Config) -> None:
         """Take a (new) config: its allow-list, timeout and interval apply from the next request on."""
@@ -210,7 +209,6 @@ class Renewals:
                 entry = self._entries.get(key)
                 due = key and key not in self._in_flight and (entry is None or now >= entry.next_at)
                 if due:
-                    self.requests += 1
                     self._in_flight[key] = self._pool.submit(self._ask, client, subject, config.acme.ari.interval)
         self._publish(found)
 
@@ -231,6 +229,9 @@ class Renewals:
                     interval=interval,
                 )
                 self._entries[key] = entry
+                if len(self._entries) > MAX_ENTRIES:  # renewed certificates leave entries behind: keep the newest
+                    newest = sorted(self._entries.values(), key=lambda e: e.checked_at)[-MAX_ENTRIES:]
+                    self._entries = {e.key: e for e in newest}
                 entries = dict(self._entries)
             self._memory.save(entries)
         finally:

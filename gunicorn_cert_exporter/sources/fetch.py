@@ -29,6 +29,7 @@ Resolver = Callable[[str, int], Sequence[str]]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _LONGEST_RETRY_AFTER = 86400.0  # a server's Retry-After beyond a day is read as a day
+_MAX_REMEMBERED = 10_000
 
 
 class FetchReason(str, Enum):
@@ -206,6 +207,9 @@ class Fetcher:
         if answer.retry_after is not None:
             with self._lock:
                 self._later[url] = answer.retry_after
+                if len(self._later) > _MAX_REMEMBERED:  # URLs come from the certificates seen: forget what passed
+                    now = self._clock()
+                    self._later = {u: t for u, t in self._later.items() if t > now}
         if not 200 <= answer.status < 300:
             return Fetched(
                 answer.url,
@@ -243,7 +247,7 @@ class Fetcher:
             if permitted(host, ip, self.limits.allow):
                 path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
                 return parts.scheme, host, port, path, candidate
-        raise _FetchError(FetchReason.REFUSED_ADDRESS, f"{host}: no address that fetch.allow permits")
+        raise _FetchError(FetchReason.REFUSED_ADDRESS, f"{host}: no address the allow-list permits")
 
     def _once(self, method: str, url: str, body: bytes | None, headers: dict[str, str], deadline: float) -> Fetched:
         """One request and its answer (a redirect's with its Location)."""
