@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, FetchReason, permitted, retry_after
-from tests.support import eventually
+from tests.support import PKI, Issued, eventually
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -235,3 +237,40 @@ def test_a_name_that_does_not_resolve() -> None:
         raise socket.gaierror("no such name")
 
     assert Fetcher(limits=FetchLimits(), resolver=fail).get("http://nowhere.invalid/").error is FetchReason.DNS_FAILURE
+
+
+class TLSOrigin(Origin):
+    """The same server behind TLS, with a certificate for ``localhost`` only (no IP address in it)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__("127.0.0.1")
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+
+
+def test_https_verifies_the_certificate_for_the_urls_name_on_the_checked_address(tmp_path: Path) -> None:
+    """Connected to the address the check saw, the handshake still verifies the certificate against the URL's host."""
+    pki = PKI()
+    ca = pki.ca()
+    leaf = pki.leaf(ca, sans=("localhost",))
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(*_pair(leaf, tmp_path))
+    server = TLSOrigin(served)
+    try:
+        port = server.socket.getsockname()[1]
+        trusting = ssl.create_default_context(cadata=ca.cert_pem.decode())
+        client = Fetcher(limits=FetchLimits(allow=("127.0.0.1",)), resolver=lambda h, p: ["127.0.0.1"], tls=trusting)
+        answer = client.get(f"https://localhost:{port}/ok")
+        assert answer.ok and answer.body == b"hello", answer
+        assert client.get(f"https://127.0.0.1:{port}/ok").error is FetchReason.TLS_ERROR  # not valid for the IP
+        untrusting = Fetcher(limits=FetchLimits(allow=("127.0.0.1",)), resolver=lambda h, p: ["127.0.0.1"])
+        assert untrusting.get(f"https://localhost:{port}/ok").error is FetchReason.TLS_ERROR  # unknown CA
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _pair(issued: Issued, directory: Path) -> tuple[str, str]:
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    cert.write_bytes(issued.cert_pem)
+    key.write_bytes(issued.key_pem)
+    return str(cert), str(key)

@@ -124,6 +124,18 @@ def learnt(
     return Entry(directory, identity, now, next_at, window.start, window.end, latest, window.explanation_url)
 
 
+def _logged(work: Callable[..., None]) -> Callable[..., None]:
+    """Wrap pool work so a bug is logged with its traceback, never lost in a future nobody reads."""
+
+    def run(*args: object) -> None:
+        try:
+            work(*args)
+        except Exception:  # noqa: BLE001  (a bug in one pass or request must not go unseen)
+            _log.exception("ARI work failed")
+
+    return run
+
+
 class Renewals:
     """The ARI pool of the process: ``configure()`` with each config, ``observe()`` each snapshot, ``stop()``."""
 
@@ -177,7 +189,7 @@ class Renewals:
                 return
             self._queued = True
         try:
-            self._pool.submit(self._pass)
+            self._pool.submit(_logged(self._pass))
         except RuntimeError:  # stopped
             return
 
@@ -209,7 +221,8 @@ class Renewals:
                 entry = self._entries.get(key)
                 due = key and key not in self._in_flight and (entry is None or now >= entry.next_at)
                 if due:
-                    self._in_flight[key] = self._pool.submit(self._ask, client, subject, config.acme.ari.interval)
+                    ask = _logged(self._ask)
+                    self._in_flight[key] = self._pool.submit(ask, client, subject, config.acme.ari.interval)
         self._publish(found)
 
     def _ask(self, client: Client, subject: Subject, interval: float) -> None:
