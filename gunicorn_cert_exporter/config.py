@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -68,6 +69,43 @@ class ScanConfig(_Frozen):
         return self.interval * 0.8
 
 
+def _acme_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value) > 2048:
+        raise ValueError("an ACME directory is an http:// or https:// URL")
+    if "@" in value.split("/", 3)[2]:  # the URL is a label value and shown on the page: no user:password in it
+        raise ValueError("an ACME directory URL carries no user or password")
+    return value
+
+
+class AcmeSource(_Frozen):
+    """The ACME CA a certificate comes from (without certbot): its directory URL, for ARI."""
+
+    directory: Annotated[str, AfterValidator(_acme_url)]
+
+
+class AriConfig(_Frozen):
+    """Ask the ACME server's renewal window (ARI, RFC 9773): at most once per certificate per interval."""
+
+    enabled: bool = False
+    interval: Duration = 6 * 3600.0
+    timeout: Timeout = 10.0
+    allow: list[str] = []  # hosts (globs) and IPs/CIDRs that may be private, loopback or link-local
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the ARI interval must be more than 0s")
+        return value
+
+
+class AcmeConfig(_Frozen):
+    """ACME: where certbot keeps its lineages, and ARI."""
+
+    certbot_config_dir: str | None = "/etc/letsencrypt"
+    ari: AriConfig = AriConfig()
+
+
 class FileSource(_Frozen):
     """Certificate files: explicit paths, globs (``**`` recursive), directories, with excludes."""
 
@@ -78,6 +116,7 @@ class FileSource(_Frozen):
     password_file: str | None = None
     password_env: str | None = None
     trust_store: bool = False  # anchors to trust, not certificates to renew: expired ones are retired, never red
+    acme: AcmeSource | None = None
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -111,6 +150,7 @@ class EndpointConfig(_Frozen):
     client_key: str | None = None
     timeout: Timeout = 5.0
     starttls: Literal["smtp", "imap", "pop3", "ftp", "postgres"] | None = None
+    acme: AcmeSource | None = None
 
     @model_validator(mode="after")
     def _client_pair(self) -> EndpointConfig:
@@ -150,6 +190,7 @@ class GunicornTarget(_Frozen):
     control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
     listen_port: int | None = Field(default=None, ge=1, le=65535)  # Gunicorn's port behind a TCP pass-through
     reload: ReloadConfig = ReloadConfig()
+    acme: AcmeSource | None = None
 
     @field_validator("name")
     @classmethod
@@ -234,6 +275,7 @@ class Config(_Frozen):
     endpoints: list[EndpointConfig] = []
     gunicorn: list[GunicornTarget] = []
     probe: ProbeConfig = ProbeConfig()
+    acme: AcmeConfig = AcmeConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -112,6 +112,7 @@ class CertFacts:
     is_ca: bool
     self_signed: bool
     ca_issuers: tuple[str, ...] = ()  # AIA caIssuers URLs: where the issuer's certificate can be fetched
+    authority_key_id: str = ""  # the AKI keyIdentifier in hex: with the serial, ARI's certID (RFC 9773)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,33 @@ class TargetState:
         return self.cert.certs[0] if self.cert.certs else None
 
 
+class RenewalAdvice(str, Enum):
+    """What the ACME server's renewal window (ARI, RFC 9773) says of a certificate still in use."""
+
+    OK = "ok"  # the window is ahead, as usual
+    OVERDUE = "overdue"  # the window has ended and the same certificate is still on disk or served
+    REQUESTED = "requested"  # the CA asks for renewal now: an early window, or one moved earlier than first seen
+    UNKNOWN = "unknown"  # no window known (yet): see ``error``
+
+
+@dataclass(frozen=True, slots=True)
+class AriResult:
+    """The renewal window the ACME server suggests for one certificate where it is seen (a file, endpoint, target)."""
+
+    kind: str  # "file", "endpoint" or "target"
+    source: str  # the path, the configured endpoint, or the target's name
+    fingerprint_sha256: str
+    serial: str
+    directory: str  # the ACME directory URL asked
+    advice: RenewalAdvice = RenewalAdvice.UNKNOWN
+    note: str = ""
+    window_start: float | None = None
+    window_end: float | None = None
+    explanation_url: str = ""
+    error: str = ""  # a sources.fetch.FetchReason value, or "no_key_identifier", "no_renewal_info"
+    checked_at: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ScanStats:
     """How long the last scan of one kind took and when it finished."""
@@ -323,6 +351,7 @@ class Snapshot:
     scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
+    ari: tuple[AriResult, ...] = ()  # published by the ARI pool (scanning/renewals.py), never by a scan
 
     @property
     def all_endpoints(self) -> tuple[EndpointResult, ...]:

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Literal
 
+from gunicorn_cert_exporter import ari_view
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, lifetime, share_left, worst
 from gunicorn_cert_exporter.model import (
     AddressResult,
@@ -152,6 +153,7 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
         if endpoint.error is not None and not endpoint.addresses:
             sources.append(_endpoint_error(endpoint))
         sources += [_address_row(endpoint, a, now=now, limits=limits) for a in endpoint.addresses]
+    sources = ari_view.apply(sources, snap.ari)  # the ACME server's renewal window (ARI), when asked
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
     summary = _summary(sources, targets)

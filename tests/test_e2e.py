@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.acme_support import EXPLANATION, HOUR, AcmeServer, Reply, acme_leaf, utc_now
 from tests.support import (
     DAY,
     NOW,
@@ -92,16 +93,23 @@ def stack(
     (live_dir / "cert.pem").write_bytes(live_leaf.cert_pem)
     (live_dir / "key.pem").write_bytes(live_leaf.key_pem)
     live = Gunicorn(live_dir, worker_class="sync", cert=live_dir / "cert.pem", key=live_dir / "key.pem")
+    acme = AcmeServer("127.0.0.1")  # ARI (RFC 9773): the CA asks for an early renewal, with its explanation
+    asked = acme_leaf(root, lifetime=90 * DAY, left=81 * DAY, cn="ari.test")
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "cert.pem").write_bytes(asked.cert_pem)
+    acme.answer(asked, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
     exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
-        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}]\n"
+        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}, "
+        f"{{paths: ['{tmp_path}/acme/cert.pem'], acme: {{directory: '{acme.directory}'}}}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
         "{address: '127.0.0.1:1', timeout: 1s}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/expiring.pem, key_file: {tmp_path}/key.pem, "
         f"endpoint: '{server.address}', server_name: localhost, pid: 999999}}, "
         f"{{name: live, cert_file: {live_dir}/cert.pem, key_file: {live_dir}/key.pem, endpoint: '{live.address}', "
         f"server_name: localhost, pidfile: {live.pidfile}}}]\n"
-        "probe: {allow: ['127.0.0.1:*']}\n",
+        "probe: {allow: ['127.0.0.1:*']}\n"
+        f"acme: {{certbot_config_dir: null, ari: {{enabled: true, interval: 5s, allow: ['127.0.0.1']}}}}\n",
         schedule=True,
     )
     # The shipped rules with every `for:` at 0 so the test need not wait an hour; the expressions are unchanged.
@@ -149,6 +157,10 @@ def stack(
             lambda: _query(prometheus, "gunicorn_cert_fingerprint_mismatch == 1")["data"]["result"],
             "drift to be scraped",
         )
+        eventually(
+            lambda: _query(prometheus, "gunicorn_cert_ari_renewal_requested == 1")["data"]["result"],
+            "the CA's renewal request to be scraped",
+        )
         yield prometheus, webhook, exporter
     finally:
         for process in processes:
@@ -156,6 +168,7 @@ def stack(
             process.wait(timeout=15)
         webhook.server.shutdown()
         live.stop()
+        acme.close()
 
 
 def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
@@ -175,6 +188,22 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
     assert labels["job"] == JOB
     names = {a["labels"]["alertname"] for n in webhook.received for a in n["alerts"]}
     assert "GunicornCertDrift" not in names  # drift is minutes old, the rule wants 15 of them
+
+
+def test_the_cas_renewal_request_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
+    _, webhook, _ = stack
+
+    def delivered() -> list[dict[str, Any]]:
+        return [
+            alert
+            for note in webhook.received
+            for alert in note["alerts"]
+            if alert["labels"]["alertname"] == "GunicornCertAcmeRenewalRequested"
+        ]
+
+    labels = eventually(delivered, "the ARI alert to reach the Alertmanager webhook")[0]["labels"]
+    assert labels["severity"] == "critical" and labels["source"].endswith("acme/cert.pem")
+    assert labels["explanation_url"] == EXPLANATION
 
 
 def _panel_queries() -> list[tuple[str, str]]:

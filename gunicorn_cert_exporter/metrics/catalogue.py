@@ -31,6 +31,52 @@ _FILE = ("path", "index")
 _ADDR = ("endpoint", "server_name", "address")
 _CHAIN = (*_ADDR, "index")
 
+_ARI = ("kind", "source", "serial")
+ARI: tuple[Spec, ...] = (
+    Spec(
+        "gunicorn_cert_ari_window_start_timestamp_seconds",
+        "gauge",
+        "Start of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_window_end_timestamp_seconds",
+        "gauge",
+        "End of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_info",
+        "gauge",
+        "The ACME directory asked and the CA's explanation URL of the window (empty if none); always 1.",
+        (*_ARI, "directory", "explanation_url"),
+    ),
+    Spec(
+        "gunicorn_cert_ari_renewal_overdue",
+        "gauge",
+        "1 while the ACME window has ended and this certificate is still on disk or served, else 0.",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_renewal_requested",
+        "gauge",
+        "1 while the CA asks for renewal now (an early window, or one moved earlier), else 0.",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_error",
+        "gauge",
+        "1 while the last ARI request for this certificate failed, with the reason.",
+        (*_ARI, "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_ari_last_check_timestamp_seconds",
+        "gauge",
+        "When the ACME server was last asked about this certificate.",
+        _ARI,
+    ),
+)
+
 CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_file_not_after_timestamp_seconds",
@@ -238,6 +284,7 @@ CATALOGUE: tuple[Spec, ...] = (
         "Config reload requests (SIGHUP, POST /-/reload) folded into the next reload: at most one a second applies.",
         (),
     ),
+    *ARI,
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOGUE}

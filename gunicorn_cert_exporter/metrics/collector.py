@@ -14,11 +14,13 @@ from prometheus_client.registry import Collector
 from gunicorn_cert_exporter import __version__
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
 from gunicorn_cert_exporter.model import (
+    AriResult,
     CertFacts,
     EndpointReason,
     EndpointResult,
     FileResult,
     PatternResult,
+    RenewalAdvice,
     Snapshot,
     TargetState,
 )
@@ -108,6 +110,8 @@ def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
         return snap.endpoints
     if kind is ScanKind.GUNICORN:
         return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints))
+    if kind is ScanKind.ARI:
+        return snap.ari
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
 
 
@@ -123,6 +127,8 @@ def kind_entities(kind: ScanKind, snap: Snapshot) -> list[Entity]:
             Entity(("endpoint", e.endpoint, e.server_name), e, partial(add_endpoint, endpoint=e))
             for e in snap.endpoints
         ]
+    if kind is ScanKind.ARI:
+        return [Entity(("ari", a.kind, a.source, a.fingerprint_sha256), a, partial(add_ari, ari=a)) for a in snap.ari]
     add = partial(_add_gunicorn if kind is ScanKind.GUNICORN else add_exporter, snap=snap)
     return [Entity((kind.value,), kind_inputs(kind, snap), add)]
 
@@ -265,6 +271,21 @@ def add_target(out: Sink, target: TargetState) -> None:
     out.add("gunicorn_cert_reload_signals", name, target.reload_signals)
     out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
     out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
+
+
+def add_ari(out: Sink, ari: AriResult) -> None:
+    """Add the ACME renewal window series of one certificate where it is seen."""
+    where = [ari.kind, label(ari.source), ari.serial]
+    out.add("gunicorn_cert_ari_info", [*where, label(ari.directory), label(ari.explanation_url)], 1.0)
+    if ari.window_start is not None and ari.window_end is not None:
+        out.add("gunicorn_cert_ari_window_start_timestamp_seconds", where, ari.window_start)
+        out.add("gunicorn_cert_ari_window_end_timestamp_seconds", where, ari.window_end)
+        out.add("gunicorn_cert_ari_renewal_overdue", where, 1.0 if ari.advice is RenewalAdvice.OVERDUE else 0.0)
+        out.add("gunicorn_cert_ari_renewal_requested", where, 1.0 if ari.advice is RenewalAdvice.REQUESTED else 0.0)
+    if ari.error:
+        out.add("gunicorn_cert_ari_error", [*where, ari.error], 1.0)
+    if ari.checked_at is not None:
+        out.add("gunicorn_cert_ari_last_check_timestamp_seconds", where, ari.checked_at)
 
 
 def add_exporter(out: Sink, snap: Snapshot) -> None:

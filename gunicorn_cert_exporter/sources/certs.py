@@ -146,7 +146,17 @@ def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> Cer
         is_ca=is_ca,
         self_signed=subject is not None and subject == issuer and _signed_by_itself(cert),
         ca_issuers=ca_issuers,
+        authority_key_id=_authority_key_id(cert),
     )
+
+
+def _authority_key_id(cert: x509.Certificate) -> str:
+    """Return the AKI keyIdentifier in hex (ARI's certID needs it), or "" when the certificate has none."""
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
+        return ""
+    return value.key_identifier.hex() if value.key_identifier else ""
 
 
 def der_chain_facts(chain: Iterable[bytes], cache: FactsCache | None = None) -> tuple[CertFacts, ...]:
