@@ -144,9 +144,10 @@ class FileSource(_Frozen):
 
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
-    format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
+    format: Literal["auto", "pem", "der", "pkcs12", "jks", "kubeconfig"] = "auto"
     password_file: str | None = None
     password_env: str | None = None
+    ca_file: str | None = None  # an issuer of the CRLs these files hold, besides their own directory
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -337,6 +338,7 @@ def anchored(config: Config, base: str) -> Config:
             update={
                 "paths": [os.path.join(base, path) for path in source.paths],
                 "password_file": _anchor(source.password_file, base),
+                "ca_file": _anchor(source.ca_file, base),
             }
         )
         for source in config.files

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
+
+from gunicorn_cert_exporter.crl_facts import CrlFacts
 
 
 class FileReason(str, Enum):
@@ -108,6 +110,17 @@ class CertFacts:
     is_ca: bool
     self_signed: bool
     ca_issuers: tuple[str, ...] = ()  # AIA caIssuers URLs: where the issuer's certificate can be fetched
+    # The SubjectPublicKeyInfo (DER) of a CA or self-signed certificate: what a CRL it signed is verified with.
+    public_key_der: bytes = field(default=b"", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProblem:
+    """Why one entry of a kubeconfig or keystore gave no certificate; the file's other entries still count."""
+
+    entry: str
+    reason: FileReason
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +141,11 @@ class Parsed:
     keys: tuple[KeyFacts, ...] = ()
     error: FileReason | None = None
     detail: str = ""
+    entries: tuple[str, ...] = ()  # beside ``certs``: where each came from ("user:admin", "alias:tomcat"), or ()
+    entry_errors: tuple[EntryProblem, ...] = ()
+    crls: tuple[CrlFacts, ...] = ()
+    secret_keys: int = 0  # JCEKS secret-key entries: counted, never read
+    followed: tuple[str, ...] = ()  # files a kubeconfig referenced: read again on every scan
 
 
 class FileIdentity(NamedTuple):
@@ -151,6 +169,15 @@ class FileResult:
     changed_at: float | None = None
     identity: FileIdentity | None = None
     content_sha256: str | None = None
+    entries: tuple[str, ...] = ()  # beside ``certs``: the entry each came from, or () for a plain file
+    entry_errors: tuple[EntryProblem, ...] = ()
+    crls: tuple[CrlFacts, ...] = ()
+    secret_keys: int = 0
+    followed: tuple[str, ...] = ()
+
+    def entry(self, index: int) -> str:
+        """Return the entry the certificate at ``index`` came from ("" in a plain file)."""
+        return self.entries[index] if index < len(self.entries) else ""
 
     @property
     def up(self) -> bool:
