@@ -35,10 +35,15 @@ def _source_rows(source: SourceRow) -> list[Row]:
         note = f"{source.error}: {source.detail}" if source.detail else source.error
         out.append(Row(source.severity, name, "", "", "", "", note))
     for cert in source.certs:
-        when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        when = _utc(cert.not_after)
         days = f"{cert.days_left:.1f}"
-        out.append(Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after))
+        where = f"{name} [{cert.entry}]" if cert.entry else name  # the cluster, user or alias beside the path
+        out.append(Row(cert.band.severity, where, str(cert.index), cert.subject, when, days, cert.note, cert.not_after))
     return out
+
+
+def _utc(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def rows(view: StatusView) -> list[Row]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from gunicorn_cert_exporter.bands import Band
 from gunicorn_cert_exporter.crl_facts import CrlFacts
 from gunicorn_cert_exporter.model import CertFacts, Snapshot
 from gunicorn_cert_exporter.sources import crl
@@ -86,3 +87,27 @@ def _answer(crls: dict[str, CrlFacts], cert: CertFacts, where: tuple[str, ...], 
         None if entry is None else entry.revoked_at,
         found.issuer,
     )
+
+
+def by_place(answers: tuple[Verdict, ...]) -> dict[tuple[str, ...], Verdict]:
+    """Index verdicts by place: (path, entry, index) for files, (endpoint, server_name, address, index) for chains."""
+    out: dict[tuple[str, ...], Verdict] = {}
+    for verdict in answers:
+        if verdict.path:
+            out[(verdict.path, verdict.entry, str(verdict.index))] = verdict
+        else:
+            out[(verdict.endpoint, verdict.server_name, verdict.address, str(verdict.index))] = verdict
+    return out
+
+
+def crl_band(found: CrlFacts, *, now: float) -> tuple[Band, str]:
+    """Judge a CRL file: expired past nextUpdate, warning in the last quarter of its window, else by its signature."""
+    if crl.stale(found, now=now):
+        return Band.EXPIRED, "CRL past its nextUpdate: relying servers refuse clients"
+    if crl.renewal_due(found, now=now):
+        return Band.WARNING, "CRL: less than a quarter of its thisUpdate-nextUpdate window left"
+    if found.next_update is None:
+        return Band.OK, "CRL gives no nextUpdate"
+    if found.verify_error:
+        return Band.OK, f"CRL signature not verified: {found.verify_error}"
+    return Band.OK, ""
