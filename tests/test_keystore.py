@@ -16,7 +16,7 @@ from gunicorn_cert_exporter.sources import formats, keystore
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import DAY, NOW, PKI, Issued, require_tool
 
-PASSWORD = "changeit"  # noqa: S105  (a test store's password)
+PASSWORD = "changeit"
 
 
 def _keytool(*args: str) -> str:
@@ -51,13 +51,14 @@ def stores(tmp_path_factory: pytest.TempPathFactory, pki: PKI, root: Issued) -> 
 
 
 def _listed(store: Path, kind: str) -> dict[str, list[str]]:
-    """What ``keytool -list -rfc`` says (keytool refuses -v with -rfc): each alias's certificates as SHA-256 fingerprints, in order."""
+    """Each alias's certificates (SHA-256) as `keytool -list -rfc` lists them (it refuses -v with -rfc)."""
     text = _keytool("-list", "-rfc", "-keystore", str(store), "-storetype", kind, "-storepass", PASSWORD)
     out: dict[str, list[str]] = {}
     for block in text.split("Alias name: ")[1:]:
         alias = block.split("\n", 1)[0].strip()
         pems = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", block, re.DOTALL)
-        out[alias] = [x509.load_pem_x509_certificate(p.encode()).fingerprint(hashes.SHA256()).hex() for p in pems]
+        certs = [x509.load_pem_x509_certificate(p.encode()) for p in pems]
+        out[alias] = [c.fingerprint(hashes.SHA256()).hex() for c in certs]
     return out
 
 

@@ -1,10 +1,10 @@
-"""Kubeconfigs written by kubectl: every cluster's and user's certificate with its entry; nothing secret, nothing run."""
+"""Kubeconfigs written by kubectl: each cluster's and user's certificate with its entry; nothing secret, nothing run."""
 
 from __future__ import annotations
 
 import os
-from email.utils import parsedate_to_datetime
 import subprocess
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,10 @@ def _kubectl(config: Path, *args: str) -> None:
 
 def _not_after(pem: Path) -> float:
     out = subprocess.run(
-        [require_tool("openssl"), "x509", "-noout", "-enddate", "-in", str(pem)], capture_output=True, text=True
+        [require_tool("openssl"), "x509", "-noout", "-enddate", "-in", str(pem)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     when = out.strip().split("=", 1)[1].replace(" GMT", " +0000")
     parts = when.split()
@@ -33,7 +36,7 @@ def _not_after(pem: Path) -> float:
 
 @pytest.fixture
 def kube(tmp_path: Path, pki: PKI, root: Issued) -> tuple[Path, dict[str, Path]]:
-    """Two clusters and two users (embedded and referenced, one relative), a user whose file is missing, an exec user."""
+    """Two clusters and two users (embedded, referenced, one relative), a user whose file is missing, an exec user."""
     pki_dir = tmp_path / "pki"
     pki_dir.mkdir()
     made = {
