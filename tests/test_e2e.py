@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.support import (
     DAY,
@@ -84,6 +86,17 @@ def stack(
     served = pki.leaf(root, "old.test", not_after=NOW + 5 * DAY)
     server = tls_server("127.0.0.1", context=server_context((served,)))
     (tmp_path / "broken.pem").write_bytes(b"junk")
+    crl_dir = tmp_path / "crl"  # the root's CRL beside the root, revoking one leaf; a kubeconfig entry that fails
+    crl_dir.mkdir()
+    (crl_dir / "root.pem").write_bytes(root.cert_pem)
+    revoked = pki.leaf(root, "revoked.test")
+    (crl_dir / "revoked.pem").write_bytes(revoked.cert_pem)
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.cert.serial_number).revocation_date(NOW).build()
+    builder = x509.CertificateRevocationListBuilder().issuer_name(root.cert.subject).last_update(NOW - DAY)
+    builder = builder.next_update(NOW + 7 * DAY).add_revoked_certificate(entry)
+    crl = builder.sign(root.key, hashes.SHA256())
+    (crl_dir / "root.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (crl_dir / "admin.conf").write_text("kind: Config\nusers:\n- {name: gone, user: {client-certificate: gone.pem}}\n")
     live_dir = tmp_path / "live"
     live_dir.mkdir()
     live_leaf = pki.leaf(root)
@@ -92,7 +105,7 @@ def stack(
     live = Gunicorn(live_dir, worker_class="sync", cert=live_dir / "cert.pem", key=live_dir / "key.pem")
     exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
-        f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n"
+        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{crl_dir}/*']}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
         "{address: '127.0.0.1:1', timeout: 1s}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/expiring.pem, key_file: {tmp_path}/key.pem, "
