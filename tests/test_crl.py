@@ -68,6 +68,13 @@ def test_crl_files_report_next_update_as_openssl_reads_it_and_verify(tmp_path: P
     assert results[0].error is None
     assert found.next_update == _next_update(path, form)
     assert (found.number, len(found.revoked), found.verified) == ("42", 2, True)
+    text = subprocess.run(
+        [require_tool("openssl"), "crl", "-noout", "-text", "-inform", form, "-in", str(path)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert text.split("X509v3 CRL Number:")[1].split()[0] == found.number
+    assert text.count("Serial Number:") == len(found.revoked)
+    assert f"Issuer: {found.issuer.replace('CN=', 'CN = ')}" in text
     store = Store()
     store.update(files=results)
     get = registry_for(store).get_sample_value

@@ -127,3 +127,12 @@ def test_a_certificate_length_past_the_end_is_refused() -> None:
     parsed = formats.parse(data)
     assert parsed.error is FileReason.PARSE_ERROR
     assert "certificate claims 2147483647 bytes" in parsed.detail
+
+
+def test_a_jceks_secret_key_claiming_more_fields_than_bytes_is_refused_at_once() -> None:
+    sealed = b"\xac\xed\x00\x05" + b"\x73\x72" + (1).to_bytes(2, "big") + b"X" + bytes(8) + b"\x02" + b"\xff\xff"
+    entry = (3).to_bytes(4, "big") + (3).to_bytes(2, "big") + b"sek" + bytes(8) + sealed + bytes(16)
+    data = keystore.JCEKS_MAGIC + (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + entry + bytes(20)
+    parsed = formats.parse(data)
+    assert parsed.error is FileReason.PARSE_ERROR
+    assert "secret key entry: 65535 items claimed" in parsed.detail
