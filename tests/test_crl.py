@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,19 @@ def test_a_crl_in_the_last_quarter_of_its_window_is_a_warning(tmp_path: Path, pk
         if r.subject.startswith("CRL")
     }
     assert rows == {str(tmp_path / "fresh.crl"): Severity.OK, str(tmp_path / "late.crl"): Severity.WARNING}
+
+
+@pytest.mark.integration
+def test_the_check_command_is_critical_for_a_crl_past_next_update(tmp_path: Path, pki: PKI) -> None:
+    ca = pki.ca("Check CA")
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    stale = _crl(ca, this=NOW - 8 * DAY, until=NOW - DAY)
+    (tmp_path / "ca.crl").write_bytes(stale.public_bytes(serialization.Encoding.PEM))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"files:\n  - paths: ['{tmp_path}/ca.*']\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "CRL past its nextUpdate" in done.stdout and "CRL of Check CA #42" in done.stdout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter import check, status
 from gunicorn_cert_exporter.model import FileReason, FileResult, Snapshot
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
@@ -95,7 +95,10 @@ def test_the_embedded_key_is_in_no_metric_and_no_status(kube: tuple[Path, dict[s
     result = _scan(config)
     store.update(files=(result,))
     exposition = "\n".join(str(m) for m in registry_for(store).collect())
-    view = status.document(status.build(Snapshot(files=(result,)), now=0.0))
+    built = status.build(Snapshot(files=(result,)), now=0.0)
+    view = status.document(built)
+    sources = {row.source for row in check.rows(built)}  # `check` names the entry beside the path
+    assert f"{config} [user:kubernetes-admin]" in sources and f"{config} [cluster:prod]" in sources
     for text in (exposition, repr(result), str(view)):
         assert key_data.strip()[:40] not in text
     assert (
