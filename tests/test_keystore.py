@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
 from gunicorn_cert_exporter.model import FileReason
@@ -136,3 +136,18 @@ def test_a_jceks_secret_key_claiming_more_fields_than_bytes_is_refused_at_once()
     parsed = formats.parse(data)
     assert parsed.error is FileReason.PARSE_ERROR
     assert "secret key entry: 65535 items claimed" in parsed.detail
+
+
+def test_a_stored_certificate_cryptography_refuses_is_an_error_of_its_alias_only(root: Issued) -> None:
+    def trusted(alias: bytes, der: bytes) -> bytes:
+        head = (2).to_bytes(4, "big") + len(alias).to_bytes(2, "big") + alias + bytes(8) + (5).to_bytes(2, "big")
+        return head + b"X.509" + len(der).to_bytes(4, "big") + der
+
+    good = root.cert.public_bytes(serialization.Encoding.DER)
+    at = good.index(b"\xa0\x03\x02\x01\x02")  # the [0] version: v3 (2) becomes 41, which cryptography refuses
+    bad = good[: at + 4] + b"\x29" + good[at + 5 :]
+    data = keystore.JKS_MAGIC + (2).to_bytes(4, "big") + (2).to_bytes(4, "big")
+    data += trusted(b"bad", bad) + trusted(b"good", good) + bytes(20)
+    parsed = formats.parse(data)
+    assert list(parsed.entries) == ["alias:good"]
+    assert [(p.entry, p.reason) for p in parsed.entry_errors] == [("alias:bad", FileReason.PARSE_ERROR)]

@@ -34,6 +34,7 @@ _PKCS12_SUFFIXES = (".p12", ".pfx")
 _SHA256 = hashes.SHA256()
 # What cryptography raises for malformed or unsupported input (InvalidVersion is not a ValueError).
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+LOAD_ERRORS = _LOAD_ERRORS  # what der_facts raises for bytes that are no certificate it can read
 # What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
 _DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 _RIGHT_PASSWORD_UNREADABLE = "PKCS#12 MAC verifies with this password, but cryptography can't read the content"  # noqa: S105  (a message)

@@ -75,7 +75,7 @@ def _keystore(data: bytes, password: bytes | None, cache: certs.FactsCache | Non
             try:
                 facts.append(certs.der_facts(der, cache))
                 entries.append(f"alias:{alias}")
-            except (ValueError, TypeError) as exc:
+            except certs.LOAD_ERRORS as exc:
                 problems.append(EntryProblem(f"alias:{alias}", FileReason.PARSE_ERROR, certs.why(exc)))
     error, detail = None, ""
     if password is not None and not keystore.password_matches(store, password):
