@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
-from gunicorn_cert_exporter.crl_facts import CrlFacts
+from gunicorn_cert_exporter.file_parts import CrlFacts, EntryProblem
+from gunicorn_cert_exporter.file_parts import Parsed as Parsed  # noqa: PLC0414  (re-exported for the parsers)
+from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
 
 
 class FileReason(str, Enum):
@@ -85,6 +88,7 @@ class MasterReason(str, Enum):
     CONTROL_SOCKET_UNAVAILABLE = "control_socket_unavailable"
     CONTROL_SOCKET_TIMEOUT = "control_socket_timeout"
     CONTROL_SOCKET_ERROR = "control_socket_error"
+    CONTROL_SOCKET_UNTRUSTED = "control_socket_untrusted"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
     SCAN_FAILED = "scan_failed"  # the target's scan raised (a bug): not looked at this scan
@@ -115,15 +119,6 @@ class CertFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class EntryProblem:
-    """Why one entry of a kubeconfig or keystore gave no certificate; the file's other entries still count."""
-
-    entry: str
-    reason: FileReason
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class KeyFacts:
     """The public half of a private key found in a file; never the key itself."""
 
@@ -131,21 +126,6 @@ class KeyFacts:
     key_bits: int
     spki_sha256: str | None  # None when the key is encrypted and we hold no password for it
     encrypted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """The outcome of parsing the bytes of one file."""
-
-    certs: tuple[CertFacts, ...] = ()
-    keys: tuple[KeyFacts, ...] = ()
-    error: FileReason | None = None
-    detail: str = ""
-    entries: tuple[str, ...] = ()  # beside ``certs``: where each came from ("user:admin", "alias:tomcat"), or ()
-    entry_errors: tuple[EntryProblem, ...] = ()
-    crls: tuple[CrlFacts, ...] = ()
-    secret_keys: int = 0  # JCEKS secret-key entries: counted, never read
-    followed: tuple[str, ...] = ()  # files a kubeconfig referenced: read again on every scan
 
 
 class FileIdentity(NamedTuple):
@@ -169,6 +149,7 @@ class FileResult:
     changed_at: float | None = None
     identity: FileIdentity | None = None
     content_sha256: str | None = None
+    trust_store: bool = False  # from a ``trust_store: true`` files entry: anchors, not certificates to renew
     entries: tuple[str, ...] = ()  # beside ``certs``: the entry each came from, or () for a plain file
     entry_errors: tuple[EntryProblem, ...] = ()
     crls: tuple[CrlFacts, ...] = ()
@@ -267,7 +248,7 @@ class MasterState:
     error: MasterReason | None = None
     detail: str = ""
     successor: int | None = None  # a new master forked by USR2, while the old one still runs
-    channel: str = "pidfile"  # what proved it: "pidfile", "pid" or "control_socket"
+    channel: Channel = "pidfile"  # what proved it
     reloads: int | None = None  # the master's own reload count (control socket only)
 
     @property
@@ -292,6 +273,16 @@ class AddressDrift:
     since: float | None = None
 
 
+def clamp_to_now(value: float | None, *, now: float) -> float | None:
+    """Return a "never goes backwards" time (last reload, drift since) as at most ``now``; None if it is no time.
+
+    Such a value keeps the maximum it has seen: one absurd reading (an uptime of -1e300, NaN) must not stay forever.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return min(value, now)
+
+
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything known about one Gunicorn target after a scan."""
@@ -306,7 +297,7 @@ class TargetState:
     last_reload: float | None = None
     reload_signals: int = 0
     reload_failures: int = 0
-    decision: str = ""  # the last reload decision's action (reload.drift.Action value), and the rule behind it
+    decision: Action | None = None  # the last reload decision (None before one is made), and why in words
     decision_reason: str = ""
     history_problem: str = ""  # the reload history could not be read or written
 
@@ -332,7 +323,7 @@ class Snapshot:
     patterns: tuple[PatternResult, ...] = ()
     endpoints: tuple[EndpointResult, ...] = ()
     targets: tuple[TargetState, ...] = ()
-    scans: tuple[tuple[str, ScanStats], ...] = ()
+    scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
 

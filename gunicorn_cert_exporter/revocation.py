@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from gunicorn_cert_exporter.bands import Band
-from gunicorn_cert_exporter.crl_facts import CrlFacts
+from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.model import CertFacts, Snapshot
 from gunicorn_cert_exporter.sources import crl
 

@@ -18,12 +18,12 @@ from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
-from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.targets.history import History
 
 _log = logging.getLogger("gunicorn_cert_exporter")
 

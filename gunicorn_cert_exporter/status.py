@@ -8,10 +8,11 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from typing import Literal
 
 from gunicorn_cert_exporter import revocation
-from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
-from gunicorn_cert_exporter.crl_facts import CrlFacts
+from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, lifetime, share_left, worst
+from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
@@ -23,8 +24,10 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.vocabulary import Action
 
 API_VERSION = 1
+DriftState = Literal["drift", "in sync", "unknown"]
 _NOT_LOOKED_AT = frozenset({FileReason.SCAN_DEADLINE.value, EndpointReason.SCAN_FAILED.value})
 
 
@@ -40,6 +43,9 @@ class CertRow:
     band: Band
     note: str
     fingerprint_sha256: str
+    not_before: float = 0.0
+    lifetime_days: float = 0.0  # notAfter - notBefore: what the bands are a share of
+    share_left: float | None = None  # of the lifetime (negative once expired); None without a lifetime
     entry: str = ""  # the kubeconfig cluster/user or keystore alias it came from
     kind: str = "certificate"  # or "crl": a CRL's row, its nextUpdate as not_after
 
@@ -48,7 +54,7 @@ class CertRow:
 class SourceRow:
     """One file, endpoint address or empty pattern: its certificates, most urgent first, or why it has none."""
 
-    kind: str  # "file", "endpoint" or "pattern"
+    kind: Literal["file", "endpoint", "pattern"]
     source: str  # the path, the configured endpoint, or the pattern
     address: str = ""  # the resolved address of an endpoint
     server_name: str = ""
@@ -81,7 +87,7 @@ class DriftRow:
     """Whether one address of a target serves the leaf of its ``cert_file``."""
 
     address: str
-    state: str  # "drift", "in sync" or "unknown"
+    state: DriftState
     since: float | None = None
     reason: str = ""  # why the state is unknown
 
@@ -94,7 +100,7 @@ class TargetRow:
     severity: Severity
     problems: tuple[str, ...]
     endpoint: str
-    drift: str  # "drift", "in sync" or "unknown"
+    drift: DriftState
     addresses: tuple[DriftRow, ...]
     key_match: bool | None
     master_up: bool
@@ -103,7 +109,7 @@ class TargetRow:
     master_error: str
     workers: int
     last_reload: float | None
-    decision: str
+    decision: Action | Literal[""]  # "" before the first decision
     decision_reason: str
     reload_signals: int
     reload_failures: int
@@ -117,6 +123,7 @@ class Summary:
     critical: int = 0
     warning: int = 0
     ok: int = 0
+    retired: int = 0  # expired anchors of trust stores: shown, never red
     errors: int = 0
     drifting_targets: int = 0
     blocked_reloads: int = 0
@@ -171,8 +178,8 @@ def _cert_rows(certs: list[CertRow]) -> tuple[CertRow, ...]:
     return tuple(sorted(certs, key=lambda c: (c.band.urgency, c.not_after, c.index)))
 
 
-def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) -> CertRow:
-    band, note = classify(cert, now=now, thresholds=limits)
+def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds, trust_store: bool = False) -> CertRow:
+    band, note = classify(cert, now=now, thresholds=limits, trust_store=trust_store)
     return CertRow(
         index=index,
         subject=cert.subject_cn or cert.subject,
@@ -182,12 +189,16 @@ def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) ->
         band=band,
         note=note,
         fingerprint_sha256=cert.fingerprint_sha256,
+        not_before=cert.not_before,
+        lifetime_days=lifetime(cert) / DAY,
+        share_left=share_left(cert, now=now),
     )
 
 
 def _file_row(result: FileResult, *, now: float, limits: Thresholds) -> SourceRow:
+    trust = result.trust_store
     certs = [
-        replace(_cert_row(i, cert, now=now, limits=limits), entry=result.entry(i))
+        replace(_cert_row(i, cert, now=now, limits=limits, trust_store=trust), entry=result.entry(i))
         for i, cert in enumerate(result.certs)
     ]
     certs += [_crl_row(i, found, now=now) for i, found in enumerate(result.crls)]
@@ -206,8 +217,11 @@ def _crl_row(index: int, found: CrlFacts, *, now: float) -> CertRow:
     band, note = revocation.crl_band(found, now=now)
     until = found.next_update if found.next_update is not None else found.this_update  # no nextUpdate: never stale
     subject = f"CRL of {found.issuer_cn or found.issuer}" + (f" #{found.number}" if found.number else "")
+    window = until - found.this_update  # the CRL's own thisUpdate -> nextUpdate: what its bands are a share of
+    share = (until - now) / window if window > 0 else None
     return CertRow(index, subject, found.issuer, until, (until - now) / DAY, band, note, found.fingerprint_sha256,
-                   entry=found.entry, kind="crl")  # fmt: skip
+                   not_before=found.this_update, lifetime_days=window / DAY, share_left=share, entry=found.entry,
+                   kind="crl")  # fmt: skip
 
 
 def _mark(row: SourceRow, answers: dict[tuple[str, ...], revocation.Verdict]) -> SourceRow:
@@ -297,7 +311,7 @@ def _why_no_pairing(target: TargetState) -> str:
 def _target_row(target: TargetState) -> TargetRow:
     addresses = _drift_rows(target)
     states = {row.state for row in addresses}
-    drift = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
+    drift: DriftState = "drift" if "drift" in states else "unknown" if "unknown" in states else "in sync"
     problems: list[tuple[Severity, str]] = []
     if target.key_match is False:
         problems.append((Severity.CRITICAL, "key_file does not match cert_file"))
@@ -321,7 +335,7 @@ def _target_row(target: TargetState) -> TargetRow:
                 f"master {master.error.value if master.error else 'down'}",
             )
         )
-    if target.decision == "blocked":
+    if target.decision is Action.BLOCKED:
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
     return TargetRow(
         name=target.name,
@@ -337,7 +351,7 @@ def _target_row(target: TargetState) -> TargetRow:
         master_error=master.error.value if master.error else "",
         workers=len(master.workers),
         last_reload=target.last_reload,
-        decision=target.decision,
+        decision=target.decision or "",
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
@@ -351,9 +365,10 @@ def _summary(sources: list[SourceRow], targets: tuple[TargetRow, ...]) -> Summar
         critical=certs.count(Band.CRITICAL),
         warning=certs.count(Band.WARNING) + sum(1 for s in sources if s.kind == "pattern"),
         ok=certs.count(Band.OK),
+        retired=certs.count(Band.RETIRED),
         errors=sum(1 for s in sources if s.band is Band.ERROR),
         drifting_targets=sum(1 for t in targets if t.drift == "drift"),
-        blocked_reloads=sum(1 for t in targets if t.decision == "blocked"),
+        blocked_reloads=sum(1 for t in targets if t.decision is Action.BLOCKED),
     )
 
 
@@ -387,7 +402,12 @@ def document(view: StatusView) -> dict[str, object]:
         "scanned_at": view.scanned_at,
         "status": view.status.name,
         "headline": headline(view),
-        "thresholds": {"warning_seconds": view.thresholds.warning, "critical_seconds": view.thresholds.critical},
+        "thresholds": {
+            "warning_seconds": view.thresholds.warning.cap,
+            "warning_share": view.thresholds.warning.share,
+            "critical_seconds": view.thresholds.critical.cap,
+            "critical_share": view.thresholds.critical.share,
+        },
         "summary": asdict(view.summary),
         "targets": [plain(asdict(t)) for t in view.targets],
         "sources": [plain(asdict(s)) for s in view.sources],

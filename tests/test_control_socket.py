@@ -14,11 +14,11 @@ import pytest
 
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.model import MasterReason
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.sources import control_socket
 from gunicorn_cert_exporter.sources.control_socket import ControlError
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import (
     PKI,
     ExporterProcess,

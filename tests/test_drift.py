@@ -1,4 +1,4 @@
-"""drift.py: mismatch per address, when it began, and every reload safety rule."""
+"""targets/drift.py and targets/policy.py: mismatch per address, when it began, and every reload safety rule."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from gunicorn_cert_exporter.model import (
     ProcessInfo,
     TargetState,
 )
-from gunicorn_cert_exporter.reload import drift
 from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.targets import drift, policy
+from gunicorn_cert_exporter.vocabulary import Action
 from tests.support import DAY, NOW, PKI, Issued
 
 T0 = NOW.timestamp()
@@ -80,11 +81,9 @@ def test_key_match(pki: PKI, root: Issued) -> None:
 
 def test_reload_allowed_only_when_every_rule_holds(pki: PKI, root: Issued) -> None:
     state, _, _ = _state(pki, root)
-    ok = drift.decide(rules=RULES, state=state, signals=[], now=T0)
-    assert ok.action is drift.Action.SIGNAL
-    assert (
-        drift.decide(rules=replace_rules(dry_run=True), state=state, signals=[], now=T0).action is drift.Action.DRY_RUN
-    )
+    ok = policy.decide(rules=RULES, state=state, signals=[], now=T0)
+    assert ok.action is Action.SIGNAL
+    assert policy.decide(rules=replace_rules(dry_run=True), state=state, signals=[], now=T0).action is Action.DRY_RUN
 
 
 def replace_rules(**changes: object) -> ReloadConfig:
@@ -129,8 +128,8 @@ def test_each_safety_rule_blocks_the_reload(pki: PKI, root: Issued, expected: st
     state, _, new = _state(pki, root)
     expired = pki.leaf(root, not_before=NOW - 10 * DAY, not_after=NOW - DAY)
     rules, case, signals = BLOCKING_CASES[expected](state, new, expired)
-    decision = drift.decide(rules=rules, state=case, signals=signals, now=T0)
-    assert decision.action is not drift.Action.SIGNAL
+    decision = policy.decide(rules=rules, state=case, signals=signals, now=T0)
+    assert decision.action is not Action.SIGNAL
     assert expected in decision.reason
 
 
@@ -143,7 +142,7 @@ def test_an_endpoint_that_served_nothing_is_drift_unknown_not_no_drift(pki: PKI,
         addresses=(AddressResult(address="127.0.0.1", error=EndpointReason.REFUSED),),
     )
     unknown = replace(state, endpoint=refused, drift=(AddressDrift("127.0.0.1", False),))
-    decision = drift.decide(rules=RULES, state=unknown, signals=[], now=T0)
-    assert decision.action is drift.Action.NONE and decision.reason.startswith("drift unknown")
+    decision = policy.decide(rules=RULES, state=unknown, signals=[], now=T0)
+    assert decision.action is Action.NONE and decision.reason.startswith("drift unknown")
     in_sync = replace(state, drift=(AddressDrift("127.0.0.1", False),))
-    assert drift.decide(rules=RULES, state=in_sync, signals=[], now=T0).reason == "no drift"
+    assert policy.decide(rules=RULES, state=in_sync, signals=[], now=T0).reason == "no drift"

@@ -25,6 +25,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
 
 
@@ -271,9 +272,9 @@ def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None
     recorder = _Recorder()
     scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
                   endpoint_prober=recorder)  # fmt: skip
-    scans.overrun("files")
+    scans.overrun(ScanKind.FILES)
     assert recorder.abandoned == 0
-    scans.overrun("endpoints")  # what scanning/scheduler.py's watchdog calls past the deadline
+    scans.overrun(ScanKind.ENDPOINTS)  # what scanning/scheduler.py's watchdog calls past the deadline
     assert recorder.abandoned == 1
 
 
@@ -315,3 +316,16 @@ def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behin
         assert not scan.is_alive() and answers[0][0].error == EndpointReason.SCAN_FAILED
     (refused,) = probes.probe_all([config], concurrency=1)  # no fourth process while three have not exited
     assert refused.error == EndpointReason.SCAN_FAILED and refused.detail == "earlier probe processes did not exit"
+
+
+def test_a_child_killed_between_scans_is_reaped_at_once_not_at_the_next_scan(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """Issue 25, smaller item: a killed probe child stayed a zombie until the next scan looked at it."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    child = probes.pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    # No scan runs meanwhile: the entry in /proc goes only once the exporter has reaped its child.
+    eventually(lambda: not Path(f"/proc/{child}").exists(), "the killed child to be reaped", timeout=10)

@@ -18,13 +18,13 @@ from cryptography.hazmat.primitives import serialization
 
 from gunicorn_cert_exporter.config import Config, GunicornTarget
 from gunicorn_cert_exporter.model import MasterReason, MasterState, TargetState
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.listeners import Binding
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, FakeGunicorn, Gunicorn, Issued, TLSServer, eventually, server_context, write_chain
 from tests.test_gunicorn import no_setproctitle
 from tests.test_watcher import RELOAD, Recorder, rotate

@@ -16,6 +16,7 @@ import pytest
 from gunicorn_cert_exporter.model import FileResult
 from gunicorn_cert_exporter.sources import files
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, Issued, RunningExporter, StartExporter, eventually, free_port, write_pair
 
 
@@ -214,7 +215,7 @@ def test_the_watchdog_of_an_old_run_never_abandons_a_newer_run(
     new = threading.Thread(target=scans.scan_files, daemon=True)
     new.start()
     eventually(lambda: len(calls) == 2, "the new run reading")
-    scans.overrun("files", old.ident)  # the old run's watchdog fires late
+    scans.overrun(ScanKind.FILES, old.ident)  # the old run's watchdog fires late
     gates[1].set()
     new.join(30)
     assert [(f.path, f.error) for f in store.snapshot.files] == [(f"{tmp_path}/a.pem", None)]

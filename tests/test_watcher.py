@@ -1,4 +1,4 @@
-"""reload/watcher.py with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
+"""targets/ with a real Gunicorn: rotation per worker class, drift, safe HUP, confirmation, refusals."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from prometheus_client import CollectorRegistry
 from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
-from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.targets.history import History
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
@@ -281,7 +281,8 @@ class SocketRig:
     def __init__(self, directory: Path, pki: PKI, root: Issued) -> None:
         self.old = pki.leaf(root)
         rotate(directory, pki.leaf(root))
-        self.server = ControlServer(directory / "ctl", pid=4242, port=8443, started=time.time() - 3600)
+        # This process listens: the kernel names it, so the reply must name it too.
+        self.server = ControlServer(directory / "ctl", pid=os.getpid(), port=8443, started=time.time() - 3600)
         self.target = GunicornTarget(
             name="api",
             cert_file=str(directory / "cert.pem"),
@@ -428,7 +429,7 @@ def test_a_target_whose_scan_fails_keeps_its_series_down_with_scan_failed(
     assert get("gunicorn_cert_fingerprint_mismatch", drift_at) == 1  # the files hold a newer leaf than is served
     assert get("gunicorn_cert_master_info", {**api, "channel": channel}) == 1
     pid = get("gunicorn_cert_master_pid", api)
-    assert pid == (4242 if channel == "control_socket" else os.getpid())
+    assert pid == os.getpid()  # the fake control socket runs in this process, as the pidfile names it
     before = series(rig.registry, KEPT)
 
     rig.broken = True

@@ -114,6 +114,12 @@ CATALOGUE: tuple[Spec, ...] = (
         (*_REVOKED, "method", "status", "reason"),
     ),
     Spec(
+        "gunicorn_cert_file_trust_store",
+        "gauge",
+        "1 if the file is a trust store (trust_store: true): its anchors are never renewed; absent otherwise.",
+        ("path",),
+    ),
+    Spec(
         "gunicorn_cert_file_pattern_matches",
         "gauge",
         "Number of files a configured path, glob or directory matched.",
@@ -271,6 +277,12 @@ CATALOGUE: tuple[Spec, ...] = (
         "gauge",
         "When the configuration was last loaded successfully.",
         (),
+    ),
+    Spec(
+        "gunicorn_cert_exporter_render_errors",
+        "counter",
+        "Renders of a scan kind's series that failed; that kind's series stay as last rendered, the others go on.",
+        ("kind",),
     ),
     Spec(
         "gunicorn_cert_exporter_http_refused",

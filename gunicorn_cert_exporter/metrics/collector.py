@@ -12,14 +12,31 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gunicorn_cert_exporter import __version__, revocation
-from gunicorn_cert_exporter.crl_facts import CrlFacts
+from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
-from gunicorn_cert_exporter.model import CertFacts, EndpointResult, FileResult, PatternResult, Snapshot, TargetState
+from gunicorn_cert_exporter.model import (
+    CertFacts,
+    EndpointReason,
+    EndpointResult,
+    FileResult,
+    PatternResult,
+    Snapshot,
+    TargetState,
+)
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 def label(value: object) -> str:
     """Make any value a valid UTF-8 label value (file names may hold undecodable bytes)."""
     return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def number(value: float) -> float:
+    """Return ``value`` as a sample value; NaN for an integer no float can hold (a pid that is no pid)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("nan")
 
 
 def cert_labels(cert: CertFacts) -> list[str]:
@@ -72,10 +89,6 @@ class Families:
         return dict(self._families)
 
 
-KINDS = ("files", "endpoints", "gunicorn", "exporter")
-"""The parts of the exposition, each built from the part of the snapshot one scan kind publishes."""
-
-
 @dataclass(frozen=True, slots=True)
 class Entity:
     """What renders together: one file, glob pattern or endpoint, or the whole of a small kind.
@@ -88,36 +101,36 @@ class Entity:
     add: Callable[[Sink], None]
 
 
-def kind_inputs(kind: str, snap: Snapshot) -> object:
+def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
     """Return what the families of ``kind`` are built from: equal inputs give equal families."""
-    if kind == "files":  # the CRLs among the files answer for endpoints' certificates too
+    if kind is ScanKind.FILES:  # the CRLs among the files answer for endpoints' certificates too
         return (snap.files, snap.patterns, revocation.verdicts(snap))
-    if kind == "endpoints":
+    if kind is ScanKind.ENDPOINTS:
         return snap.endpoints
-    if kind == "gunicorn":
+    if kind is ScanKind.GUNICORN:
         return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints))
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
 
 
-def kind_entities(kind: str, snap: Snapshot) -> list[Entity]:
+def kind_entities(kind: ScanKind, snap: Snapshot) -> list[Entity]:
     """Split the part of ``kind`` into entities, in the order their series appear in each family."""
-    if kind == "files":
+    if kind is ScanKind.FILES:
         answers = revocation.verdicts(snap)
         return [
             *(Entity(("file", f.path), f, partial(add_file, result=f)) for f in snap.files),
             *(Entity(("pattern", p.pattern), p, partial(add_pattern, pattern=p)) for p in snap.patterns),
             Entity(("revocation",), answers, partial(add_revocations, verdicts=answers)),
         ]
-    if kind == "endpoints":
+    if kind is ScanKind.ENDPOINTS:
         return [
             Entity(("endpoint", e.endpoint, e.server_name), e, partial(add_endpoint, endpoint=e))
             for e in snap.endpoints
         ]
-    add = partial(_add_gunicorn if kind == "gunicorn" else add_exporter, snap=snap)
-    return [Entity((kind,), kind_inputs(kind, snap), add)]
+    add = partial(_add_gunicorn if kind is ScanKind.GUNICORN else add_exporter, snap=snap)
+    return [Entity((kind.value,), kind_inputs(kind, snap), add)]
 
 
-def kind_families(kind: str, snap: Snapshot) -> Families:
+def kind_families(kind: ScanKind, snap: Snapshot) -> Families:
     """Build the families of one kind from the snapshot."""
     out = Families()
     for entity in kind_entities(kind, snap):
@@ -153,7 +166,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         """Build the families from the current snapshot, each family once, in catalogue order."""
         snap = self._snapshot()
-        parts = [kind_families(kind, snap).by_name for kind in KINDS]
+        parts = [kind_families(kind, snap).by_name for kind in ScanKind]
         for spec in CATALOGUE:
             merged: Metric | None = None
             for part in parts:
@@ -178,6 +191,8 @@ def add_file(out: Sink, result: FileResult) -> None:
         out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
     out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
     out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
+    if result.trust_store:
+        out.add("gunicorn_cert_file_trust_store", [path], 1.0)
     for index, cert in enumerate(result.certs):
         position = [path, str(index), label(result.entry(index))]
         out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
@@ -226,8 +241,9 @@ def add_pattern(out: Sink, pattern: PatternResult) -> None:
 def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
-    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down).
-    resolved = 0 if endpoint.error is not None else len(endpoint.addresses)
+    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down); an
+    # endpoint not probed this time (scan_failed) still resolves where it last did, as far as anyone knows.
+    resolved = 0 if endpoint.error is EndpointReason.DNS_FAILURE else len(endpoint.addresses)
     out.add("gunicorn_cert_endpoint_addresses", [name, sni], resolved)
     if endpoint.error is not None and not endpoint.addresses:  # no address ever known to report it on
         out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
@@ -274,7 +290,7 @@ def add_target(out: Sink, target: TargetState) -> None:
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
     out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)  # the channel is known unproven too
-    out.add("gunicorn_cert_master_pid", name, master.pid or 0)  # 0 while no master is proven: the series stays
+    out.add("gunicorn_cert_master_pid", name, number(master.pid or 0))  # 0 while no master is proven: the series stays
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))
@@ -289,7 +305,7 @@ def add_exporter(out: Sink, snap: Snapshot) -> None:
     """Add the exporter's own series."""
     out.add("gunicorn_cert_exporter_build_info", [__version__, platform.python_version()], 1.0)
     for kind, stats in snap.scans:
-        out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind], stats.duration_seconds)
-        out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind], stats.finished_at)
+        out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind.value], stats.duration_seconds)
+        out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind.value], stats.finished_at)
     out.add("gunicorn_cert_exporter_config_last_reload_successful", [], 1.0 if snap.config_reload_successful else 0.0)
     out.add("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", [], snap.config_reload_at)

@@ -12,14 +12,13 @@ from typing import Protocol
 
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
 from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
-from gunicorn_cert_exporter.reload.history import History
-from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
-
-KINDS = ("files", "endpoints", "gunicorn")
+from gunicorn_cert_exporter.targets.history import History
+from gunicorn_cert_exporter.targets.watcher import TargetWatcher
+from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
 
 
 class EndpointProber(Protocol):
@@ -74,8 +73,8 @@ class Scans:
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._current: dict[str, int] = {}  # the run of each kind allowed to publish
-        self._owner: dict[str, int] = {}  # the thread of that run
+        self._current: dict[ScanKind, int] = {}  # the run of each kind allowed to publish
+        self._owner: dict[ScanKind, int] = {}  # the thread of that run
         self._files_run: _FilesRun | None = None
         self._scanner, self._finder = self._file_tools()
         # The endpoints whose last addresses the prober keeps while their name fails to resolve: this config's.
@@ -98,7 +97,7 @@ class Scans:
 
     def scan_files(self) -> None:
         """Scan every configured file, plus each target's cert_file and key_file, by the deadline."""
-        token, started = self._begin("files"), time.monotonic()
+        token, started = self._begin(ScanKind.FILES), time.monotonic()
         deadline = started + self.config.scan.deadline
         sources = list(self.config.files)
         for target in self.config.gunicorn:
@@ -110,36 +109,50 @@ class Scans:
         with self._lock:
             self._files_run = run
         results = scanner.scan(wanted, deadline=deadline, progress=run.progress)
-        self._publish("files", token, started, files=results, patterns=tuple(patterns))
+        self._publish(
+            ScanKind.FILES,
+            token,
+            started,
+            lambda stats: self._store.record_files(stats, files=results, patterns=tuple(patterns)),
+        )
 
     def scan_endpoints(self) -> None:
         """Probe every configured endpoint on every address."""
-        token, started = self._begin("endpoints"), time.monotonic()
+        token, started = self._begin(ScanKind.ENDPOINTS), time.monotonic()
         results = self._endpoint_prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
-        self._publish("endpoints", token, started, endpoints=results)
+        self._publish(
+            ScanKind.ENDPOINTS, token, started, lambda stats: self._store.record_endpoints(stats, endpoints=results)
+        )
 
     def scan_targets(self) -> None:
         """Watch every Gunicorn target: drift, key pairing, master, and reload when allowed."""
-        token, started = self._begin("gunicorn"), time.monotonic()
+        token, started = self._begin(ScanKind.GUNICORN), time.monotonic()
         deadline = started + self.config.scan.deadline
 
         def may_act() -> bool:
             # Asked just before each reload: a replaced config, a newer run or a passed deadline sends nothing.
-            return self._owns("gunicorn", token) and time.monotonic() < deadline
+            return self._owns(ScanKind.GUNICORN, token) and time.monotonic() < deadline
 
         results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency, may_act=may_act)
-        self._publish("gunicorn", token, started, targets=results)
+        self._publish(
+            ScanKind.GUNICORN, token, started, lambda stats: self._store.record_targets(stats, targets=results)
+        )
 
-    def job(self, kind: str) -> Callable[[], None]:
+    def job(self, kind: ScanKind) -> Callable[[], None]:
         """Return the scan of one kind."""
-        return {"files": self.scan_files, "endpoints": self.scan_endpoints, "gunicorn": self.scan_targets}[kind]
+        jobs = {
+            ScanKind.FILES: self.scan_files,
+            ScanKind.ENDPOINTS: self.scan_endpoints,
+            ScanKind.GUNICORN: self.scan_targets,
+        }
+        return jobs[kind]  # a kind in SCANNED: the exporter's own part is never scanned
 
     def run_all(self) -> None:
         """Run each scan once, in order (used by `check` and at start-up)."""
-        for kind in KINDS:
+        for kind in SCANNED:
             self.job(kind)()
 
-    def overrun(self, kind: str, thread: int | None = None) -> None:
+    def overrun(self, kind: ScanKind, thread: int | None = None) -> None:
         """Give up on a scan stuck past its deadline: publish what it has, mark the rest, drop what it sends later.
 
         ``thread`` names the run (its thread ident): if a newer run of the kind has begun since, it owns the kind
@@ -150,13 +163,13 @@ class Scans:
                 return
             self._current[kind] = next(self._tokens)  # the stuck run no longer owns the kind
             run = None
-            if kind == "files":
+            if kind is ScanKind.FILES:
                 run, self._files_run = self._files_run, None
                 # The stuck thread keeps its scanner and finder; the next run gets a fresh finder and a scanner
                 # that starts from what this run knew and found (a cold start could overrun again, and forever).
                 self._scanner, self._finder = self._scanner.successor(), self._file_tools()[1]
         self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
-        if kind == "endpoints":
+        if kind is ScanKind.ENDPOINTS:
             self._endpoint_prober.abandon()
         if run is None or self._retired:
             return
@@ -164,7 +177,7 @@ class Scans:
         done = list(run.progress)
         left = [files.overdue(w.path, known.get(w.path)) for w in run.wanted[len(done) :]]
         stats = ScanStats(duration_seconds=time.monotonic() - run.started, finished_at=self._clock())
-        self._store.record_scan("files", stats, files=(*done, *left), patterns=tuple(run.patterns))
+        self._store.record_files(stats, files=(*done, *left), patterns=tuple(run.patterns))
 
     def _observed(self, state: TargetState) -> None:
         if not self._retired:
@@ -175,23 +188,24 @@ class Scans:
         with self._lock:
             self._retired = True
 
-    def _owns(self, kind: str, token: int) -> bool:
+    def _owns(self, kind: ScanKind, token: int) -> bool:
         with self._lock:
             return not self._retired and self._current.get(kind) == token
 
-    def _begin(self, kind: str) -> int:
+    def _begin(self, kind: ScanKind) -> int:
         with self._lock:
             token = self._current[kind] = next(self._tokens)
             self._owner[kind] = threading.get_ident()
         return token
 
-    def _publish(self, kind: str, token: int, started: float, **parts: object) -> None:
+    def _publish(self, kind: ScanKind, token: int, started: float, record: Callable[[ScanStats], None]) -> None:
+        """Hand the run's results to ``record`` (a Store method) with its timing, if the run still owns its kind."""
         with self._lock:
             if self._retired or self._current.get(kind) != token:
                 return  # a replaced config, or a run abandoned at its deadline
-            if kind == "files":
+            if kind is ScanKind.FILES:
                 self._files_run = None
             self._owner.pop(kind, None)  # finished: a watchdog firing while the thread exits abandons nothing
             took = time.monotonic() - started
-            self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
+            record(ScanStats(duration_seconds=took, finished_at=self._clock()))
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})

@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from gunicorn_cert_exporter.scanning.scans import KINDS, Scans
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
 
 MAX_ABANDONED = 4
 """Threads of one kind still stuck after their deadline; past this a run is skipped, so threads stay bounded."""
@@ -32,7 +33,7 @@ class Scheduler:
         )
         self._scans = scans
         self._lock = threading.Lock()
-        self._threads: dict[str, list[threading.Thread]] = {}
+        self._threads: dict[ScanKind, list[threading.Thread]] = {}
 
     @property
     def scans(self) -> Scans:
@@ -55,7 +56,7 @@ class Scheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    def launch(self, scans: Scans, kind: str) -> threading.Thread | None:
+    def launch(self, scans: Scans, kind: ScanKind) -> threading.Thread | None:
         """Start one run of a scan in a daemon thread and watch its deadline; None if too many are stuck."""
         with self._lock:
             alive = [t for t in self._threads.get(kind, []) if t.is_alive()]
@@ -76,7 +77,7 @@ class Scheduler:
         interval = scans.config.scan.interval
         jitter = int(interval * scans.config.scan.jitter) or None
         now = datetime.now(timezone.utc)
-        for kind in KINDS:
+        for kind in SCANNED:
             self._scheduler.add_job(
                 self.launch,
                 IntervalTrigger(seconds=interval, jitter=jitter),
@@ -88,13 +89,13 @@ class Scheduler:
             )
 
 
-def _run(scans: Scans, kind: str) -> None:
+def _run(scans: Scans, kind: ScanKind) -> None:
     try:
         scans.job(kind)()
     except Exception:  # noqa: BLE001  (a bug in one scan kind is logged with its traceback, never silent)
         _log.exception("scan failed", extra={"kind": kind})
 
 
-def _watch(scans: Scans, kind: str, thread: threading.Thread) -> None:
+def _watch(scans: Scans, kind: ScanKind, thread: threading.Thread) -> None:
     if thread.is_alive():
         scans.overrun(kind, thread.ident)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from gunicorn_cert_exporter.model import ScanStats, Snapshot, TargetState
+from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, Snapshot, TargetState
+from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
 class Store:
@@ -45,10 +46,32 @@ class Store:
             self._snapshot = replace(self._snapshot, targets=(*others, state))
         self._published()
 
-    def record_scan(self, kind: str, stats: ScanStats, **parts: Any) -> None:  # noqa: ANN401
-        """Publish the results of one scan together with its timing."""
+    def record_files(
+        self, stats: ScanStats, *, files: tuple[FileResult, ...], patterns: tuple[PatternResult, ...]
+    ) -> None:
+        """Publish a files scan: every file and pattern, with its timing."""
         with self._lock:
-            scans = dict(self._snapshot.scans)
-            scans[kind] = stats
-            self._snapshot = replace(self._snapshot, scans=tuple(sorted(scans.items())), **parts)
+            snap = self._snapshot
+            self._snapshot = replace(snap, scans=_timed(snap, ScanKind.FILES, stats), files=files, patterns=patterns)
         self._published()
+
+    def record_endpoints(self, stats: ScanStats, *, endpoints: tuple[EndpointResult, ...]) -> None:
+        """Publish an endpoints scan with its timing."""
+        with self._lock:
+            snap = self._snapshot
+            self._snapshot = replace(snap, scans=_timed(snap, ScanKind.ENDPOINTS, stats), endpoints=endpoints)
+        self._published()
+
+    def record_targets(self, stats: ScanStats, *, targets: tuple[TargetState, ...]) -> None:
+        """Publish a Gunicorn targets scan with its timing."""
+        with self._lock:
+            snap = self._snapshot
+            self._snapshot = replace(snap, scans=_timed(snap, ScanKind.GUNICORN, stats), targets=targets)
+        self._published()
+
+
+def _timed(snap: Snapshot, kind: ScanKind, stats: ScanStats) -> tuple[tuple[ScanKind, ScanStats], ...]:
+    """Return the snapshot's scan timings with ``kind``'s replaced, in kind order."""
+    scans = dict(snap.scans)
+    scans[kind] = stats
+    return tuple(sorted(scans.items()))

@@ -2,6 +2,11 @@
 
 Every exchange is bounded: one deadline covers connecting (retried while Gunicorn re-creates its socket around a
 fork), sending and reading; a reply is capped in size; a path that is not a socket is refused unopened.
+
+Nothing is sent before the listener is proven: the kernel names it (SO_PEERCRED on the connected socket), it must
+run as the socket file's owner, and where its pid is visible it must be the master the reply names. In another PID
+namespace (a sidecar) the kernel says pid 0: there the owner, the peer's uid and a mode that not everyone may write
+are the proof.
 """
 
 from __future__ import annotations
@@ -18,13 +23,66 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gunicorn_cert_exporter.boundary import Count, Pid, Seconds, brief
 from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
 
 _REPLY_CAP = 1024 * 1024
 _RETRY_SECONDS = 0.05
 _RETRY_ERRNOS = (errno.ECONNREFUSED, errno.ENOENT, errno.EAGAIN)  # Gunicorn unlinks and re-binds around forks
-_PORT = re.compile(r":(\d+)$")
+_PORT = re.compile(r":(\d{1,5})$")  # a port has at most 5 digits (int() of 5,000 refuses)
 _START_SLACK = 2.0  # uptime is rounded and read a moment after it was computed: start times within this agree
+_MAX_ENTRIES = 65536  # workers or listeners of one master: more is not a Gunicorn master
+
+
+class _Reply(BaseModel):
+    """The envelope of every answer: ``data`` when ``status`` is ok, else an ``error``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str = ""
+    data: dict[str, Any] | None = None
+    error: Any = None
+
+
+class _Stats(BaseModel):
+    """``show stats``: who the master is and how long it has run (Gunicorn sends more, ignored)."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    pid: Pid
+    uptime: Seconds | None = None  # None before the arbiter recorded its start
+    reloads: Count | None = None
+
+
+class _Pid(BaseModel):
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    pid: Pid
+
+
+class _Workers(BaseModel):
+    """``show workers``: the master's live workers."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    workers: list[_Pid] = Field(default_factory=list, max_length=_MAX_ENTRIES)
+
+
+class _Listener(BaseModel):
+    model_config = ConfigDict(frozen=True)  # lax: Gunicorn's str(listener) and type are plain words
+
+    address: str = ""
+    type: str = ""
+
+
+class _Listeners(BaseModel):
+    """``show listeners``: where the master accepts connections."""
+
+    model_config = ConfigDict(strict=True, frozen=True)
+
+    listeners: list[_Listener] = Field(default_factory=list, max_length=_MAX_ENTRIES)
 
 
 class ControlError(OSError):
@@ -33,6 +91,50 @@ class ControlError(OSError):
     def __init__(self, reason: MasterReason, detail: str) -> None:
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who listens on a control socket, as the kernel says, and who owns the socket file."""
+
+    pid: int  # 0 when the listener is in a PID namespace this process can't see
+    uid: int
+    file_uid: int
+    file_mode: int
+
+
+def peer_of(sock: socket.socket) -> tuple[int, int]:
+    """Return the pid and uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _proven(sock: socket.socket, path: str, expect_pid: int | None) -> Peer:
+    """Read who listens and check it may be trusted; raise ControlError before anything is sent otherwise."""
+    try:
+        pid, uid = peer_of(sock)
+        info = os.stat(path)
+    except FileNotFoundError:  # re-created around a fork meanwhile: nothing proven, try again at the next look
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNAVAILABLE, f"{path}: gone while connecting") from None
+    except OSError as exc:
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, f"{path}: listener unknown ({exc})") from None
+    peer = Peer(pid=pid, uid=uid, file_uid=info.st_uid, file_mode=stat.S_IMODE(info.st_mode))
+    check_peer(peer, path=path, expect_pid=expect_pid)
+    return peer
+
+
+def check_peer(peer: Peer, *, path: str, expect_pid: int | None) -> None:
+    """Raise ControlError unless ``peer`` may be trusted as the master (``expect_pid``, where its pid is visible)."""
+    if peer.uid != peer.file_uid:
+        detail = f"{path} is owned by uid {peer.file_uid}, its listener runs as uid {peer.uid}"
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, detail)
+    if peer.pid == 0 and peer.file_mode & stat.S_IWOTH:
+        detail = f"{path} is writable by anyone (mode {peer.file_mode:o}) and its listener's pid is not visible"
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, detail)
+    if expect_pid is not None and peer.pid not in (0, expect_pid):
+        detail = f"{path}: the listener is pid {peer.pid}, not the master {expect_pid}"
+        raise ControlError(MasterReason.PID_MISMATCH, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +155,25 @@ def exchange(
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
     request_id: int = 1,
+    expect_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Send one command and return the reply's ``data``; raise ControlError on any failure within ``timeout``."""
+    """Send one command and return the reply's ``data``; raise ControlError on any failure within ``timeout``.
+
+    The listener is proven first (``expect_pid``: the master it must be, where its pid is visible).
+    """
+    data, _peer = _exchange(path, command, timeout=timeout, clock=clock, request_id=request_id, expect_pid=expect_pid)
+    return data
+
+
+def _exchange(
+    path: str,
+    command: str,
+    *,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    request_id: int = 1,
+    expect_pid: int | None = None,
+) -> tuple[dict[str, Any], Peer]:
     deadline = clock() + timeout
     try:
         mode = os.stat(path).st_mode
@@ -65,25 +184,25 @@ def exchange(
     if mode is not None and not stat.S_ISSOCK(mode):
         raise ControlError(MasterReason.CONTROL_SOCKET_INVALID, f"{path} is not a socket")
     with _connect(path, deadline, clock) as sock:
+        peer = _proven(sock, path, expect_pid)
         payload = json.dumps({"id": request_id, "command": command, "args": []}).encode()
         try:
             sock.settimeout(max(deadline - clock(), 0.001))
             sock.sendall(struct.pack(">I", len(payload)) + payload)
             (length,) = struct.unpack(">I", _read(sock, 4, deadline, clock))
-            reply = json.loads(_read(sock, _capped(length), deadline, clock))
+            reply = _Reply.model_validate_json(_read(sock, _capped(length), deadline, clock))
         except TimeoutError:
             raise ControlError(MasterReason.CONTROL_SOCKET_TIMEOUT, f"{path}: no answer within {timeout}s") from None
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: bad reply ({exc})") from None
+        except ValidationError as exc:  # not JSON, nested too deep, or not an object
+            raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: bad reply ({brief(exc)})") from None
         except ControlError:
             raise
         except OSError as exc:
             raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {exc.strerror or exc}") from None
-    if not isinstance(reply, dict) or reply.get("status") != "ok" or not isinstance(reply.get("data"), dict):
-        error = reply.get("error") if isinstance(reply, dict) else "malformed"
-        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {str(error)[:200]}")
-    data: dict[str, Any] = reply["data"]
-    return data
+    if reply.status != "ok" or reply.data is None:
+        error = str(reply.error)[:200] if reply.error is not None else "malformed"
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {error}")
+    return reply.data, peer
 
 
 def _capped(length: int) -> int:
@@ -138,28 +257,37 @@ def observe(path: str, *, timeout: float) -> ControlView:
         return max(timeout - (time.monotonic() - started), 0.001)
 
     try:
-        stats = exchange(path, "show stats", timeout=left())
-        workers = exchange(path, "show workers", timeout=left(), request_id=2)
-        listeners = exchange(path, "show listeners", timeout=left(), request_id=3)
-        ports = []
-        for entry in listeners.get("listeners", []):
-            match = _PORT.search(str(entry.get("address", "")))
-            if match and entry.get("type") in ("tcp", "tcp6"):
-                ports.append(int(match.group(1)))
-        return ControlView(
-            pid=int(stats["pid"]),
-            uptime=float(stats.get("uptime") or 0.0),
-            reloads=int(stats.get("reloads") or 0),
-            workers=tuple(sorted(int(w["pid"]) for w in workers.get("workers", []))),
-            ports=tuple(ports),
+        raw_stats, peer = _exchange(path, "show stats", timeout=left())
+        stats = _Stats.model_validate(raw_stats)
+        if peer.pid not in (0, stats.pid):  # another process answers in the name of a master
+            detail = f"{path}: the listener is pid {peer.pid}, its reply names {stats.pid}"
+            raise ControlError(MasterReason.PID_MISMATCH, detail)
+        expect = peer.pid or None
+        workers = _Workers.model_validate(
+            exchange(path, "show workers", timeout=left(), request_id=2, expect_pid=expect)
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({exc})") from None
+        listeners = _Listeners.model_validate(
+            exchange(path, "show listeners", timeout=left(), request_id=3, expect_pid=expect)
+        )
+    except ValidationError as exc:  # a pid of 10**309, an uptime of NaN or -1e300, a string for a number
+        raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({brief(exc)})") from None
+    ports = []
+    for entry in listeners.listeners:
+        match = _PORT.search(entry.address)
+        if match and entry.type in ("tcp", "tcp6"):
+            ports.append(int(match.group(1)))
+    return ControlView(
+        pid=stats.pid,
+        uptime=stats.uptime or 0.0,
+        reloads=stats.reloads or 0,
+        workers=tuple(sorted(w.pid for w in workers.workers)),
+        ports=tuple(ports),
+    )
 
 
-def reload(path: str, *, timeout: float) -> None:
-    """Ask the master to reload (as SIGHUP does); raise ControlError if it did not accept."""
-    exchange(path, "reload", timeout=timeout, request_id=4)
+def reload(path: str, *, timeout: float, pid: int | None = None) -> None:
+    """Ask the master ``pid`` to reload (as SIGHUP does); raise ControlError if it is not the listener or refused."""
+    exchange(path, "reload", timeout=timeout, request_id=4, expect_pid=pid)
 
 
 def same_master(view: ControlView, *, pid: int, start_time: float, now: float) -> bool:

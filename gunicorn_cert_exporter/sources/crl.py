@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
 
-from gunicorn_cert_exporter.crl_facts import CrlFacts, Revoked
+from gunicorn_cert_exporter.file_parts import CrlFacts, Revoked
 from gunicorn_cert_exporter.model import CertFacts
 from gunicorn_cert_exporter.sources import der
 

@@ -37,6 +37,7 @@ class Wanted:
     fmt: formats.Format = "auto"
     password_file: str | None = None
     password_env: str | None = None
+    trust_store: bool = False
     ca_file: str | None = None  # where the issuer of a CRL in this file may be, besides its own directory
 
 
@@ -88,6 +89,8 @@ class FileScanner:
                     self._cache[item.path] = before
             else:
                 result = self._cache[item.path] = self.scan_one(item, before)
+            if result.trust_store is not item.trust_store:  # the entry says so, whatever the file held before
+                result = replace(result, trust_store=item.trust_store)
             results.append(result)
         if any(r.crls for r in results):
             results[:] = self._verify_crls(results, {w.path: w.ca_file for w in wanted if w.ca_file})

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from gunicorn_cert_exporter.model import CertFacts, EntryProblem, FileReason, Parsed
+from gunicorn_cert_exporter.file_parts import EntryProblem, Parsed
+from gunicorn_cert_exporter.model import CertFacts, FileReason
 from gunicorn_cert_exporter.sources import certs, crl, keystore, kubeconfig
 
 Format = certs.Format

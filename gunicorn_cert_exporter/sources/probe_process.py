@@ -16,6 +16,7 @@ its parent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -86,6 +87,13 @@ class _Child:
             self.process = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
         self.connection = Connection(ours.detach())
         self.killed_at: float | None = None
+        threading.Thread(target=self._reap, name="probe-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        """Reap the child as soon as it exits, between scans too: a killed child is no zombie until the next scan."""
+        with contextlib.suppress(ChildProcessError):  # already reaped by a scan
+            os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOWAIT)  # waits without reaping: Popen reaps
+        self.process.poll()  # reaps and sets returncode; if a scan holds Popen's lock, that scan reaps it
 
     def alive(self) -> bool:
         return self.process.poll() is None

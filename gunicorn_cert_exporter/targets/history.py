@@ -5,18 +5,46 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
 from hashlib import sha256
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from gunicorn_cert_exporter.boundary import CENTURY, Timestamp, brief
 from gunicorn_cert_exporter.safe_read import read_regular
 
 _STATE_CAP = 64 * 1024  # a target keeps at most an hour of attempts; a bigger file is not ours
 _KEEP_SECONDS = 24 * 3600.0
 _log = logging.getLogger("gunicorn_cert_exporter.reload")
+
+
+class _StateFile(BaseModel):
+    """A target's state file as ``History.record`` writes it; ``context`` gives the target and now."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    version: Literal[1]
+    target: str
+    attempts: tuple[Timestamp, ...] = Field(max_length=_STATE_CAP // 2)
+
+    @field_validator("target")
+    @classmethod
+    def _ours(cls, value: str, info: ValidationInfo) -> str:
+        if value != (info.context or {}).get("target", value):
+            raise ValueError("written for another target")
+        return value
+
+    @field_validator("attempts")
+    @classmethod
+    def _near_now(cls, value: tuple[float, ...], info: ValidationInfo) -> tuple[float, ...]:
+        now = (info.context or {}).get("now")
+        if now is not None and any(abs(t - now) > CENTURY for t in value):
+            raise ValueError("an attempt is not within 100 years of now")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +82,18 @@ class History:
             return Loaded(())
         path = self.path(target)
         try:
-            raw = json.loads(read_regular(path, _STATE_CAP))
-            attempts = raw["attempts"]
-            if raw.get("target") != target or not all(_a_time(t) for t in attempts):
-                raise ValueError("unexpected content")  # noqa: TRY301  (one handler for every corruption)
+            raw = read_regular(path, _STATE_CAP)
+            state = _StateFile.model_validate_json(raw, context={"target": target, "now": now})
         except FileNotFoundError:
             return Loaded(())
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:  # deep nesting: RecursionError
-            problem = f"{path}: {type(exc).__name__}; no reload before a cooldown has passed"
+        except (OSError, ValidationError) as exc:
+            why = brief(exc) if isinstance(exc, ValidationError) else exc.strerror or type(exc).__name__
+            problem = f"{path}: {why}; no reload before a cooldown has passed"
             _log.warning("reload history unreadable", extra={"target": target, "problem": problem})
             return Loaded((now,), problem)
         # An attempt "in the future" (the clock was ahead when it was written) counts as made now: it must not
         # block reloads until that date, nor be forgotten.
-        return Loaded(tuple(min(float(t), now) for t in attempts))
+        return Loaded(tuple(min(t, now) for t in state.attempts))
 
     def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
         """Write a target's attempts atomically (temp file, fsync, rename); return the problem if that failed."""
@@ -81,11 +108,6 @@ class History:
         except OSError as exc:
             return f"{path}: {exc.strerror or exc}"
         return None
-
-
-def _a_time(value: object) -> bool:
-    """Tell whether a value is a finite number of seconds (JSON allows NaN and Infinity, which compare false)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _write_atomically(directory: str, path: str, body: bytes) -> None:

@@ -1,1 +1,0 @@
-"""Drift between the served and the on-disk certificate, and the reload that ends it safely."""

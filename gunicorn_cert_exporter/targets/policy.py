@@ -1,0 +1,83 @@
+"""The reload policy: a target's state, its rules and its earlier attempts to a decision. Pure: the clock included."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from gunicorn_cert_exporter.config import ReloadConfig
+from gunicorn_cert_exporter.model import MasterReason, TargetState
+from gunicorn_cert_exporter.vocabulary import Action, Rule
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A reload decision, the rule that made it and the reason in words (may carry numbers).
+
+    ``master`` is why the master is not proven, when that is the rule: a change of it is a new decision to log.
+    """
+
+    action: Action
+    reason: str
+    rule: Rule
+    master: MasterReason | None = None
+
+
+def _files_block(state: TargetState, now: float) -> Decision | None:
+    """Return why the files on disk can't be served (so a HUP would hurt), or None."""
+    leaf = state.file_leaf
+    if leaf is None or not state.cert.up:
+        return Decision(Action.BLOCKED, "cert_file does not parse", Rule.CERT_FILE)
+    if not state.key.up:
+        return Decision(Action.BLOCKED, "key_file does not parse", Rule.KEY_FILE)
+    if state.key_match is not True:
+        return Decision(Action.BLOCKED, "key_file does not match cert_file", Rule.KEY_MATCH)
+    if not leaf.not_before <= now < leaf.not_after:
+        return Decision(Action.BLOCKED, "cert_file is not valid now", Rule.VALIDITY)
+    return None
+
+
+def _master_block(state: TargetState) -> Decision | None:
+    """Return why the master can't be sent a reload now, or None."""
+    master = state.master
+    if not master.up:
+        why = master.error.value if master.error else "unknown"
+        return Decision(Action.BLOCKED, f"master not proven ({why}): {master.detail}", Rule.MASTER, master.error)
+    if master.successor is not None:
+        # USR2 in progress: a HUP to the old master leaves the new one serving what it loaded.
+        return Decision(Action.BLOCKED, f"USR2 upgrade in progress (new master {master.successor})", Rule.USR2)
+    workers_since = master.workers_since
+    if workers_since is not None and state.cert.changed_at is not None and workers_since > state.cert.changed_at:
+        # Every worker started after the file changed and still serves another leaf: a HUP would not help.
+        return Decision(Action.BLOCKED, "workers already restarted since cert_file changed", Rule.WORKERS_RESTARTED)
+    return None
+
+
+def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float) -> Decision:
+    """Apply every safety rule of a reload, in order; the first that fails explains the decision.
+
+    ``signals`` are the times of earlier attempts. That the master is still the one proven here (pid and start
+    time) is checked again when the reload is sent, by its channel.
+    """
+    drifting = [d for d in state.drift if d.mismatch]
+    if not drifting:
+        if not any(a.leaf is not None for a in state.endpoint.addresses):
+            return Decision(Action.NONE, "drift unknown: no address served a certificate", Rule.NO_DRIFT)
+        return Decision(Action.NONE, "no drift", Rule.NO_DRIFT)
+    if not rules.enabled:
+        return Decision(Action.NONE, "reload disabled", Rule.DISABLED)
+    began = min(d.since or now for d in drifting)
+    if now - began < rules.after:
+        return Decision(Action.WAIT, f"drift for {now - began:.0f}s, waiting for {rules.after:.0f}s", Rule.AFTER)
+    blocked = _files_block(state, now) or _master_block(state)
+    if blocked is not None:
+        return blocked
+    if signals and now - max(signals) < rules.cooldown:
+        return Decision(Action.BLOCKED, f"cooldown: last attempt {now - max(signals):.0f}s ago", Rule.COOLDOWN)
+    if sum(1 for t in signals if now - t < HOUR) >= rules.max_per_hour:
+        return Decision(Action.BLOCKED, f"max_per_hour ({rules.max_per_hour}) reached", Rule.MAX_PER_HOUR)
+    if rules.dry_run:
+        return Decision(Action.DRY_RUN, "every rule allows a reload (dry run)", Rule.DRY_RUN)
+    return Decision(Action.SIGNAL, "every rule allows a reload", Rule.ALLOWED)
