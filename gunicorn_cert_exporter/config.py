@@ -111,12 +111,13 @@ class FileSource(_Frozen):
 
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
-    format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
+    format: Literal["auto", "pem", "der", "pkcs12", "jks", "kubeconfig"] = "auto"
     optional: bool = False  # patterns that may match nothing (an example, a path on some hosts only): no no_match
     password_file: str | None = None
     password_env: str | None = None
     trust_store: bool = False  # anchors to trust, not certificates to renew: expired ones are retired, never red
     acme: AcmeSource | None = None
+    ca_file: str | None = None  # an issuer of the CRLs these files hold, besides their own directory
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -335,6 +336,7 @@ def anchored(config: Config, base: str) -> Config:
             update={
                 "paths": [os.path.join(base, path) for path in source.paths],
                 "password_file": _anchor(source.password_file, base),
+                "ca_file": _anchor(source.ca_file, base),
             }
         )
         for source in config.files

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import NamedTuple
 
+from gunicorn_cert_exporter.file_parts import CrlFacts, EntryProblem
+from gunicorn_cert_exporter.file_parts import Parsed as Parsed  # noqa: PLC0414  (re-exported for the parsers)
 from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
 
 
@@ -113,6 +115,8 @@ class CertFacts:
     self_signed: bool
     ca_issuers: tuple[str, ...] = ()  # AIA caIssuers URLs: where the issuer's certificate can be fetched
     authority_key_id: str = ""  # the AKI keyIdentifier in hex: with the serial, ARI's certID (RFC 9773)
+    # The SubjectPublicKeyInfo (DER) of a CA or self-signed certificate: what a CRL it signed is verified with.
+    public_key_der: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,16 +127,6 @@ class KeyFacts:
     key_bits: int
     spki_sha256: str | None  # None when the key is encrypted and we hold no password for it
     encrypted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """The outcome of parsing the bytes of one file."""
-
-    certs: tuple[CertFacts, ...] = ()
-    keys: tuple[KeyFacts, ...] = ()
-    error: FileReason | None = None
-    detail: str = ""
 
 
 class FileIdentity(NamedTuple):
@@ -157,6 +151,15 @@ class FileResult:
     identity: FileIdentity | None = None
     content_sha256: str | None = None
     trust_store: bool = False  # from a ``trust_store: true`` files entry: anchors, not certificates to renew
+    entries: tuple[str, ...] = ()  # beside ``certs``: the entry each came from, or () for a plain file
+    entry_errors: tuple[EntryProblem, ...] = ()
+    crls: tuple[CrlFacts, ...] = ()
+    secret_keys: int = 0
+    followed: tuple[str, ...] = ()
+
+    def entry(self, index: int) -> str:
+        """Return the entry the certificate at ``index`` came from ("" in a plain file)."""
+        return self.entries[index] if index < len(self.entries) else ""
 
     @property
     def up(self) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from tests.acme_support import EXPLANATION, HOUR, AcmeServer, Reply, acme_leaf, utc_now
 from tests.support import (
@@ -85,6 +87,17 @@ def stack(
     served = pki.leaf(root, "old.test", not_after=NOW + 5 * DAY)
     server = tls_server("127.0.0.1", context=server_context((served,)))
     (tmp_path / "broken.pem").write_bytes(b"junk")
+    crl_dir = tmp_path / "crl"  # the root's CRL beside the root, revoking one leaf; a kubeconfig entry that fails
+    crl_dir.mkdir()
+    (crl_dir / "root.pem").write_bytes(root.cert_pem)
+    revoked = pki.leaf(root, "revoked.test")
+    (crl_dir / "revoked.pem").write_bytes(revoked.cert_pem)
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.cert.serial_number).revocation_date(NOW).build()
+    builder = x509.CertificateRevocationListBuilder().issuer_name(root.cert.subject).last_update(NOW - DAY)
+    builder = builder.next_update(NOW + 7 * DAY).add_revoked_certificate(entry)
+    crl = builder.sign(root.key, hashes.SHA256())
+    (crl_dir / "root.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (crl_dir / "admin.conf").write_text("kind: Config\nusers:\n- {name: gone, user: {client-certificate: gone.pem}}\n")
     (tmp_path / "trust").mkdir()
     (tmp_path / "trust" / "ca-certificates.crt").write_bytes(root.cert_pem)
     live_dir = tmp_path / "live"
@@ -100,7 +113,8 @@ def stack(
     acme.answer(asked, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
     exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
-        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}, "
+        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{crl_dir}/*']}}, "
+        f"{{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}, "
         f"{{paths: ['{tmp_path}/acme/cert.pem'], acme: {{directory: '{acme.directory}'}}}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
         "{address: '127.0.0.1:1', timeout: 1s}]\n"
