@@ -14,7 +14,7 @@ from typing import TypeVar
 from gunicorn_cert_exporter import __version__, status
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import Snapshot
-from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
+from gunicorn_cert_exporter.status_rows import CertRow, SourceRow, StatusView, TargetRow
 
 _log = logging.getLogger("gunicorn_cert_exporter.web")
 R = TypeVar("R")
