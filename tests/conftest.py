@@ -1,4 +1,4 @@
-"""Fixtures: a certificate factory, loopback TLS servers and running exporters (the helpers live in support.py)."""
+"""Fixtures: a certificate factory, loopback TLS servers and running exporters (the helpers live in tests/support/)."""
 
 from __future__ import annotations
 
