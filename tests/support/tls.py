@@ -71,6 +71,11 @@ class TLSServer:
         except (OSError, ssl.SSLError):
             conn.close()
 
+    @property
+    def held(self) -> int:
+        """Return how many connections a ``stall`` server has accepted and holds unanswered."""
+        return len(self._held)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
