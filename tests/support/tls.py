@@ -32,6 +32,9 @@ class TLSServer:
         self.mode, self.context = mode, context
         self._stop = threading.Event()
         self._held: list[socket.socket] = []
+        self._open_lock = threading.Lock()
+        self.open = 0  # stall mode: connections held now (the client has not hung up)
+        self.peak = 0  # stall mode: the most connections held at once
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -51,7 +54,7 @@ class TLSServer:
     def _handle(self, conn: socket.socket) -> None:
         try:
             if self.mode == "stall":
-                self._held.append(conn)  # accept and never answer
+                self._stall(conn)
                 return
             if self.mode == "reset":
                 conn.recv(1024)
@@ -71,9 +74,21 @@ class TLSServer:
         except (OSError, ssl.SSLError):
             conn.close()
 
+    def _stall(self, conn: socket.socket) -> None:
+        """Accept and never answer; count the connection as open until the client hangs up."""
+        with self._open_lock:
+            self._held.append(conn)
+            self.open += 1
+            self.peak = max(self.peak, self.open)
+        with contextlib.suppress(OSError):
+            while conn.recv(4096):
+                pass
+        with self._open_lock:
+            self.open -= 1
+
     @property
     def held(self) -> int:
-        """Return how many connections a ``stall`` server has accepted and holds unanswered."""
+        """Return how many connections a ``stall`` server has accepted (it answers none of them)."""
         return len(self._held)
 
     def close(self) -> None:
@@ -81,6 +96,8 @@ class TLSServer:
         self._thread.join(timeout=2)
         self.sock.close()
         for conn in self._held:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # wakes the thread reading it
             conn.close()
 
 
