@@ -31,7 +31,7 @@ from tests.support.versions import (
     rotate_under,
     version_tuple,
 )
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, finishes
 
 __all__ = [
     "CHROMIUM_FLAGS",
@@ -59,6 +59,7 @@ __all__ = [
     "children",
     "deep_tree",
     "eventually",
+    "finishes",
     "free_port",
     "gunicorn_python",
     "gunicorn_versions",

@@ -46,6 +46,11 @@ class UnixServer:
             with contextlib.suppress(OSError):
                 conn.sendall(self._reply)
 
+    @property
+    def held(self) -> int:
+        """Return how many connections it has accepted and holds (the base server holds every one)."""
+        return len(self._held)
+
     def close(self) -> None:
         """Stop serving and close every connection."""
         self._stop.set()
