@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from gunicorn_cert_exporter.model import MasterReason, MasterState
 from gunicorn_cert_exporter.sources import gunicorn, listeners
 from gunicorn_cert_exporter.sources.listeners import Binding
 from tests.support import PKI, Gunicorn, Issued, free_port, write_chain
-from tests.support.waiting import finishes
+from tests.support.waiting import eventually, finishes
 
 
 def no_setproctitle(tmp_path: Path) -> dict[str, str]:
@@ -39,12 +38,11 @@ def running(request: pytest.FixtureRequest, tmp_path: Path, pki: PKI, root: Issu
 
 
 def _wait_workers(pid: int, count: int) -> MasterState:
-    deadline = time.monotonic() + 15
-    while True:
+    def inspected() -> MasterState | None:
         state = gunicorn.inspect(pid)
-        if len(state.workers) == count or time.monotonic() > deadline:
-            return state
-        time.sleep(0.1)
+        return state if len(state.workers) == count else None
+
+    return eventually(inspected, f"{count} workers of {pid}", timeout=15)
 
 
 def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
@@ -90,7 +88,7 @@ def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki
     )
     try:
         assert gunicorn.inspect(sleeper.pid).error is MasterReason.NOT_GUNICORN
-        time.sleep(0.5)
+        eventually(lambda: psutil.Process(shell.pid).children(), "the shell to start Gunicorn")
         assert gunicorn.inspect(shell.pid).error is MasterReason.NOT_GUNICORN
     finally:
         sleeper.kill()
@@ -135,8 +133,9 @@ def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pi
     reused = gunicorn.MasterIdentity(running.process.pid, real.start_time + 1.0)  # as if the pid were reused
     with pytest.raises(ProcessLookupError):
         gunicorn.send_signal(reused, signal.SIGHUP, use_pidfd=use_pidfd)
-    time.sleep(1.0)
-    assert {w.pid for w in gunicorn.inspect(running.process.pid).workers} == before
+    running.barrier()  # every signal sent before this one has been handled: a HUP would show now
+    assert "hup" not in running.signals_handled()
+    assert before <= {w.pid for w in gunicorn.inspect(running.process.pid).workers}  # (TTIN added one)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device", "huge"])

@@ -26,6 +26,8 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.listeners import Binding
 from tests.support import PKI, FakeGunicorn, Gunicorn, Issued, TLSServer, eventually, server_context, write_chain
+from tests.support.gunicorn import after_start_of
+from tests.support.waiting import wait_until
 from tests.test_gunicorn import no_setproctitle
 from tests.test_watcher import RELOAD, Recorder, rotate
 
@@ -77,7 +79,8 @@ class Rig:
 
     def rotate_later(self) -> Issued:
         """Rotate after the workers started (as a renewal does), to a new valid pair."""
-        time.sleep(1.1)
+        assert self.target is not None and self.target.pidfile is not None
+        after_start_of(int(Path(self.target.pidfile).read_text()))
         new = self.pki.leaf(self.root)
         rotate(self.directory, new)
         return new
@@ -266,8 +269,9 @@ def test_a_future_mtime_never_counts_as_changed_after_the_workers_started(
     )
     # First sight of the file, then 2.5s of drift: the new workers are clearly newer than that first sight
     # (process start times are only good to about a second).
-    assert rig.scan().reload_signals == 0
-    time.sleep(2.6)
+    seen = rig.scan()
+    assert seen.reload_signals == 0 and seen.drift[0].since is not None
+    wait_until(seen.drift[0].since + 2.6, "2.5 s of drift")  # reload.after, on the watcher's clock (time.time)
     first = rig.scan()
     assert first.reload_signals == 1 and [d.mismatch for d in first.drift] == [True]
     for _ in range(3):
@@ -341,5 +345,6 @@ def test_check_observes_drift_and_never_signals(rig: Rig, servers: list[Gunicorn
     )  # fmt: skip
     assert 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="a"} 1.0' in result.stdout
     assert "gunicorn_cert_reload_signals_total" in result.stdout and 'signals_total{target="a"} 0.0' in result.stdout
-    time.sleep(1.0)
-    assert _worker_pids(server.process.pid) == workers  # a HUP would have replaced every worker
+    server.barrier()  # every signal sent before this one has been handled: a HUP from `check` would show now
+    assert "hup" not in server.signals_handled()
+    assert workers <= _worker_pids(server.process.pid)  # a HUP would have replaced every worker (TTIN added one)

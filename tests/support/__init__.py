@@ -15,7 +15,7 @@ from tests.support.browser import CHROMIUM_FLAGS, Chromium
 from tests.support.control import ControlServer, UnixServer
 from tests.support.exporter import ExporterProcess, RunningExporter, StartExporter, parse_samples, start_exporter
 from tests.support.files import deep_tree, remove_tree, scan_paths
-from tests.support.gunicorn import FakeGunicorn, Gunicorn
+from tests.support.gunicorn import START_SLACK, FakeGunicorn, Gunicorn, after_start_of, newest_start
 from tests.support.pki import DAY, NOW, PKI, Issued, pkcs12_of, write_chain, write_pair
 from tests.support.processes import alive, as_nobody, children, free_port, proc_stat, stop_process
 from tests.support.tls import TLSServer, ipv6_available, server_context
@@ -31,7 +31,7 @@ from tests.support.versions import (
     rotate_under,
     version_tuple,
 )
-from tests.support.waiting import eventually, finishes
+from tests.support.waiting import eventually, finishes, wait_until
 
 __all__ = [
     "CHROMIUM_FLAGS",
@@ -41,6 +41,7 @@ __all__ = [
     "NOW",
     "PKI",
     "REPO",
+    "START_SLACK",
     "WORKER_CLASSES",
     "Cell",
     "Chromium",
@@ -54,6 +55,7 @@ __all__ = [
     "StartExporter",
     "TLSServer",
     "UnixServer",
+    "after_start_of",
     "alive",
     "as_nobody",
     "children",
@@ -64,6 +66,7 @@ __all__ = [
     "gunicorn_python",
     "gunicorn_versions",
     "ipv6_available",
+    "newest_start",
     "parse_samples",
     "pkcs12_of",
     "proc_stat",
@@ -76,6 +79,7 @@ __all__ = [
     "stop_process",
     "unavailable",
     "version_tuple",
+    "wait_until",
     "write_chain",
     "write_pair",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -16,7 +18,7 @@ import psutil
 
 from tests.support.processes import free_port, stop_process
 from tests.support.tools import REPO
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, wait_until
 
 
 class Gunicorn:
@@ -100,6 +102,21 @@ class Gunicorn:
         except OSError:
             return False
 
+    def signals_handled(self) -> list[str]:
+        """Return the signals the master logged handling, in order (``hup``, ``ttin``, ...)."""
+        return re.findall(r"Handling signal: (\w+)", self.log.read_text())
+
+    def barrier(self) -> None:
+        """Send SIGTTIN (one more worker) and wait until the master handled it.
+
+        The master queues its signals and handles them in order (and Python runs pending handlers lowest number
+        first, SIGHUP before SIGTTIN), so every signal sent before has been handled, and logged, by then: what
+        a "nothing was signalled" test needs to know before it looks.
+        """
+        before = self.signals_handled().count("ttin")
+        os.kill(self.process.pid, signal.SIGTTIN)
+        eventually(lambda: self.signals_handled().count("ttin") > before, "the master to handle SIGTTIN", timeout=30)
+
     def stop(self) -> None:
         """Stop Gunicorn and its workers."""
         stop_process(self.process)
@@ -173,3 +190,19 @@ class FakeGunicorn:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, 9)
         self.process.wait(timeout=10)
+
+
+START_SLACK = 1.1
+"""Process start times come from /proc with a whole-second boot time: "started after" needs a second and a bit."""
+
+
+def newest_start(pid: int) -> float:
+    """Return when the newest of ``pid`` and its children started (as the exporter reads start times)."""
+    process = psutil.Process(pid)
+    return max(p.create_time() for p in [process, *process.children()])
+
+
+def after_start_of(pid: int) -> None:
+    """Wait until a change made now is provably newer than ``pid`` and its children (a renewal after the workers
+    started, as in real life)."""
+    wait_until(newest_start(pid) + START_SLACK, f"the clock past the start of {pid} and its children")

@@ -48,3 +48,9 @@ def finishes(work: Callable[[], T], what: str, *, within: float = 60.0) -> T:
     if errors:
         raise errors[0]
     return results[0]
+
+
+def wait_until(instant: float, what: str, *, clock: Callable[[], float] = time.time) -> None:
+    """Wait until ``clock`` has passed ``instant``: where the code under test compares times it reads itself
+    (a file's mtime with a worker's start, a drift's age with ``reload.after``), time passing is the condition."""
+    eventually(lambda: clock() > instant, what, every=0.05)
