@@ -31,6 +31,7 @@ from tests.support import (
     unavailable,
     write_chain,
 )
+from tests.support.gunicorn import after_start_of
 from tests.test_watcher import rotate
 
 
@@ -167,7 +168,7 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
         assert before['gunicorn_cert_master_up{target="api"}'] == 1.0
         assert before['gunicorn_cert_master_workers{target="api"}'] == 2.0
         last_reload = before['gunicorn_cert_last_reload_timestamp_seconds{target="api"}']
-        time.sleep(1.1)  # the renewal comes after the workers started
+        after_start_of(with_socket.process.pid)  # the renewal comes after the workers started
         new = pki.leaf(root)
         rotate(tmp_path, new)
         done = 'gunicorn_cert_reload_signals_total{target="api"}'
@@ -215,7 +216,7 @@ def test_last_reload_moves_when_the_master_reloads_whoever_asked(tmp_path: Path,
     before = watcher.scan([target])[0]
     assert before.master.up and before.last_reload is not None
     old_workers = {w.pid for w in before.master.workers}
-    time.sleep(1.1)
+    after_start_of(with_socket.process.pid)  # the new workers' start times must be distinguishably later
     control_socket.reload(str(tmp_path / "gunicorn.ctl"), timeout=5)  # someone else (gunicornc) reloads
 
     def replaced() -> bool:

@@ -84,7 +84,7 @@ class HostileProxy:
                     self.cut.append(sent)
                     return
                 sent += 1
-                time.sleep(0.2)
+                time.sleep(0.2)  # the pace IS the hostile behaviour
 
     def close(self) -> None:
         self.sock.close()

@@ -70,12 +70,12 @@ def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     assert first is not None
     answers: list[tuple[EndpointResult, ...]] = []
     scan = threading.Thread(
-        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=60)], concurrency=4))
+        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=600)], concurrency=4))
     )
     scan.start()
-    time.sleep(1)
+    eventually(lambda: stalled.held, "the child in the stalled handshake")
     os.kill(first, signal.SIGKILL)
-    scan.join(timeout=10)  # not the stalled endpoint's 60 s
+    scan.join(timeout=60)  # far below the stalled endpoint's 10 minutes
     assert not scan.is_alive()
     kept, never = answers[0]
     assert kept.error == EndpointReason.SCAN_FAILED and [a.address for a in kept.addresses] == ["127.0.0.1"]

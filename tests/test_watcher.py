@@ -24,6 +24,8 @@ from gunicorn_cert_exporter.sources import certs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
+from tests.support.gunicorn import after_start_of
+from tests.support.waiting import wait_until
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
 
@@ -124,13 +126,14 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))
     before = s.scan()
     assert before.master.up and before.key_match is True and before.last_reload is not None
-    time.sleep(1.1)  # the renewal happens after the workers started, as in real life
+    after_start_of(s.server.process.pid)  # the renewal happens after the workers started, as in real life
     new = s.pki.leaf(s.root)
     rotate(s.directory, new)
     drifting = s.scan()  # drift seen, but younger than reload.after: no signal yet
     assert [d.mismatch for d in drifting.drift] == [True]
     assert s.sender.sent == [] and s.served() == s.first.fingerprint
-    time.sleep(1.1)
+    assert drifting.drift[0].since is not None
+    wait_until(drifting.drift[0].since + 1.0, "the drift to be reload.after old")  # the watcher's clock: time.time
     after = s.scan()  # every rule holds now: one HUP, then re-probed until the new leaf is served
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)]
     assert s.served() == new.fingerprint
@@ -190,7 +193,7 @@ def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup,
 def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCaptureFixture) -> None:
     s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     with caplog.at_level("INFO", logger="gunicorn_cert_exporter.reload"):
         s.scan()
@@ -206,7 +209,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
         sender=lambda identity, signum: swallowed.append(signum),  # a HUP that is lost on the way
     )
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     failed = s.scan()
     assert swallowed == [signal.SIGHUP]
@@ -232,7 +235,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
 
     scans = Scans(config=Config(gunicorn=[s.target]), store=store, prober=Prober(), sender=sender)
     scans.scan_targets()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     scans.scan_targets()
     assert published_at_signal == [[True]]  # what /metrics showed while the reload was being confirmed
@@ -249,7 +252,7 @@ def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> N
 
     s: Setup = setup("gevent", sender=refused)
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     for _ in range(3):
         state = s.scan()

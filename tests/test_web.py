@@ -487,6 +487,6 @@ def test_a_probe_slot_is_held_until_the_probe_ends_even_if_its_client_leaves(
     )
     with socket.create_connection(("127.0.0.1", exporter.port), timeout=10) as sock:
         sock.sendall(f"GET /probe?target=127.0.0.1:{stall.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(0.5)  # the probe has started
-    time.sleep(0.5)  # the client is gone
+        eventually(lambda: stall.held, "the probe to reach the stalled server")
+    eventually(lambda: exporter.server.guard.open == 0, "the exporter to see the client leave")
     assert exporter.get(f"/probe?target=127.0.0.1:{stall.port}")[0] == 503

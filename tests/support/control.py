@@ -42,7 +42,7 @@ class UnixServer:
         """Hold the connection, and send the reply (if any) after the delay."""
         self._held.append(conn)  # silent: accepted, never answered
         if self._reply is not None:
-            time.sleep(self._delay)
+            time.sleep(self._delay)  # the behaviour under test: a server slow to answer
             with contextlib.suppress(OSError):
                 conn.sendall(self._reply)
 

@@ -86,7 +86,7 @@ class Gunicorn:
             settled = len(children) >= self.workers and all(now - first_seen[pid] >= 1.0 for pid in children)
             if settled and (self.pidfile.exists() or not self.has_pidfile) and self._handshake():
                 return
-            time.sleep(0.1)
+            time.sleep(0.1)  # a poll of the conditions above (with their own state), not a wait for time
         raise RuntimeError(f"gunicorn not ready after {timeout}s: {self.log.read_text()[-2000:]}")
 
     def _handshake(self) -> bool:

@@ -19,7 +19,7 @@ from tests.support.exporter import start_exporter
 from tests.support.gunicorn import Gunicorn
 from tests.support.pki import PKI, Issued, write_pair
 from tests.support.tools import REPO, unavailable
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, wait_until
 
 # --- Gunicorn versions: one pinned environment per version (scripts/gunicorn-envs), the cells run on them ---
 
@@ -219,8 +219,9 @@ def rotate_under(cell: Cell, directory: Path, *, pki: PKI, root: Issued) -> Rota
         rotated_at = time.monotonic()
         write_pair(new, cert, key)
         exporter.scan_now()
+        drift_seen_by = time.time()  # the scan that first saw the drift ended by now
         drifting = exporter.metrics()
-        time.sleep(1.2)  # reload.after
+        wait_until(drift_seen_by + 1.0, "reload.after (1 s) of drift")  # the exporter's clock is time.time
         exporter.scan_now()
         confirmed_at = time.monotonic()
         reloaded = exporter.metrics()
