@@ -72,7 +72,8 @@ def test_good_chain_is_served_whole_and_verified(
     result = probe_one(server, ca_file=ca_file, server_name="localhost")
     assert result.verified and result.verify_error is None
     assert [c.fingerprint_sha256 for c in result.chain] == [leaf.fingerprint, intermediate.fingerprint]
-    assert result.tls_version.startswith("TLS") and result.cipher and 0 < result.handshake_seconds < 3
+    assert result.tls_version.startswith("TLS") and result.cipher
+    assert 0 < result.handshake_seconds <= 3.0  # measured, and within probe_one's timeout (else it would be STALLED)
     assert result.address == host
 
 
