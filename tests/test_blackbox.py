@@ -7,6 +7,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.support import (
     DAY,
     NOW,
@@ -47,6 +49,7 @@ def _blackbox(binary: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int
     return proc, port
 
 
+@pytest.mark.integration
 def test_leaf_expiry_and_fingerprint_agree_with_blackbox_exporter(
     run_exporter: StartExporter,
     tmp_path: Path,

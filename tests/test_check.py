@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gunicorn_cert_exporter import check as nagios
 from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.bands import Severity
@@ -52,6 +54,7 @@ def _trust_store(tmp_path: Path, pki: PKI) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: PKI) -> None:
     bundle = _trust_store(tmp_path, pki)
     config = f"files: [{{paths: ['{bundle}', '{tmp_path}/missing/*.crt']}}]\n"
@@ -76,6 +79,7 @@ def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: 
     assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
 
 
+@pytest.mark.integration
 def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: Issued) -> None:
     (short_tmp / "ca.pem").write_bytes(root.cert_pem)
     result = check(short_tmp, "files: [{paths: ['ca.pem', 'live/**/fullchain.pem']}]\n")
@@ -86,6 +90,7 @@ def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: I
     assert summary == "WARNING: 0 critical, 1 warning, 0 unknown, 1 ok"
 
 
+@pytest.mark.integration
 def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: Path) -> None:
     file = check(tmp_path, f"files: [{{paths: ['{tmp_path}/gone.pem']}}]\n")
     endpoint = check(tmp_path, f"endpoints: [{{address: '127.0.0.1:{free_port()}', timeout: 5s}}]\n")
@@ -96,6 +101,7 @@ def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: 
     assert file_row[-1].startswith("not_found") and endpoint_row[-1].startswith("refused")
 
 
+@pytest.mark.integration
 def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
     tmp_path: Path, pki: PKI, root: Issued, tls_server: type[TLSServer]
 ) -> None:
@@ -115,6 +121,7 @@ def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
     assert summary == "UNKNOWN: 0 critical, 0 warning, 1 unknown, 3 ok"
 
 
+@pytest.mark.integration
 def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki: PKI, root: Issued) -> None:
     subject = "\x1b]0;pwned\x07\nINJECTED\x9b2J\x7f\u202eevil"
     (short_tmp / "name\x1b[2J\n.pem").write_bytes(pki.leaf(root, subject).cert_pem)

@@ -12,10 +12,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gunicorn_cert_exporter import __version__
 from tests.support import DAY, NOW, PKI, Issued, eventually, free_port
+
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
 

@@ -118,6 +118,7 @@ def _target(directory: Path, name: str, *, socket_path: Path, endpoint: str) -> 
     )
 
 
+@pytest.mark.integration
 def test_broken_sockets_have_a_reason_and_stall_no_other_target(tmp_path: Path, with_socket: Gunicorn) -> None:
     (tmp_path / "plain").write_text("")
     silent = UnixServer(tmp_path / "silent.ctl")
@@ -142,6 +143,7 @@ def test_broken_sockets_have_a_reason_and_stall_no_other_target(tmp_path: Path, 
     assert silent.held == 1  # the silent socket cost its own timeout once; the others got their own answers
 
 
+@pytest.mark.integration
 def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
     tmp_path: Path, pki: PKI, root: Issued, with_socket: Gunicorn
 ) -> None:
@@ -191,6 +193,7 @@ def test_from_its_own_pid_namespace_the_exporter_reloads_through_the_socket(
         exporter.stop()
 
 
+@pytest.mark.integration
 def test_the_pid_is_cross_checked_where_it_is_visible(
     tmp_path: Path, pki: PKI, root: Issued, with_socket: Gunicorn
 ) -> None:
@@ -210,6 +213,7 @@ def test_the_pid_is_cross_checked_where_it_is_visible(
         other.stop()
 
 
+@pytest.mark.integration
 def test_last_reload_moves_when_the_master_reloads_whoever_asked(tmp_path: Path, with_socket: Gunicorn) -> None:
     target = _target(tmp_path, "api", socket_path=tmp_path / "gunicorn.ctl", endpoint=with_socket.address)
     watcher = TargetWatcher(prober=Prober(), scanner=FileScanner(clock=time.time, max_size=1 << 20))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
+
 
 @pytest.mark.parametrize("how", ["console script", "python -m"])
 def test_demo_runs_to_the_end(how: str) -> None:

@@ -46,6 +46,7 @@ def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: P
     }
 
 
+@pytest.mark.integration
 def test_unreadable_file_is_permission_denied_for_an_unprivileged_scanner(root: Issued) -> None:
     directory = Path(tempfile.mkdtemp(prefix="gce-perm-"))
     try:

@@ -111,6 +111,7 @@ def test_double_star_matches_every_name_a_newline_too(tmp_path: Path, root: Issu
         ), pattern
 
 
+@pytest.mark.integration
 def test_an_unreadable_directory_under_a_pattern_is_reported_on_that_pattern(root: Issued) -> None:
     base = Path(tempfile.mkdtemp(prefix="gce-dir-"))
     try:
@@ -172,6 +173,7 @@ def test_a_pattern_that_matches_nothing_says_so(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="a Linux /proc is what this test walks")
 def test_proc_beside_a_normal_source_is_bounded_and_the_normal_source_is_found(root: Issued) -> None:
     """`/proc/**` as nobody: the walk ends, memory stays small, the pattern says why it is incomplete."""

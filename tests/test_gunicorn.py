@@ -45,6 +45,7 @@ def _wait_workers(pid: int, count: int) -> MasterState:
     return eventually(inspected, f"{count} workers of {pid}", timeout=15)
 
 
+@pytest.mark.integration
 def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
     state = gunicorn.locate(pidfile=str(running.pidfile), pid=None)
     assert state.up and state.pid == running.process.pid
@@ -53,6 +54,7 @@ def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
     assert len(state.workers) == 2 and all(w.ppid == running.process.pid for w in state.workers)
 
 
+@pytest.mark.integration
 def test_a_pidfile_naming_a_worker_is_refused(running: Gunicorn, tmp_path: Path) -> None:
     worker = _wait_workers(running.process.pid, 2).workers[0]
     pidfile = tmp_path / "worker.pid"
@@ -61,6 +63,7 @@ def test_a_pidfile_naming_a_worker_is_refused(running: Gunicorn, tmp_path: Path)
     assert not state.up and state.error is MasterReason.NOT_MASTER
 
 
+@pytest.mark.integration
 def test_stale_missing_and_garbage_pidfiles(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -72,6 +75,7 @@ def test_stale_missing_and_garbage_pidfiles(tmp_path: Path) -> None:
     assert gunicorn.locate(pidfile=str(pidfile), pid=None).error is MasterReason.PIDFILE_INVALID
 
 
+@pytest.mark.integration
 def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki: PKI, root: Issued) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
@@ -124,6 +128,7 @@ def test_is_gunicorn(cmdline: tuple[str, ...], expected: bool) -> None:
     assert gunicorn.is_gunicorn(cmdline) is expected
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "kill"])
 def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pidfd: bool) -> None:
     """Both ways of signalling prove the identity first; a HUP would replace every worker."""
@@ -178,6 +183,7 @@ def test_proc_net_tcp_tables_parse_to_listeners() -> None:
     assert listeners.matches(wildcard, listeners.Binding(8080, loopback))
 
 
+@pytest.mark.integration
 def test_the_master_is_proven_to_serve_its_port_and_no_other(running: Gunicorn) -> None:
     loopback = ipaddress.ip_address("127.0.0.1")
     proven = gunicorn.locate(pidfile=str(running.pidfile), pid=None, binding=Binding(port=running.port, host=loopback))

@@ -40,6 +40,7 @@ def _config(server: TLSServer, ca_file: str | None = None, timeout: float = 5.0)
     return EndpointConfig(address=server.address, server_name="localhost", ca_file=ca_file, timeout=timeout)
 
 
+@pytest.mark.integration
 def test_the_child_reports_what_the_prober_in_this_process_reports(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, intermediate: Issued, tmp_path: Path
 ) -> None:
@@ -60,6 +61,7 @@ def test_the_child_reports_what_the_prober_in_this_process_reports(
     assert there[0].addresses[0].verified and len(there[0].addresses[0].chain) == 2
 
 
+@pytest.mark.integration
 def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -85,6 +87,7 @@ def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     assert probes.pid not in (None, first)
 
 
+@pytest.mark.integration
 def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_one(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -104,6 +107,7 @@ def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_o
     assert probes.pid not in (None, first)
 
 
+@pytest.mark.integration
 def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -122,6 +126,7 @@ def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
     assert probes.pid == child
 
 
+@pytest.mark.integration
 def test_a_bug_in_the_child_is_logged_there_and_its_endpoints_stay(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +156,7 @@ def test_a_prober_seeded_with_known_addresses_keeps_them_while_the_name_fails() 
     assert ("gone.example:443", "gone.example") not in prober._last_resolved
 
 
+@pytest.mark.integration
 def test_each_request_tells_the_child_where_the_endpoints_were(monkeypatch: pytest.MonkeyPatch) -> None:
     key = ("svc.example:443", "svc.example")
     requests: list[object] = []
@@ -180,6 +186,7 @@ class _FakeChild:
         return True
 
 
+@pytest.mark.integration
 def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server: type[TLSServer]) -> None:
     stalled = tls_server("127.0.0.1", mode="stall")
     # The stalled probe would last 10 minutes: close() returning at all proves it did not wait for the scan.
@@ -193,6 +200,7 @@ def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server:
     assert not scan.is_alive() and not alive(child)
 
 
+@pytest.mark.integration
 def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -211,6 +219,7 @@ def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     eventually(lambda: not alive(child) or None, "the orphaned child to exit", timeout=10)
 
 
+@pytest.mark.integration
 def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_server: type[TLSServer]) -> None:
     stalled = tls_server("127.0.0.1", mode="stall")
     code = (
@@ -235,6 +244,7 @@ def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_serve
     eventually(lambda: not alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
 
 
+@pytest.mark.integration
 def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:

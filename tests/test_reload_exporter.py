@@ -12,6 +12,8 @@ import pytest
 
 from tests.support import PKI, ExporterProcess, Gunicorn, Issued, eventually, start_exporter, write_chain
 
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
+
 HOUR = 3600
 
 

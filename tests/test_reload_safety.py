@@ -103,6 +103,7 @@ def _worker_pids(pid: int) -> set[int]:
     return {c.pid for c in psutil.Process(pid).children()}
 
 
+@pytest.mark.integration
 def test_a_pidfile_that_names_another_master_gets_no_signal(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
@@ -127,6 +128,7 @@ def test_a_pidfile_that_names_another_master_gets_no_signal(
     assert _worker_pids(b.process.pid) == b_workers  # a HUP would have replaced B's workers
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", ["script", "module"])
 def test_a_process_that_only_looks_like_gunicorn_is_never_signalled(rig: Rig, tmp_path: Path, form: str) -> None:
     """A Python TLS server run as a script named ``gunicorn`` (with a forked "worker"), or as ``-m gunicorn``
@@ -146,6 +148,7 @@ def test_a_process_that_only_looks_like_gunicorn_is_never_signalled(rig: Rig, tm
         fake.stop()
 
 
+@pytest.mark.integration
 def test_an_encrypted_key_with_drift_gets_no_hup(rig: Rig, servers: list[Gunicorn], tmp_path: Path) -> None:
     """A key_file whose passphrase the exporter doesn't have: the pairing is unknown, so Gunicorn is not HUPed
     (its workers could not load the key)."""
@@ -167,6 +170,7 @@ def test_an_encrypted_key_with_drift_gets_no_hup(rig: Rig, servers: list[Gunicor
     assert rig.served() == rig.first.fingerprint and servers[0].process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("titles", ["plain", "setproctitle"])
 def test_usr2_successor_is_never_a_worker_and_the_target_follows_it(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, titles: str
@@ -216,6 +220,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.integration
 def test_python_dash_m_gunicorn_stays_up_across_usr2(tmp_path: Path, pki: PKI, root: Issued) -> None:
     """``python -m gunicorn`` re-execs as ``python .../gunicorn/__main__.py``: that master is Gunicorn too."""
     cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
@@ -249,6 +254,7 @@ def _stop(pid: int) -> None:
     eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), f"{pid} to exit", timeout=30)
 
 
+@pytest.mark.integration
 def test_a_future_mtime_never_counts_as_changed_after_the_workers_started(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
@@ -297,6 +303,7 @@ def test_a_blocked_decision_is_logged_when_its_reason_changes_not_every_scan(
     assert rig.sender.sent == []
 
 
+@pytest.mark.integration
 def test_a_target_being_reloaded_never_holds_back_another_targets_results(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path
 ) -> None:
@@ -326,6 +333,7 @@ def test_a_target_being_reloaded_never_holds_back_another_targets_results(
     assert {t.name: t.reload_signals for t in store.snapshot.targets} == {"a": 1, "quick": 0}
 
 
+@pytest.mark.integration
 def test_check_observes_drift_and_never_signals(rig: Rig, servers: list[Gunicorn], tmp_path: Path) -> None:
     """`check` runs from cron and monitoring agents: with reload enabled and every rule met, it still sends nothing."""
     server = Gunicorn(tmp_path, worker_class="asgi", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")

@@ -11,11 +11,14 @@ import urllib.request
 from pathlib import Path
 
 import bcrypt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.support import PKI, Issued, TLSServer, free_port, server_context
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
 
 PASSWORD = "Tr0ub4dor-secret-7731"
 WEB_PASSWORD = "scrape-pass-5521"

@@ -109,6 +109,7 @@ def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[MakeSetup]:
         s.server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class)
@@ -121,6 +122,7 @@ def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeS
     assert s.sender.sent == [] and state.reload_signals == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["gevent", "asgi", "uvicorn_worker.UvicornWorker"])
 def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))
@@ -145,6 +147,7 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     s: Setup = setup("gevent")
     s.scan()
@@ -158,6 +161,7 @@ def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     assert s.server.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["stale", "stranger", "worker"])
 def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup, case: str, tmp_path: Path) -> None:
     import subprocess
@@ -190,6 +194,7 @@ def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup,
             other.wait()
 
 
+@pytest.mark.integration
 def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCaptureFixture) -> None:
     s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))
     s.scan()
@@ -201,6 +206,7 @@ def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCapt
     assert any(getattr(r, "outcome", "") == "dry_run" for r in caplog.records)
 
 
+@pytest.mark.integration
 def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: MakeSetup) -> None:
     swallowed: list[int] = []
     s: Setup = setup(
@@ -220,6 +226,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
     assert swallowed == [signal.SIGHUP]
 
 
+@pytest.mark.integration
 def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> None:
     from gunicorn_cert_exporter.config import Config
     from gunicorn_cert_exporter.scanning.scans import Scans
@@ -243,6 +250,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
     assert store.snapshot.targets[0].reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> None:
     attempts: list[int] = []
 

@@ -434,7 +434,7 @@ def test_probes_are_bounded(run_exporter: StartExporter, tls_server: type[TLSSer
 
     stall = tls_server("127.0.0.1", mode="stall")
     exporter: RunningExporter = run_exporter(
-        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 10s}}", limits=Limits(probes=1)
+        f"probe: {{allow: ['127.0.0.1:{stall.port}'], timeout: 60s}}", limits=Limits(probes=1)
     )
     statuses: list[int] = []
 
@@ -444,10 +444,12 @@ def test_probes_are_bounded(run_exporter: StartExporter, tls_server: type[TLSSer
     threads = [threading.Thread(target=probe) for _ in range(2)]
     for thread in threads:
         thread.start()
-    eventually(lambda: statuses == [503], "one probe refused while the other holds the only slot", timeout=8)
+    # The holder's probe lasts its 60 s timeout, until the stall server hangs up below: no race with a clock.
+    eventually(lambda: statuses == [503], "one probe refused while the other holds the only slot")
     assert exporter.get("/healthz") == (200, b"ok\n")  # the server answers meanwhile
+    stall.close()  # the held handshake fails at once: the holder gets its answer
     for thread in threads:
-        thread.join()
+        thread.join(60)
     assert sorted(statuses) == [200, 503]
     assert exporter.metrics()['gunicorn_cert_exporter_http_refused_total{reason="probe_busy"}'] >= 1
 
