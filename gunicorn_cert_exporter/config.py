@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import re
+from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -254,20 +256,54 @@ class GunicornTarget(_Frozen):
         )
 
 
+@dataclass(frozen=True)
+class AllowPattern:
+    """One ``probe.allow`` pattern, parsed: a port (None: any) and either a network or a lower-case host glob."""
+
+    text: str
+    port: int | None
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
+    host_glob: str | None = None
+
+
+def parse_allow_pattern(pattern: str) -> AllowPattern:
+    """Parse ``host-glob:port``, ``ip:port``, ``cidr:port`` or ``...:*``; raise ValueError saying what is wrong."""
+    host, sep, port_text = pattern.rpartition(":")
+    if not sep or not host or not (port_text == "*" or (port_text.isdigit() and 0 < int(port_text) < 65536)):
+        raise ValueError(f"{pattern!r} is not host:port, cidr:port or host:* (port required)")
+    port = None if port_text == "*" else int(port_text)
+    host = host.strip("[]")
+    if "/" in host or parse_ip(host) is not None:
+        try:
+            return AllowPattern(pattern, port, network=ipaddress.ip_network(host, strict=False))
+        except ValueError:
+            raise ValueError(f"{pattern!r}: {host!r} is not an IP address or network") from None
+    return AllowPattern(pattern, port, host_glob=host.lower())
+
+
 class ProbeConfig(_Frozen):
     """What ``/probe?target=`` may reach: ``host-glob:port`` or ``cidr:port`` patterns, nothing else."""
 
     allow: list[str] = []
     timeout: Timeout = 5.0
+    _patterns: tuple[AllowPattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
     def _valid_patterns(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            host, sep, port = pattern.rpartition(":")
-            if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-                raise ValueError(f"{pattern!r} is not host:port, cidr:port or host:* (port required)")
+            parse_allow_pattern(pattern)  # a bad pattern is a config error at load, with its key path
         return patterns
+
+    @model_validator(mode="after")
+    def _parsed(self) -> ProbeConfig:
+        self._patterns = tuple(parse_allow_pattern(pattern) for pattern in self.allow)
+        return self
+
+    @property
+    def patterns(self) -> tuple[AllowPattern, ...]:
+        """Return ``allow`` as parsed at load: a request matches against these, it never parses a pattern."""
+        return self._patterns
 
 
 class Config(_Frozen):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import ssl
 import time
 import urllib.error
@@ -13,7 +14,7 @@ import bcrypt
 import pytest
 
 from gunicorn_cert_exporter import allowlist as probe
-from gunicorn_cert_exporter.config import ConfigError
+from gunicorn_cert_exporter.config import ConfigError, ProbeConfig
 from gunicorn_cert_exporter.web import webconfig
 from tests.support import (
     PKI,
@@ -75,7 +76,7 @@ def test_status_page_escapes_hostile_subjects(
     ],
 )
 def test_probe_allow_list(target: str, ok: bool) -> None:
-    allow = ["*.example.com:443", "10.0.0.0/8:8443", "127.0.0.1:*", "[::1]:*"]
+    allow = ProbeConfig(allow=["*.example.com:443", "10.0.0.0/8:8443", "127.0.0.1:*", "[::1]:*"]).patterns
     assert probe.allowed(target, allow) is ok
 
 
@@ -83,8 +84,20 @@ def test_probe_allow_list(target: str, ok: bool) -> None:
 def test_numeric_ipv4_spellings_match_no_name_pattern(host: str) -> None:
     """The resolver reads these as 127.0.0.1: a name glob such as ``*:443`` must not let them through."""
     assert probe.parse_target(f"{host}:443") is None
-    assert not probe.allowed(f"{host}:443", ["*:443", "127.0.0.0/8:443"])
-    assert probe.allowed("api.example.com:443", ["*:443"])
+    assert not probe.allowed(f"{host}:443", ProbeConfig(allow=["*:443", "127.0.0.0/8:443"]).patterns)
+    assert probe.allowed("api.example.com:443", ProbeConfig(allow=["*:443"]).patterns)
+
+
+def test_probe_allow_patterns_are_parsed_once_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request matches against the patterns parsed at load: nothing of a pattern is parsed per request."""
+    allow = ProbeConfig(allow=["10.0.0.0/8:8443", "*.example.com:443"]).patterns
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a pattern was parsed during a request")
+
+    monkeypatch.setattr(ipaddress, "ip_network", no_parsing)
+    assert probe.allowed("10.1.2.3:8443", allow) and probe.allowed("api.example.com:443", allow)
+    assert not probe.allowed("11.0.0.1:8443", allow)
 
 
 def test_probe_endpoint_refuses_and_probes(
