@@ -16,6 +16,7 @@ from gunicorn_cert_exporter.config import FileSource
 from gunicorn_cert_exporter.model import PatternReason
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.files import FileScanner
+from gunicorn_cert_exporter.text import printable
 from tests.support import PKI, Issued, as_nobody, deep_tree, pkcs12_of, remove_tree, scan_paths
 from tests.support.waiting import finishes
 
@@ -132,6 +133,17 @@ def test_an_unreadable_directory_under_a_pattern_is_reported_on_that_pattern(roo
     finally:
         (base / "closed").chmod(0o755)
         shutil.rmtree(base)
+
+
+def test_a_glob_problem_spells_out_control_characters_as_the_page_and_check_do(tmp_path: Path) -> None:
+    """One `printable` for every text: ESC spelled out, a printable non-ASCII name (café) left as it is."""
+    deep = tmp_path / "café\x1b[2J" / "d"
+    deep.mkdir(parents=True)
+    (deep / "c.pem").write_bytes(b"x")
+    _, patterns = globs.Finder(max_depth=1).expand([FileSource(paths=[f"{tmp_path}/**/*.pem"])])
+    details = [p.detail for p in patterns[0].problems]
+    assert details == [f"not entered below 1 levels: {tmp_path}/café\\x1b[2J/d"]
+    assert details[0].endswith(printable(str(deep)))
 
 
 def test_a_tree_deeper_than_max_depth_is_cut_with_a_reason_never_a_recursion_error(

@@ -12,6 +12,7 @@ from gunicorn_cert_exporter import __version__, status
 from gunicorn_cert_exporter.bands import DAY, Band, Severity
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
+from gunicorn_cert_exporter.text import printable
 
 _STYLE = """
 :root{--fg:#1b1b1b;--bg:#fff;--muted:#5f6368;--line:#ddd;--head:#f4f4f4;--ok:#1e7e34;--warn:#9a6700;
@@ -79,7 +80,7 @@ _CSS = {Severity.OK: "ok", Severity.WARNING: "warn", Severity.CRITICAL: "crit", 
 
 def _t(value: object) -> str:
     """Escape any value for HTML text or a quoted attribute, control characters spelled out."""
-    return escape(status.printable(str(value)))
+    return escape(printable(str(value)))
 
 
 def _when(ts: float | None, *, utc: bool = True) -> str:
