@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
+from gunicorn_cert_exporter.logs import LogfmtFormatter
 from gunicorn_cert_exporter.model import FileReason, Parsed, PatternReason
 from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs, globs
@@ -44,6 +45,25 @@ def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: P
         str(tmp_path / "zero.pem"): (FileReason.NOT_REGULAR_FILE, 0),
         str(tmp_path / "missing.pem"): (FileReason.NOT_FOUND, 0),
     }
+
+
+def test_a_parser_that_raises_is_logged_with_its_traceback(
+    tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile bytes that make a parser raise: a parse_error, and a log line saying where it raised."""
+
+    def exploding_parser(*args: object, **kwargs: object) -> None:
+        raise ValueError("unexpected tag")
+
+    monkeypatch.setattr(certs, "parse", exploding_parser)
+    (tmp_path / "x.pem").write_bytes(root.cert_pem)
+    with caplog.at_level("WARNING", logger="gunicorn_cert_exporter"):
+        result = FileScanner(clock=time.time, max_size=1 << 20).scan_one(Wanted(str(tmp_path / "x.pem")))
+    assert result.error is FileReason.PARSE_ERROR
+    [record] = [r for r in caplog.records if r.getMessage() == "parser raised on hostile input"]
+    line = LogfmtFormatter().format(record)
+    # The frame where it raised, not only the exception's class:
+    assert 'exc="ValueError: unexpected tag"' in line and "in exploding_parser" in line
 
 
 @pytest.mark.integration
