@@ -7,7 +7,8 @@ import re
 import socket
 from collections.abc import Sequence
 
-from gunicorn_cert_exporter.config import AllowPattern, parse_ip, split_host_port
+from gunicorn_cert_exporter.allow_patterns import AllowPattern
+from gunicorn_cert_exporter.config import parse_ip, split_host_port
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 

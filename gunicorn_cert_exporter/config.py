@@ -6,7 +6,6 @@ import ipaddress
 import math
 import os
 import re
-from dataclasses import dataclass
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from gunicorn_cert_exporter.allow_patterns import AllowPattern, parse_allow_pattern
 from gunicorn_cert_exporter.safe_read import read_regular
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -254,31 +254,6 @@ class GunicornTarget(_Frozen):
         return EndpointConfig(
             address=self.endpoint, server_name=self.server_name, ca_file=self.ca_file, timeout=self.timeout
         )
-
-
-@dataclass(frozen=True)
-class AllowPattern:
-    """One ``probe.allow`` pattern, parsed: a port (None: any) and either a network or a lower-case host glob."""
-
-    text: str
-    port: int | None
-    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
-    host_glob: str | None = None
-
-
-def parse_allow_pattern(pattern: str) -> AllowPattern:
-    """Parse ``host-glob:port``, ``ip:port``, ``cidr:port`` or ``...:*``; raise ValueError saying what is wrong."""
-    host, sep, port_text = pattern.rpartition(":")
-    if not sep or not host or not (port_text == "*" or (port_text.isdigit() and 0 < int(port_text) < 65536)):
-        raise ValueError(f"{pattern!r} is not host:port, cidr:port or host:* (port required)")
-    port = None if port_text == "*" else int(port_text)
-    host = host.strip("[]")
-    if "/" in host or parse_ip(host) is not None:
-        try:
-            return AllowPattern(pattern, port, network=ipaddress.ip_network(host, strict=False))
-        except ValueError:
-            raise ValueError(f"{pattern!r}: {host!r} is not an IP address or network") from None
-    return AllowPattern(pattern, port, host_glob=host.lower())
 
 
 class ProbeConfig(_Frozen):
