@@ -250,8 +250,10 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
 ) -> None:
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     config = tmp_path / "exporter.yaml"
+    # 5 s, not 1 s: the scan's deadline is its interval, and under load a new child's start-up alone took over 1 s,
+    # so every scan killed the child it was waiting for (55 restarts, no probe, in a minute).
     config.write_text(
-        f"scan: {{interval: 1s, jitter: 0%}}\nendpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
+        f"scan: {{interval: 5s, jitter: 0%}}\nendpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
     )
     exporter = ExporterProcess(config, cwd=tmp_path)
     up = f'gunicorn_cert_endpoint_up{{address="127.0.0.1",endpoint="{server.address}",server_name="localhost"}}'
