@@ -5,7 +5,6 @@ The HTML page, ``/api/v1/status`` and ``check`` read this view, so they agree on
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import asdict, replace
 from enum import Enum
 
@@ -309,17 +308,3 @@ def document(view: StatusView) -> dict[str, object]:
         "targets": [plain(asdict(t)) for t in view.targets],
         "sources": [plain(asdict(s)) for s in view.sources],
     }
-
-
-def printable(text: str) -> str:
-    """Spell out control and format characters (ESC, newlines, C1, DEL, bidi overrides) so a terminal shows text."""
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp"):
-            code = ord(char)
-            out.append(f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
-        else:
-            out.append(char)
-    return "".join(out)

@@ -27,6 +27,7 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
+from tests.support.waiting import finishes
 
 
 @pytest.fixture
@@ -40,6 +41,7 @@ def _config(server: TLSServer, ca_file: str | None = None, timeout: float = 5.0)
     return EndpointConfig(address=server.address, server_name="localhost", ca_file=ca_file, timeout=timeout)
 
 
+@pytest.mark.integration
 def test_the_child_reports_what_the_prober_in_this_process_reports(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, intermediate: Issued, tmp_path: Path
 ) -> None:
@@ -60,6 +62,7 @@ def test_the_child_reports_what_the_prober_in_this_process_reports(
     assert there[0].addresses[0].verified and len(there[0].addresses[0].chain) == 2
 
 
+@pytest.mark.integration
 def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -70,12 +73,12 @@ def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     assert first is not None
     answers: list[tuple[EndpointResult, ...]] = []
     scan = threading.Thread(
-        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=60)], concurrency=4))
+        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=600)], concurrency=4))
     )
     scan.start()
-    time.sleep(1)
+    eventually(lambda: stalled.held, "the child in the stalled handshake")
     os.kill(first, signal.SIGKILL)
-    scan.join(timeout=10)  # not the stalled endpoint's 60 s
+    scan.join(timeout=60)  # far below the stalled endpoint's 10 minutes
     assert not scan.is_alive()
     kept, never = answers[0]
     assert kept.error == EndpointReason.SCAN_FAILED and [a.address for a in kept.addresses] == ["127.0.0.1"]
@@ -85,6 +88,7 @@ def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     assert probes.pid not in (None, first)
 
 
+@pytest.mark.integration
 def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_one(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -104,6 +108,7 @@ def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_o
     assert probes.pid not in (None, first)
 
 
+@pytest.mark.integration
 def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -122,6 +127,7 @@ def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
     assert probes.pid == child
 
 
+@pytest.mark.integration
 def test_a_bug_in_the_child_is_logged_there_and_its_endpoints_stay(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -151,6 +157,7 @@ def test_a_prober_seeded_with_known_addresses_keeps_them_while_the_name_fails() 
     assert ("gone.example:443", "gone.example") not in prober._last_resolved
 
 
+@pytest.mark.integration
 def test_each_request_tells_the_child_where_the_endpoints_were(monkeypatch: pytest.MonkeyPatch) -> None:
     key = ("svc.example:443", "svc.example")
     requests: list[object] = []
@@ -180,20 +187,21 @@ class _FakeChild:
         return True
 
 
+@pytest.mark.integration
 def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server: type[TLSServer]) -> None:
     stalled = tls_server("127.0.0.1", mode="stall")
-    scan = threading.Thread(target=probes.probe_all, args=([_config(stalled, timeout=60)],), kwargs={"concurrency": 1})
+    # The stalled probe would last 10 minutes: close() returning at all proves it did not wait for the scan.
+    scan = threading.Thread(target=probes.probe_all, args=([_config(stalled, timeout=600)],), kwargs={"concurrency": 1})
     scan.start()
-    eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
+    eventually(lambda: stalled.held, "the child in the stalled handshake", timeout=20)
     child = probes.pid
     assert child is not None
-    started = time.monotonic()
-    probes.close()
-    assert time.monotonic() - started < 3  # not the stalled probe's 60 s: close() waits at most 1 s for the scan
-    scan.join(timeout=5)
+    finishes(probes.close, "close() mid-scan")
+    scan.join(timeout=30)
     assert not scan.is_alive() and not alive(child)
 
 
+@pytest.mark.integration
 def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -212,6 +220,7 @@ def test_the_child_ends_when_the_exporter_dies_without_closing_it(
     eventually(lambda: not alive(child) or None, "the orphaned child to exit", timeout=10)
 
 
+@pytest.mark.integration
 def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_server: type[TLSServer]) -> None:
     stalled = tls_server("127.0.0.1", mode="stall")
     code = (
@@ -236,13 +245,16 @@ def test_the_child_ends_when_the_exporter_dies_in_the_middle_of_a_scan(tls_serve
     eventually(lambda: not alive(child) or None, "the orphaned child to exit mid-scan", timeout=5)
 
 
+@pytest.mark.integration
 def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     config = tmp_path / "exporter.yaml"
+    # 5 s, not 1 s: the scan's deadline is its interval, and under load a new child's start-up alone took over 1 s,
+    # so every scan killed the child it was waiting for (55 restarts, no probe, in a minute).
     config.write_text(
-        f"scan: {{interval: 1s, jitter: 0%}}\nendpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
+        f"scan: {{interval: 5s, jitter: 0%}}\nendpoints: [{{address: '{server.address}', server_name: localhost}}]\n"
     )
     exporter = ExporterProcess(config, cwd=tmp_path)
     up = f'gunicorn_cert_endpoint_up{{address="127.0.0.1",endpoint="{server.address}",server_name="localhost"}}'
@@ -318,6 +330,7 @@ def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behin
     assert refused.error == EndpointReason.SCAN_FAILED and refused.detail == "earlier probe processes did not exit"
 
 
+@pytest.mark.integration
 def test_a_child_killed_between_scans_is_reaped_at_once_not_at_the_next_scan(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:

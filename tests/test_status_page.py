@@ -102,6 +102,7 @@ def _counts(browser: Chromium) -> dict[str, int]:
     return {key: int(value) for key, value in counts.items()}
 
 
+@pytest.mark.integration
 def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
     run_exporter: StartExporter, tmp_path: Path, short_dir: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -147,6 +148,7 @@ def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
     browser.screenshot(tmp_path / "phone.png")
 
 
+@pytest.mark.integration
 def test_the_page_is_complete_without_javascript(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -175,6 +177,7 @@ def test_the_page_is_complete_without_javascript(
     assert browser.evaluate("document.querySelectorAll('#sources details li').length") == 1
 
 
+@pytest.mark.integration
 def test_the_filter_box_filters_as_one_types(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -211,6 +214,7 @@ def _drifting(
     return exporter
 
 
+@pytest.mark.integration
 def test_hostile_subjects_and_file_names_stay_text(
     run_exporter: StartExporter,
     tmp_path: Path,
@@ -328,6 +332,7 @@ class _SourceRows(HTMLParser):
             self.rows[-1][self._cell] += data
 
 
+@pytest.mark.integration
 def test_the_page_the_api_and_check_agree_row_by_row_on_lifetime_bands(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
 ) -> None:

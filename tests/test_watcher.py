@@ -24,6 +24,8 @@ from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
+from tests.support.gunicorn import after_start_of
+from tests.support.waiting import wait_until
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
 
@@ -107,6 +109,7 @@ def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[MakeSetup]:
         s.server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class)
@@ -119,18 +122,20 @@ def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeS
     assert s.sender.sent == [] and state.reload_signals == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["gevent", "asgi", "uvicorn_worker.UvicornWorker"])
 def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))
     before = s.scan()
     assert before.master.up and before.key_match is True and before.last_reload is not None
-    time.sleep(1.1)  # the renewal happens after the workers started, as in real life
+    after_start_of(s.server.process.pid)  # the renewal happens after the workers started, as in real life
     new = s.pki.leaf(s.root)
     rotate(s.directory, new)
     drifting = s.scan()  # drift seen, but younger than reload.after: no signal yet
     assert [d.mismatch for d in drifting.drift] == [True]
     assert s.sender.sent == [] and s.served() == s.first.fingerprint
-    time.sleep(1.1)
+    assert drifting.drift[0].since is not None
+    wait_until(drifting.drift[0].since + 1.0, "the drift to be reload.after old")  # the watcher's clock: time.time
     after = s.scan()  # every rule holds now: one HUP, then re-probed until the new leaf is served
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)]
     assert s.served() == new.fingerprint
@@ -142,6 +147,7 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     s: Setup = setup("gevent")
     s.scan()
@@ -155,6 +161,7 @@ def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     assert s.server.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["stale", "stranger", "worker"])
 def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup, case: str, tmp_path: Path) -> None:
     import subprocess
@@ -187,10 +194,11 @@ def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup,
             other.wait()
 
 
+@pytest.mark.integration
 def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCaptureFixture) -> None:
     s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     with caplog.at_level("INFO", logger="gunicorn_cert_exporter.reload"):
         s.scan()
@@ -198,6 +206,7 @@ def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCapt
     assert any(getattr(r, "outcome", "") == "dry_run" for r in caplog.records)
 
 
+@pytest.mark.integration
 def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: MakeSetup) -> None:
     swallowed: list[int] = []
     s: Setup = setup(
@@ -206,7 +215,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
         sender=lambda identity, signum: swallowed.append(signum),  # a HUP that is lost on the way
     )
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     failed = s.scan()
     assert swallowed == [signal.SIGHUP]
@@ -217,6 +226,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
     assert swallowed == [signal.SIGHUP]
 
 
+@pytest.mark.integration
 def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> None:
     from gunicorn_cert_exporter.config import Config
     from gunicorn_cert_exporter.scanning.scans import Scans
@@ -232,7 +242,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
 
     scans = Scans(config=Config(gunicorn=[s.target]), store=store, prober=Prober(), sender=sender)
     scans.scan_targets()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     scans.scan_targets()
     assert published_at_signal == [[True]]  # what /metrics showed while the reload was being confirmed
@@ -240,6 +250,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
     assert store.snapshot.targets[0].reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> None:
     attempts: list[int] = []
 
@@ -249,7 +260,7 @@ def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> N
 
     s: Setup = setup("gevent", sender=refused)
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     for _ in range(3):
         state = s.scan()
