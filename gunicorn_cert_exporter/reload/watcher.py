@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 
 from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
@@ -83,6 +84,7 @@ class TargetWatcher:
         self._memory_lock = threading.Lock()  # two runs may overlap: a target must get one memory, one lock
         self._files: dict[str, FileResult] = {}
         self._failures: dict[str, str] = {}  # the last unexpected error per target, logged once
+        self._looks: dict[str, Future[TargetState]] = {}  # the last look at each target, maybe past its run's deadline
 
     def inherit(self, other: TargetWatcher) -> None:
         """Keep what another watcher remembered (drift start, signal history, counters) across a config reload.
@@ -92,19 +94,51 @@ class TargetWatcher:
         self._memory = dict(other._memory)
 
     def scan(
-        self, targets: Sequence[GunicornTarget], *, concurrency: int = 8, may_act: Callable[[], bool] = _always
+        self,
+        targets: Sequence[GunicornTarget],
+        *,
+        concurrency: int = 8,
+        may_act: Callable[[], bool] = _always,
+        deadline: float = math.inf,
     ) -> tuple[TargetState, ...]:
         """Scan every target concurrently; a reload being confirmed on one never delays another.
 
         ``may_act`` tells whether this run may still reload or publish (false once its config is replaced or the
-        run is abandoned at its deadline); it is asked again just before each reload is sent.
+        run is abandoned at its deadline); it is asked again just before each reload is sent. A target whose look
+        outlives ``deadline`` (monotonic) is ``scan_deadline`` in this run's results; its look goes on, is published
+        when it ends, and a later run waits for it rather than starting a second one.
         """
         with self._memory_lock:
             self._memory = {t.name: self._memory[t.name] for t in targets if t.name in self._memory}
+            self._looks = {t.name: self._looks[t.name] for t in targets if t.name in self._looks}
         if not targets:
             return ()
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
-            return tuple(pool.map(lambda target: self._scan_and_publish(target, may_act), targets))
+        pool = ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target")
+        try:
+            looks = [self._look(pool, target, may_act) for target in targets]
+            wait(looks, timeout=None if deadline == math.inf else max(deadline - time.monotonic(), 0.0))
+            return tuple(
+                look.result() if look.done() else self._late(target, look)
+                for target, look in zip(targets, looks, strict=True)
+            )
+        finally:
+            pool.shutdown(wait=False)  # a late look ends in its own thread
+
+    def _look(
+        self, pool: ThreadPoolExecutor, target: GunicornTarget, may_act: Callable[[], bool]
+    ) -> Future[TargetState]:
+        """Start looking at a target, or join the look an earlier run started and has not finished."""
+        with self._memory_lock:
+            look = self._looks.get(target.name)
+            if look is None or look.done():
+                look = self._looks[target.name] = pool.submit(self._scan_and_publish, target, may_act)
+            return look
+
+    def _late(self, target: GunicornTarget, look: Future[TargetState]) -> TargetState:
+        """Mark a target still being looked at; publish its state when the look ends (e.g. the channel's timeout)."""
+        look.add_done_callback(lambda done: self._on_observed(done.result()))
+        reason = "the scan's deadline came before the look at the target ended; it goes on"
+        return self._unobserved(target, EndpointReason.SCAN_DEADLINE, MasterReason.SCAN_DEADLINE, reason, "none")
 
     def _scan_and_publish(self, target: GunicornTarget, may_act: Callable[[], bool]) -> TargetState:
         try:
@@ -123,13 +157,18 @@ class TargetWatcher:
         drift (unknown, never a false mismatch), the master down with ``scan_failed`` on its channel, under the pid
         last seen. Nothing here is remembered or decided: a failed scan never leads to a reload.
         """
-        memory = self._memory.get(target.name) or _Memory()  # none yet if the history failed: load it next time
         reason = f"scan failed: {type(exc).__name__}: {str(exc)[:200]}"
         if self._failures.get(target.name) != type(exc).__name__:
             self._log.error("target scan failed", exc_info=exc, extra={"target": target.name, "reason": reason})
         self._failures[target.name] = type(exc).__name__
+        return self._unobserved(target, EndpointReason.SCAN_FAILED, MasterReason.SCAN_FAILED, reason, "error")
+
+    def _unobserved(
+        self, target: GunicornTarget, down: EndpointReason, blind: MasterReason, reason: str, decision: str
+    ) -> TargetState:
+        """The state of a target not looked at this time: its last addresses and pid, with ``down`` and ``blind``."""
+        memory = self._memory.get(target.name) or _Memory()  # none yet if the history failed: load it next time
         known = tuple(d.address for d in memory.drift)  # one per address the last scan probed
-        down = EndpointReason.SCAN_FAILED
         endpoint = EndpointResult(
             endpoint=target.endpoint,
             server_name=target.sni or "",  # as the prober names it: the same series as a scan that completes
@@ -148,7 +187,7 @@ class TargetWatcher:
             master=MasterState(
                 pid=last.pid,
                 start_time=last.start_time,
-                error=MasterReason.SCAN_FAILED,
+                error=blind,
                 detail=reason,
                 channel=_channel(target),
             ),
@@ -157,7 +196,7 @@ class TargetWatcher:
             last_reload=memory.last_reload,
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
-            decision="error",
+            decision=decision,
             decision_reason=reason,
             history_problem=memory.history_problem,
         )

@@ -6,12 +6,21 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
-from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
+from gunicorn_cert_exporter.model import (
+    EndpointReason,
+    EndpointResult,
+    FileReason,
+    FileResult,
+    MasterReason,
+    PatternResult,
+    ScanStats,
+    TargetState,
+)
 from gunicorn_cert_exporter.reload.history import History
 from gunicorn_cert_exporter.reload.watcher import TargetWatcher
 from gunicorn_cert_exporter.scanning.store import Store
@@ -25,11 +34,13 @@ KINDS = ("files", "endpoints", "gunicorn")
 class EndpointProber(Protocol):
     """What probes the configured endpoints: a Prober in this process, or sources/probe_process.ProbeProcess."""
 
-    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
-        """Probe every endpoint on every address."""
+    def probe_all(
+        self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float
+    ) -> tuple[EndpointResult, ...]:
+        """Probe every endpoint on every address; by ``deadline`` (monotonic), mark those not probed yet."""
 
     def abandon(self) -> None:
-        """Give up on the scan in progress (the scheduler abandoned it past its deadline)."""
+        """Let the scan in progress publish what it has now (the scheduler's watchdog, past its deadline)."""
 
 
 @dataclass
@@ -69,7 +80,7 @@ class Scans:
         self._retired = False
         self._store = store
         self._prober = prober
-        self._endpoint_prober = endpoint_prober or prober  # the endpoints scan's (a ProbeProcess when serving)
+        self._endpoint_prober = endpoint_prober  # the endpoints scan's (a ProbeProcess when serving)
         self._clock = clock
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
         self._lock = threading.Lock()
@@ -78,6 +89,11 @@ class Scans:
         self._owner: dict[str, int] = {}  # the thread of that run
         self._files_run: _FilesRun | None = None
         self._scanner, self._finder = self._file_tools()
+        for source, timeout in slow_timeouts(config):
+            self._log.warning(
+                "timeout longer than the scan deadline: the source shows scan_deadline at each scan it outlives",
+                extra={"source": source, "timeout_seconds": timeout, "deadline_seconds": config.scan.deadline},
+            )
         # The endpoints whose last addresses the prober keeps while their name fails to resolve: this config's.
         prober.track([*config.endpoints, *(target.as_endpoint() for target in config.gunicorn)])
         self.watcher = TargetWatcher(
@@ -113,9 +129,14 @@ class Scans:
         self._publish("files", token, started, files=results, patterns=tuple(patterns))
 
     def scan_endpoints(self) -> None:
-        """Probe every configured endpoint on every address."""
+        """Probe every configured endpoint on every address; publish at the deadline what has answered by then."""
         token, started = self._begin("endpoints"), time.monotonic()
-        results = self._endpoint_prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
+        configs, concurrency = self.config.endpoints, self.config.scan.concurrency
+        if self._endpoint_prober is None:  # in this process (`check`): every probe ends within its timeout
+            results = self._prober.probe_all(configs, concurrency=concurrency)
+        else:
+            deadline = started + self.config.scan.deadline
+            results = self._endpoint_prober.probe_all(configs, concurrency=concurrency, deadline=deadline)
         self._publish("endpoints", token, started, endpoints=results)
 
     def scan_targets(self) -> None:
@@ -127,7 +148,8 @@ class Scans:
             # Asked just before each reload: a replaced config, a newer run or a passed deadline sends nothing.
             return self._owns("gunicorn", token) and time.monotonic() < deadline
 
-        results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency, may_act=may_act)
+        targets, concurrency = self.config.gunicorn, self.config.scan.concurrency
+        results = self.watcher.scan(targets, concurrency=concurrency, may_act=may_act, deadline=deadline)
         self._publish("gunicorn", token, started, targets=results)
 
     def job(self, kind: str) -> Callable[[], None]:
@@ -145,6 +167,9 @@ class Scans:
         ``thread`` names the run (its thread ident): if a newer run of the kind has begun since, it owns the kind
         and nothing is done (with jitter, the next run may start before this run's watchdog fires).
         """
+        if kind == "endpoints" and self._endpoint_prober is not None:
+            self._endpoint_prober.abandon()  # the run publishes at once what it has; its probes go on in the child
+            return
         with self._lock:
             if thread is not None and self._owner.get(kind) != thread:
                 return
@@ -156,15 +181,14 @@ class Scans:
                 # that starts from what this run knew and found (a cold start could overrun again, and forever).
                 self._scanner, self._finder = self._scanner.successor(), self._file_tools()[1]
         self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
-        if kind == "endpoints":
-            self._endpoint_prober.abandon()
         if run is None or self._retired:
             return
         known = {f.path: f for f in self._store.snapshot.files}
         done = list(run.progress)
         left = [files.overdue(w.path, known.get(w.path)) for w in run.wanted[len(done) :]]
-        stats = ScanStats(duration_seconds=time.monotonic() - run.started, finished_at=self._clock())
-        self._store.record_scan("files", stats, files=(*done, *left), patterns=tuple(run.patterns))
+        parts = {"files": (*done, *left), "patterns": tuple(run.patterns)}
+        stats = ScanStats(time.monotonic() - run.started, self._clock(), coverage(parts))
+        self._store.record_scan("files", stats, **parts)
 
     def _observed(self, state: TargetState) -> None:
         if not self._retired:
@@ -193,5 +217,34 @@ class Scans:
                 self._files_run = None
             self._owner.pop(kind, None)  # finished: a watchdog firing while the thread exits abandons nothing
             took = time.monotonic() - started
-            self._store.record_scan(kind, ScanStats(duration_seconds=took, finished_at=self._clock()), **parts)
+            stats = ScanStats(duration_seconds=took, finished_at=self._clock(), coverage=coverage(parts))
+            self._store.record_scan(kind, stats, **parts)
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})
+
+
+_NOT_LOOKED_AT = frozenset({EndpointReason.SCAN_DEADLINE, EndpointReason.SCAN_FAILED})
+_MASTER_NOT_LOOKED_AT = frozenset({MasterReason.SCAN_DEADLINE, MasterReason.SCAN_FAILED})
+
+
+def _fresh_endpoint(result: EndpointResult) -> bool:
+    return result.error not in _NOT_LOOKED_AT and all(a.error not in _NOT_LOOKED_AT for a in result.addresses)
+
+
+def coverage(parts: Mapping[str, object]) -> float:
+    """Return the share of the sources in a scan's parts with a result of this scan (1.0 when there are none)."""
+    fresh: list[bool] = []
+    for item in itertools.chain.from_iterable(part for part in parts.values() if isinstance(part, tuple)):
+        if isinstance(item, FileResult):
+            fresh.append(item.error is not FileReason.SCAN_DEADLINE)
+        elif isinstance(item, EndpointResult):
+            fresh.append(_fresh_endpoint(item))
+        elif isinstance(item, TargetState):
+            fresh.append(item.master.error not in _MASTER_NOT_LOOKED_AT and _fresh_endpoint(item.endpoint))
+    return sum(fresh) / len(fresh) if fresh else 1.0
+
+
+def slow_timeouts(config: Config) -> list[tuple[str, float]]:
+    """Return each endpoint and target whose ``timeout`` is longer than the scan deadline, with that timeout."""
+    deadline = config.scan.deadline
+    endpoints = [(f"endpoint {e.address}", e.timeout) for e in config.endpoints if e.timeout > deadline]
+    return endpoints + [(f"gunicorn {t.name}", t.timeout) for t in config.gunicorn if t.timeout > deadline]
