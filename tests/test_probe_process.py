@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import socket
@@ -405,3 +406,65 @@ def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behin
         assert failed.error == EndpointReason.SCAN_FAILED
     (refused,) = probes.probe_all([config], concurrency=1)  # no fourth process while three have not exited
     assert refused.error == EndpointReason.SCAN_FAILED and refused.detail == "earlier probe processes did not exit"
+
+
+def _endpoint_state(samples: dict[str, float], address: str, server_name: str) -> str:
+    """'up', or the reason of the endpoint's (single-address) error, as /metrics says; '' if it has no series."""
+    where = f'address="127.0.0.1",endpoint="{address}"'
+    if samples.get(f'gunicorn_cert_endpoint_up{{{where},server_name="{server_name}"}}') == 1.0:
+        return "up"
+    found = [
+        reason.value
+        for reason in EndpointReason
+        if samples.get(f'gunicorn_cert_endpoint_error{{{where},reason="{reason.value}",server_name="{server_name}"}}')
+    ]
+    return found[0] if found else ""
+
+
+def test_serve_publishes_a_fleet_slower_than_its_deadline_without_replacing_the_child(
+    tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """Issue 24's fleet: 40 endpoints that accept and never answer, listed first, then 3 healthy ones and one that
+    stops answering after the first scan; concurrency 4. One at a time the holes need 40 x 1.2 s / 4 = 12 s, and a
+    scan has 3.2 s (`interval: 4s`): the ratio of issue 24's 30 s against 8 s."""
+    hole = tls_server("127.0.0.1", mode="stall")
+    healthy = [tls_server("127.0.0.1", context=server_context((pki.leaf(root),))) for _ in range(3)]
+    flaky = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    holes = [f"{{address: '{hole.address}', server_name: h{i}.test, timeout: 1.2s}}" for i in range(40)]
+    good = [f"{{address: '{s.address}', server_name: localhost, timeout: 1.2s}}" for s in (*healthy, flaky)]
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        f"scan: {{interval: 4s, jitter: 0%, concurrency: 4}}\nendpoints: [{', '.join([*holes, *good])}]\n"
+    )
+    exporter = ExporterProcess(config, cwd=tmp_path)
+    last_scan = 'gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="endpoints"}'
+    scans: list[dict[str, float]] = []  # /metrics as each endpoints scan published it
+
+    def next_scan() -> dict[str, float]:
+        def published() -> dict[str, float] | None:
+            samples = exporter.metrics()
+            seen = scans[-1][last_scan] if scans else None
+            return samples if samples.get(last_scan) not in (None, seen) else None
+
+        samples = eventually(published, f"endpoints scan {len(scans) + 1}", every=0.1)
+        scans.append(samples)
+        return samples
+
+    try:
+        first = next_scan()
+        assert [_endpoint_state(first, s.address, "localhost") for s in (*healthy, flaky)] == ["up"] * 4
+        flaky.mode = "stall"  # from the next scan on it can't be reached: it must never be `up` again
+        for _ in range(3):
+            next_scan()
+    finally:
+        exporter.stop()
+    for samples in scans[1:]:
+        assert [_endpoint_state(samples, s.address, "localhost") for s in healthy] == ["up"] * 3
+        assert _endpoint_state(samples, flaky.address, "localhost") in ("scan_deadline", "stalled")
+    for i in range(40):  # a hole: scan_deadline until its probe ends, stalled from then on
+        states = [_endpoint_state(samples, hole.address, f"h{i}.test") for samples in scans]
+        assert set(states) <= {"scan_deadline", "stalled"} and states[2] == "stalled", (i, states)
+    assert all(s[last_scan] > p[last_scan] for p, s in itertools.pairwise(scans))
+    log = exporter.log.read_text()
+    assert log.count("probe process started") == 1  # no child replaced for being slow
+    assert "overran its deadline" not in log
