@@ -13,6 +13,8 @@ from typing import Protocol
 import pytest
 from prometheus_client import CollectorRegistry
 
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.bands import Severity, Thresholds
 from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig, ScanConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, MasterReason, TargetState
@@ -521,6 +523,8 @@ def test_a_silent_control_socket_shows_a_reason_in_its_scan_while_the_other_targ
         assert states["mute"].endpoint.error == EndpointReason.SCAN_DEADLINE
         (_, stats) = next(s for s in store.snapshot.scans if s[0] == "gunicorn")
         assert stats.coverage == 0.5
+        rows = {row.name: row for row in status.build(store.snapshot, now=time.time(), thresholds=Thresholds()).targets}
+        assert rows["mute"].severity == Severity.UNKNOWN and not rows["mute"].master_up  # not looked at: no finding
 
         def timed_out() -> bool:
             mute_state = next(t for t in store.snapshot.targets if t.name == "mute")

@@ -135,7 +135,7 @@ class ProbeProcess:
             with contextlib.suppress(OSError):  # it is gone: the wait below sees it (anything else is a bug)
                 child.connection.send((list(configs), concurrency, known))
             self._wait(child, [series_key(c) for c in configs], since, deadline)
-            if not child.alive():
+            if not child.alive() and not self._closed:
                 _log.warning("the probe process ended before answering", extra={"exitcode": child.process.poll()})
             with self._cond:
                 results = tuple(self._result(config, ended=not child.alive()) for config in configs)
