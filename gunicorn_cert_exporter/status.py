@@ -271,7 +271,6 @@ def _target_row(target: TargetState) -> TargetRow:
             MasterReason.PERMISSION_DENIED,
             MasterReason.UNSUPPORTED_PLATFORM,
             MasterReason.SCAN_FAILED,
-            MasterReason.SCAN_DEADLINE,
         )
         problems.append(
             (

@@ -58,8 +58,10 @@ class Scans:
     """The three scans of a config; each publishes a whole part of the snapshot when it ends.
 
     Each scan has a deadline (``scan.deadline``, 80% of the interval): the files scan checks it between files and
-    marks what it did not reach. A scan stuck in one read past its deadline is abandoned by the scheduler through
-    ``overrun()``: what it has is published, and whatever it publishes later is dropped (a newer run owns the kind).
+    marks what it did not reach; the endpoints scan (in the probe process) and the targets scan publish at the
+    deadline what has answered and mark the rest ``scan_deadline``, whose probes go on. A scan stuck in one read past
+    its deadline is abandoned by the scheduler through ``overrun()``: what it has is published, and whatever it
+    publishes later is dropped (a newer run owns the kind); an endpoints scan is only told to publish now.
     A target about to be reloaded is published ahead of its scan, so its drift shows during the reload. A targets
     run reloads and publishes a target only while it owns the kind (not retired, not abandoned, before its deadline).
     """

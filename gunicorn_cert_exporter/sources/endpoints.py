@@ -120,9 +120,6 @@ class Prober:
             # interrupted), and one stalled lookup would hold the whole scan. Every probe has ended by now.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def abandon(self) -> None:
-        """Nothing to do: a scan abandoned here ends at its probes' timeouts, and its results are dropped."""
-
     def probe(self, config: EndpointConfig) -> EndpointResult:
         """Probe one endpoint on all its addresses."""
         return self.probe_all([config], concurrency=8)[0]
