@@ -512,7 +512,8 @@ def _report(
             f"{s['p99'] * 1000:.0f} ms (p50 {s['p50'] * 1000:.0f} ms) | one full render {f['render'] * 1000:.0f} ms "
             f"| {s['p99'] / f['render']:.2f}x | < 100 ms, 0 errors "
             f"| {_verdict(s['p99'] < 0.1 and s['errors'] == 0)}: {s['scrapes']:.0f} scrapes ({s['rate']:.0f}/s), "
-            f"{s['errors']:.0f} errors; exporter (with its probe process) {s['cores']:.2f} cores, "
+            f"{s['errors']:.0f} errors, {s['restarts']:.0f} probe-process restarts; exporter (with its probe process) "
+            f"{s['cores']:.2f} cores, "
             f"machine {s['busy']:.0%} busy |"
             for n, s in ((int(ends["endpoints"]), scrapes), (10, scrapes_few))
         ),
