@@ -409,14 +409,18 @@ def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behin
 
 
 def _endpoint_state(samples: dict[str, float], address: str, server_name: str) -> str:
-    """'up', or the reason of the endpoint's (single-address) error, as /metrics says; '' if it has no series."""
+    """'up', or the reason of the endpoint's (single-address) error, as /metrics says; '' if it has neither."""
     where = f'address="127.0.0.1",endpoint="{address}"'
     if samples.get(f'gunicorn_cert_endpoint_up{{{where},server_name="{server_name}"}}') == 1.0:
         return "up"
     found = [
         reason.value
         for reason in EndpointReason
-        if samples.get(f'gunicorn_cert_endpoint_error{{{where},reason="{reason.value}",server_name="{server_name}"}}')
+        for ip in ("127.0.0.1", "")  # "": not probed yet, so no address known
+        if samples.get(
+            f'gunicorn_cert_endpoint_error{{address="{ip}",endpoint="{address}",reason="{reason.value}",'
+            f'server_name="{server_name}"}}'
+        )
     ]
     return found[0] if found else ""
 
@@ -425,16 +429,16 @@ def test_serve_publishes_a_fleet_slower_than_its_deadline_without_replacing_the_
     tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
     """Issue 24's fleet: 40 endpoints that accept and never answer, listed first, then 3 healthy ones and one that
-    stops answering after the first scan; concurrency 4. One at a time the holes need 40 x 1.2 s / 4 = 12 s, and a
-    scan has 3.2 s (`interval: 4s`): the ratio of issue 24's 30 s against 8 s."""
+    stops answering after the first scan; `timeout: 3s`, `concurrency: 4`, `interval: 10s`. One at a time the holes
+    need 40 x 3 s / 4 = 30 s, and a scan has 8 s (the first one starts the probe process too)."""
     hole = tls_server("127.0.0.1", mode="stall")
     healthy = [tls_server("127.0.0.1", context=server_context((pki.leaf(root),))) for _ in range(3)]
     flaky = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
-    holes = [f"{{address: '{hole.address}', server_name: h{i}.test, timeout: 1.2s}}" for i in range(40)]
-    good = [f"{{address: '{s.address}', server_name: localhost, timeout: 1.2s}}" for s in (*healthy, flaky)]
+    holes = [f"{{address: '{hole.address}', server_name: h{i}.test, timeout: 3s}}" for i in range(40)]
+    good = [f"{{address: '{s.address}', server_name: localhost, timeout: 3s}}" for s in (*healthy, flaky)]
     config = tmp_path / "exporter.yaml"
     config.write_text(
-        f"scan: {{interval: 4s, jitter: 0%, concurrency: 4}}\nendpoints: [{', '.join([*holes, *good])}]\n"
+        f"scan: {{interval: 10s, jitter: 0%, concurrency: 4}}\nendpoints: [{', '.join([*holes, *good])}]\n"
     )
     exporter = ExporterProcess(config, cwd=tmp_path)
     last_scan = 'gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="endpoints"}'

@@ -533,3 +533,22 @@ def test_a_silent_control_socket_shows_a_reason_in_its_scan_while_the_other_targ
         eventually(timed_out, "the silent look's own timeout, published when it expires", timeout=20)
     finally:
         mute_server.close()
+
+
+def test_a_reload_confirmed_past_the_deadline_shows_the_state_it_was_decided_on(socket_rig: SocketRig) -> None:
+    """Not `scan_deadline` (no master, drift unknown): the target was looked at, and its drift is being acted on."""
+    release = threading.Event()
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+
+    # The confirmation waits until the scan has returned: the deadline always comes while it is under way.
+    def held(_seconds: float) -> None:
+        release.wait(30)
+
+    watcher = TargetWatcher(prober=OldLeafProber(socket_rig.old), scanner=scanner, sleep=held)
+    try:
+        (state,) = watcher.scan([socket_rig.target], deadline=time.monotonic() + 5)
+    finally:
+        release.set()
+    assert socket_rig.reloads == 1
+    assert state.decision == "signal" and state.master.up
+    assert [d.mismatch for d in state.drift] == [True]

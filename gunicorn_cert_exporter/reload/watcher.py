@@ -55,6 +55,7 @@ class _Memory:
     master_at: float | None = None
     logged: tuple[str, str] = ("", "")  # the last decision logged: blocked/waiting lines repeat only on change
     acting: threading.Lock = field(default_factory=threading.Lock)
+    reloading: TargetState | None = None  # the state a reload being sent and confirmed was decided on
 
 
 class TargetWatcher:
@@ -137,6 +138,9 @@ class TargetWatcher:
     def _late(self, target: GunicornTarget, look: Future[TargetState]) -> TargetState:
         """Mark a target still being looked at; publish its state when the look ends (e.g. the channel's timeout)."""
         look.add_done_callback(lambda done: self._on_observed(done.result()))
+        memory = self._memory.get(target.name)
+        if memory is not None and memory.reloading is not None:
+            return memory.reloading  # looked at, and being reloaded: what the reload was decided on, until confirmed
         reason = "the scan's deadline came before the look at the target ended; it goes on"
         return self._unobserved(target, EndpointReason.SCAN_DEADLINE, MasterReason.SCAN_DEADLINE, reason, "none")
 
@@ -232,9 +236,12 @@ class TargetWatcher:
         if not may_act():
             return replace(state, decision=drift.Action.NONE.value, decision_reason="scan abandoned or config replaced")
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
-        return replace(
-            self._reload(target, memory, state, may_act), decision=state.decision, decision_reason=state.decision_reason
-        )
+        memory.reloading = state
+        try:
+            reloaded = self._reload(target, memory, state, may_act)
+        finally:
+            memory.reloading = None
+        return replace(reloaded, decision=state.decision, decision_reason=state.decision_reason)
 
     def _audit_decision(
         self, target: GunicornTarget, memory: _Memory, state: TargetState, decision: drift.Decision
