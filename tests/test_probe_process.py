@@ -24,7 +24,7 @@ from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import probe_process
+from gunicorn_cert_exporter.sources import probe_child, probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
@@ -472,3 +472,14 @@ def test_serve_publishes_a_fleet_slower_than_its_deadline_without_replacing_the_
     log = exporter.log.read_text()
     assert log.count("probe process started") == 1  # no child replaced for being slow
     assert "overran its deadline" not in log
+
+
+def test_the_next_scan_starts_with_what_the_last_one_did_not_reach() -> None:
+    """The child queues each endpoint once: those still waiting from the last scan stay ahead of the others."""
+    ours, theirs = socket.socketpair()
+    worker = probe_child.Worker(Connection(ours.detach()), Prober())  # not dispatching: nothing leaves the queue
+    a, b, c, d = (EndpointConfig(address=f"127.0.0.1:{port}") for port in (1001, 1002, 1003, 1004))
+    worker.ask([a, b, c], 4, {})
+    worker.ask([d, c, b, a], 4, {})  # the next scan, in another order, while a, b and c still wait
+    assert list(worker._queue) == [a, b, c, d]
+    theirs.close()
