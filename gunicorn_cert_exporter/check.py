@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
 from gunicorn_cert_exporter.bands import Severity as Status
@@ -24,6 +24,9 @@ class Row:
     days_left: str
     note: str
     expires_at: float | None = None  # for ordering; the table shows ``not_after``
+    lifetime_days: str = ""
+    share_left: str = ""  # of the lifetime, e.g. "25%"
+    band: str = ""  # the certificate's band: "retired" rows are OK and counted apart
 
 
 def _source_rows(source: SourceRow) -> list[Row]:
@@ -36,8 +39,10 @@ def _source_rows(source: SourceRow) -> list[Row]:
         out.append(Row(source.severity, name, "", "", "", "", note))
     for cert in source.certs:
         when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
-        days = f"{cert.days_left:.1f}"
-        out.append(Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after))
+        days, life = f"{cert.days_left:.1f}", f"{cert.lifetime_days:.1f}"
+        share = "" if cert.share_left is None else f"{round(cert.share_left * 100)}%"
+        row = Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after)
+        out.append(replace(row, lifetime_days=life, share_left=share, band=cert.band.value))
     return out
 
 
@@ -57,21 +62,32 @@ def verdict(checks: list[Row]) -> Status:
 
 
 def counts(checks: list[Row]) -> dict[str, int]:
-    """Count rows per state, in the order Nagios lists them: {'critical': 1, 'warning': 2, 'unknown': 0, 'ok': 144}."""
+    """Count rows per state, in the order Nagios lists them, retired trust anchors apart from the OK ones.
+
+    E.g. {'critical': 1, 'warning': 2, 'unknown': 0, 'ok': 139, 'retired': 5}.
+    """
     order = (Status.CRITICAL, Status.WARNING, Status.UNKNOWN, Status.OK)
-    return {s.name.lower(): sum(1 for r in checks if r.status is s) for s in order}
+    tally = {s.name.lower(): sum(1 for r in checks if r.status is s and r.band != "retired") for s in order}
+    return {**tally, "retired": sum(1 for r in checks if r.band == "retired")}
 
 
 def summary_line(checks: list[Row]) -> str:
-    """Say the verdict and the count per state, e.g. ``CRITICAL: 1 critical, 2 warning, 1 unknown, 144 ok``."""
-    return f"{verdict(checks).name}: " + ", ".join(f"{n} {state}" for state, n in counts(checks).items())
+    """Say the verdict and the count per state, e.g. ``CRITICAL: 1 critical, 2 warning, 1 unknown, 139 ok, 5 retired``.
+
+    Retired trust anchors are named only when there are some.
+    """
+    tally = [f"{n} {state}" for state, n in counts(checks).items() if n or state != "retired"]
+    return f"{verdict(checks).name}: " + ", ".join(tally)
 
 
 def as_table(checks: list[Row], *, problems_only: bool = False) -> str:
     """Render rows as an aligned text table; every field has its control characters spelled out."""
     shown = [r for r in checks if r.status is not Status.OK] if problems_only else checks
-    header = ("STATUS", "SOURCE", "IDX", "SUBJECT", "NOT AFTER (UTC)", "DAYS", "NOTE")
-    fields = [(r.status.name, r.source, r.index, r.subject, r.not_after, r.days_left, r.note) for r in shown]
+    header = ("STATUS", "SOURCE", "IDX", "SUBJECT", "NOT AFTER (UTC)", "DAYS", "LIFETIME", "LEFT", "NOTE")
+    fields = [
+        (r.status.name, r.source, r.index, r.subject, r.not_after, r.days_left, r.lifetime_days, r.share_left, r.note)
+        for r in shown
+    ]
     # Escape first, then cut; the note is last and needs no alignment, so it is never cut.
     cells = [header] + [(*(printable(f)[:60] for f in row[:-1]), printable(row[-1])) for row in fields]
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]

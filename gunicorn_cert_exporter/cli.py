@@ -19,8 +19,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from gunicorn_cert_exporter import __version__, check, logs, status
-from gunicorn_cert_exporter.bands import DAY, Thresholds
-from gunicorn_cert_exporter.config import Config, ConfigError, parse_duration, without_reloads
+from gunicorn_cert_exporter.bands import Edge, Thresholds
+from gunicorn_cert_exporter.config import Config, ConfigError, parse_edge, without_reloads
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service, load_config
@@ -58,22 +58,26 @@ def _parser() -> argparse.ArgumentParser:
     chk = commands.add_parser("check", help="scan once, print a verdict, exit with a Nagios code")
     chk.add_argument("--config", help="YAML config file (default: the embedded example config)")
     chk.add_argument("--output", default="table", choices=["table", "json", "prometheus"])
-    limits = Thresholds()  # the status page's bands are check's defaults
-    chk.add_argument(
-        "--warning",
-        default=limits.warning,
-        type=parse_duration,
-        help=f"warn below this much validity (default {limits.warning / DAY:g}d)",
-    )
-    chk.add_argument(
-        "--critical",
-        default=limits.critical,
-        type=parse_duration,
-        help=f"critical below this much validity (default {limits.critical / DAY:g}d)",
-    )
+    limits = Thresholds()
+    for name, edge in (("warning", limits.warning), ("critical", limits.critical)):
+        chk.add_argument(
+            f"--{name}",
+            type=_edge,
+            metavar="EDGE",
+            help=f"{name} below this much validity left: a duration (28d), a share of each certificate's lifetime "
+            f"(25%%) or both, the smaller counting (default: the config's bands.{name}, else "
+            f"'{str(edge).replace('%', '%%')}')",
+        )
     chk.add_argument("--problems", action="store_true", help="list only rows that are not OK (the summary counts all)")
     commands.add_parser("demo", help="the whole story on this machine: rotate, drift, safe HUP, drift gone")
     return parser
+
+
+def _edge(text: str) -> Edge:
+    try:
+        return parse_edge(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +114,9 @@ def _check(args: argparse.Namespace, config: Config) -> int:
         registry.register(SnapshotCollector(lambda: snap))
         sys.stdout.write(generate_latest(registry).decode())
         return 0
-    view = status.build(snap, now=time.time(), thresholds=Thresholds(warning=args.warning, critical=args.critical))
+    bands = config.bands  # the page's bands; a flag replaces its edge whole (``--warning 28d``: a fixed band)
+    limits = Thresholds(warning=args.warning or bands.warning, critical=args.critical or bands.critical)
+    view = status.build(snap, now=time.time(), thresholds=limits)
     rows = check.rows(view)
     render = check.as_json if args.output == "json" else check.as_table
     text = render(rows, problems_only=args.problems)

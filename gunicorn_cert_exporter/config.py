@@ -16,11 +16,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from gunicorn_cert_exporter.bands import Edge, Thresholds
 from gunicorn_cert_exporter.safe_read import read_regular
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -72,6 +74,26 @@ def parse_percent(value: object) -> float:
     if not 0 <= fraction <= 1:
         raise ValueError("must be between 0% and 100%")
     return fraction
+
+
+def parse_edge(value: object) -> Edge:
+    """Turn ``28d`` (fixed), ``25%`` (of the lifetime) or ``28d, 25%`` (the smaller of the two) into a band's Edge."""
+    if isinstance(value, Edge):
+        return value
+    if not isinstance(value, str):
+        return Edge(cap=_positive(parse_duration(value)))
+    parts = [part.strip() for part in value.split(",")]
+    shares = [_positive(parse_percent(p)) for p in parts if p.endswith("%")]
+    caps = [_positive(parse_duration(p)) for p in parts if not p.endswith("%")]
+    if len(shares) > 1 or len(caps) > 1:
+        raise ValueError(f"{value!r}: at most one duration and one share, like 28d, 25%")
+    return Edge(cap=caps[0] if caps else None, share=shares[0] if shares else None)
+
+
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise ValueError("a band's edge must be more than 0")
+    return value
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -147,6 +169,7 @@ class FileSource(_Frozen):
     format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
     password_file: str | None = None
     password_env: str | None = None
+    trust_store: bool = False  # anchors to trust, not certificates to renew: expired ones are retired, never red
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -270,10 +293,35 @@ class ProbeConfig(_Frozen):
         return patterns
 
 
+EdgeSpec = Annotated[Edge, PlainValidator(parse_edge)]
+
+
+class BandsConfig(_Frozen):
+    """Where WARNING and CRITICAL begin: a duration, a share of each certificate's lifetime, or the smaller of both."""
+
+    warning: EdgeSpec = Thresholds().warning
+    critical: EdgeSpec = Thresholds().critical
+
+    @model_validator(mode="after")
+    def _critical_inside_warning(self) -> BandsConfig:
+        warning, critical = self.warning, self.critical
+        if (warning.cap is not None and critical.cap is not None and critical.cap > warning.cap) or (
+            warning.share is not None and critical.share is not None and critical.share > warning.share
+        ):
+            raise ValueError(f"critical ({critical}) begins before warning ({warning})")
+        return self
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """Return the bands as the status view uses them."""
+        return Thresholds(warning=self.warning, critical=self.critical)
+
+
 class Config(_Frozen):
     """The whole exporter configuration."""
 
     scan: ScanConfig = ScanConfig()
+    bands: BandsConfig = BandsConfig()
     files: list[FileSource] = []
     endpoints: list[EndpointConfig] = []
     gunicorn: list[GunicornTarget] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -86,10 +87,11 @@ def issue(
     cn: str,
     *,
     issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    days: int,
+    days: float,
     ca: bool | None = None,
+    age: dt.timedelta = dt.timedelta(minutes=5),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """Issue a throwaway certificate valid from 5 minutes ago; a root when ``issuer`` is None.
+    """Issue a throwaway certificate valid from ``age`` ago for ``days`` more; a root when ``issuer`` is None.
 
     Leaves (``ca`` false, the default for issued certificates) name localhost and 127.0.0.1.
     """
@@ -103,7 +105,7 @@ def issue(
         .issuer_name(issuer[0].subject if issuer else name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - age)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=is_ca, path_length=None), critical=True)
     )
@@ -169,13 +171,14 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
     write_pair(*old, cert_path, key_path)
     (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
     fp_old = old[0].fingerprint(hashes.SHA256()).hex()
-    _say("1/7", f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
+    _say("1/8", f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
     server = _Gunicorn(work, cert=cert_path, key=key_path)
     launched.append(server)
     pid = server.pidfile.read_text().strip()
-    _say("2/7", f"Gunicorn (asgi worker: loads the cert once per worker) serves TLS on {server.address}, master {pid}")
+    _say("2/8", f"Gunicorn (asgi worker: loads the cert once per worker) serves TLS on {server.address}, master {pid}")
     (work / "config.yaml").write_text(
         "scan: {interval: 1s, jitter: 0%}\n"
+        f"files: [{{paths: ['{work / 'lifetimes'}/*.pem']}}]\n"
         f"gunicorn:\n  - name: demo\n    cert_file: {cert_path}\n    key_file: {key_path}\n"
         f"    endpoint: '{server.address}'\n    server_name: localhost\n    ca_file: {work / 'ca.pem'}\n"
         f"    pidfile: {server.pidfile}\n"
@@ -189,25 +192,26 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
     try:
         mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
         metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0)
-        _say("3/7", f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
+        _say("3/8", f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
                     f"key_match={_sample(metrics, 'gunicorn_cert_key_match')}, fingerprint_mismatch=0")  # fmt: skip
+        _say("4/8", _lifetimes(work, url, ca))
         reload_before = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
         new = issue("localhost", issuer=ca, days=90)
         fp_new = new[0].fingerprint(hashes.SHA256()).hex()
         time.sleep(1.1)  # let the new file's mtime fall after the workers' start, as a real renewal would
         write_pair(*new, cert_path, key_path)
-        _say("4/7", f"renewed on disk: 90-day leaf {fp_new[:16]} (key, then cert, each renamed into place)")
+        _say("5/8", f"renewed on disk: 90-day leaf {fp_new[:16]} (key, then cert, each renamed into place)")
         metrics = _wait(url, lambda m: _sample(m, mismatch) == 1.0)
-        _say("5/7", "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
+        _say("6/8", "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
         metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
-        _say("6/7", f"drift outlasted reload.after, files parse, key matches, master {pid} proven: SIGHUP sent")
+        _say("7/8", f"drift outlasted reload.after, files parse, key matches, master {pid} proven: SIGHUP sent")
         metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0, timeout=30)
         served = Prober().probe(loaded.gunicorn[0].as_endpoint()).addresses[0].leaf
         last_reload = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
         signals = _sample(metrics, "gunicorn_cert_reload_signals_total")
         failures = _sample(metrics, "gunicorn_cert_reload_failures_total")
         ok = served is not None and served.fingerprint_sha256 == fp_new and failures == 0 and signals == 1
-        _say("7/7", f"drift gone: served leaf {served.fingerprint_sha256[:16] if served else '-'}, "
+        _say("8/8", f"drift gone: served leaf {served.fingerprint_sha256[:16] if served else '-'}, "
                     f"signals_total={signals:.0f}, failures_total={failures:.0f}, "
                     f"last_reload moved {last_reload - reload_before:+.1f}s, master still {server.pidfile.read_text().strip()}")  # fmt: skip # noqa: E501
         print(f"\n{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
@@ -215,6 +219,30 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
     finally:
         service.stop()
         http.stop()
+
+
+def _lifetimes(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> str:
+    """Put a fresh 160-hour leaf beside a stale 90-day one and say how the status API judges each."""
+    (work / "lifetimes").mkdir()
+    for name, days, age in (("short-lived", 159 / 24, dt.timedelta(hours=1)), ("stale", 20, dt.timedelta(days=70))):
+        cert, _ = issue(f"{name}.example", issuer=ca, days=days, age=age)
+        (work / "lifetimes" / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    api = url.replace("/metrics", "/api/v1/status")
+    files = {"short-lived.pem": "", "stale.pem": ""}
+
+    def judged(text: str) -> bool:
+        for source in json.loads(text)["sources"]:
+            name = os.path.basename(source["source"])
+            if name in files and source["certs"]:
+                cert = source["certs"][0]
+                files[name] = f"{cert['band']} ({cert['days_left']:.1f} d left, {cert['share_left']:.0%} of its life)"
+        return all(files.values())
+
+    _wait(api, judged)
+    return (
+        f"lifetime bands: a 160-hour leaf issued an hour ago is {files['short-lived.pem']}; a 90-day leaf "
+        f"never renewed is {files['stale.pem']}"
+    )
 
 
 def _wait(url: str, done: Callable[[str], bool], timeout: float = 20.0) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import warnings
 from datetime import datetime, timezone
 from typing import TextIO
+
+from gunicorn_cert_exporter.escapes import CONTROL, spell_out, strict_json
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -27,9 +28,10 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 def _logfmt_value(value: object) -> str:
     text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and not any(c in text for c in ' ="\\') and not CONTROL.search(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return '"' + spell_out(text) + '"'  # CR, ESC, DEL, C1, U+2028, bidi overrides: never raw in a line
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -45,7 +47,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render one record."""
-        return json.dumps(_fields(record), default=str, ensure_ascii=False)
+        return strict_json(_fields(record))
 
 
 _warnings_log = logging.getLogger("gunicorn_cert_exporter.warnings")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -84,6 +85,7 @@ class MasterReason(str, Enum):
     CONTROL_SOCKET_UNAVAILABLE = "control_socket_unavailable"
     CONTROL_SOCKET_TIMEOUT = "control_socket_timeout"
     CONTROL_SOCKET_ERROR = "control_socket_error"
+    CONTROL_SOCKET_UNTRUSTED = "control_socket_untrusted"
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
     SCAN_FAILED = "scan_failed"  # the target's scan raised (a bug): not looked at this scan
@@ -153,6 +155,7 @@ class FileResult:
     changed_at: float | None = None
     identity: FileIdentity | None = None
     content_sha256: str | None = None
+    trust_store: bool = False  # from a ``trust_store: true`` files entry: anchors, not certificates to renew
 
     @property
     def up(self) -> bool:
@@ -265,6 +268,16 @@ class AddressDrift:
     address: str
     mismatch: bool
     since: float | None = None
+
+
+def clamp_to_now(value: float | None, *, now: float) -> float | None:
+    """Return a "never goes backwards" time (last reload, drift since) as at most ``now``; None if it is no time.
+
+    Such a value keeps the maximum it has seen: one absurd reading (an uptime of -1e300, NaN) must not stay forever.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return min(value, now)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, worst
+from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, lifetime, share_left, worst
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
@@ -38,6 +38,9 @@ class CertRow:
     band: Band
     note: str
     fingerprint_sha256: str
+    not_before: float = 0.0
+    lifetime_days: float = 0.0  # notAfter - notBefore: what the bands are a share of
+    share_left: float | None = None  # of the lifetime (negative once expired); None without a lifetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,7 @@ class Summary:
     critical: int = 0
     warning: int = 0
     ok: int = 0
+    retired: int = 0  # expired anchors of trust stores: shown, never red
     errors: int = 0
     drifting_targets: int = 0
     blocked_reloads: int = 0
@@ -162,8 +166,8 @@ def _cert_rows(certs: list[CertRow]) -> tuple[CertRow, ...]:
     return tuple(sorted(certs, key=lambda c: (c.band.urgency, c.not_after, c.index)))
 
 
-def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) -> CertRow:
-    band, note = classify(cert, now=now, thresholds=limits)
+def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds, trust_store: bool = False) -> CertRow:
+    band, note = classify(cert, now=now, thresholds=limits, trust_store=trust_store)
     return CertRow(
         index=index,
         subject=cert.subject_cn or cert.subject,
@@ -173,11 +177,15 @@ def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds) ->
         band=band,
         note=note,
         fingerprint_sha256=cert.fingerprint_sha256,
+        not_before=cert.not_before,
+        lifetime_days=lifetime(cert) / DAY,
+        share_left=share_left(cert, now=now),
     )
 
 
 def _file_row(result: FileResult, *, now: float, limits: Thresholds) -> SourceRow:
-    certs = [_cert_row(i, cert, now=now, limits=limits) for i, cert in enumerate(result.certs)]
+    trust = result.trust_store
+    certs = [_cert_row(i, cert, now=now, limits=limits, trust_store=trust) for i, cert in enumerate(result.certs)]
     rows = _cert_rows(certs)
     error = result.error.value if result.error else ""
     band = Band.ERROR if error else worst([c.band for c in rows])
@@ -308,6 +316,7 @@ def _summary(sources: list[SourceRow], targets: tuple[TargetRow, ...]) -> Summar
         critical=certs.count(Band.CRITICAL),
         warning=certs.count(Band.WARNING) + sum(1 for s in sources if s.kind == "pattern"),
         ok=certs.count(Band.OK),
+        retired=certs.count(Band.RETIRED),
         errors=sum(1 for s in sources if s.band is Band.ERROR),
         drifting_targets=sum(1 for t in targets if t.drift == "drift"),
         blocked_reloads=sum(1 for t in targets if t.decision == "blocked"),
@@ -344,7 +353,12 @@ def document(view: StatusView) -> dict[str, object]:
         "scanned_at": view.scanned_at,
         "status": view.status.name,
         "headline": headline(view),
-        "thresholds": {"warning_seconds": view.thresholds.warning, "critical_seconds": view.thresholds.critical},
+        "thresholds": {
+            "warning_seconds": view.thresholds.warning.cap,
+            "warning_share": view.thresholds.warning.share,
+            "critical_seconds": view.thresholds.critical.cap,
+            "critical_share": view.thresholds.critical.share,
+        },
         "summary": asdict(view.summary),
         "targets": [plain(asdict(t)) for t in view.targets],
         "sources": [plain(asdict(s)) for s in view.sources],

@@ -274,6 +274,28 @@ def write_chain(directory: Path, name: str, *certs: Issued, key: Issued | None =
     return cert_path, key_path
 
 
+_HOUR = dt.timedelta(hours=1)
+# The lifetimes of issue 28. Name: (lifetime, time left, the state `check` gives with the default bands).
+LIFETIMES = {
+    "160h-issued-an-hour-ago": (160 * _HOUR, 159 * _HOUR, "OK"),
+    "160h-30h-left": (160 * _HOUR, 30 * _HOUR, "WARNING"),
+    "160h-15h-left": (160 * _HOUR, 15 * _HOUR, "CRITICAL"),
+    "45d-25-left": (45 * DAY, 25 * DAY, "OK"),
+    "45d-10-left": (45 * DAY, 10 * DAY, "WARNING"),
+    "90d-25-left": (90 * DAY, 25 * DAY, "OK"),
+    "90d-20-left": (90 * DAY, 20 * DAY, "WARNING"),
+    "398d-27-left": (398 * DAY, 27 * DAY, "WARNING"),
+    "398d-6-left": (398 * DAY, 6 * DAY, "CRITICAL"),
+}
+
+
+def lifetime_files(directory: Path, pki: PKI, root: Issued) -> None:
+    """One leaf per LIFETIMES entry, in ``<name>.pem``."""
+    for name, (lifetime, left, _) in LIFETIMES.items():
+        leaf = pki.leaf(root, name, not_before=NOW + left - lifetime, not_after=NOW + left)
+        (directory / f"{name}.pem").write_bytes(leaf.cert_pem)
+
+
 class TLSServer:
     """A real TLS (or deliberately broken) server on a loopback address, run in a thread."""
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+from cryptography import x509
 
 from gunicorn_cert_exporter import check as nagios
 from gunicorn_cert_exporter import status
@@ -21,7 +25,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
 )
 from gunicorn_cert_exporter.sources import certs
-from tests.support import DAY, NOW, PKI, Issued, TLSServer, free_port, server_context
+from tests.support import DAY, LIFETIMES, NOW, PKI, Issued, TLSServer, free_port, lifetime_files, server_context
 
 EXPORTER = [sys.executable, "-m", "gunicorn_cert_exporter"]
 RANK = {"CRITICAL": 3, "UNKNOWN": 2, "WARNING": 1, "OK": 0}
@@ -43,10 +47,10 @@ def table(stdout: str) -> tuple[list[list[str]], str]:
 
 
 def _trust_store(tmp_path: Path, pki: PKI) -> Path:
-    """A bundle like the OS trust store: fine roots, one expired in the middle, one expiring in 10 days."""
+    """A bundle like the OS trust store: fine roots, one expired in the middle, a 10-year one expiring in 10 days."""
     certs = [pki.ca(f"Fine Root {i:02d}", not_after=NOW + (1000 + i) * DAY) for i in range(30)]
     certs[17] = pki.issue("Expired Root", ca=True, not_before=NOW - 900 * DAY, not_after=NOW - 564 * DAY)
-    certs[5] = pki.ca("Soon Root", not_after=NOW + 10 * DAY)
+    certs[5] = pki.issue("Soon Root", ca=True, not_before=NOW - 3640 * DAY, not_after=NOW + 10 * DAY)
     path = tmp_path / "ca-certificates.crt"
     path.write_bytes(b"".join(c.cert_pem for c in certs))
     return path
@@ -72,7 +76,7 @@ def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: 
     assert problem_summary == summary  # the summary still counts every check
 
     document = json.loads(check(tmp_path, config, "--output", "json", "--problems").stdout)
-    assert document["counts"] == {"critical": 1, "warning": 2, "unknown": 0, "ok": 28}
+    assert document["counts"] == {"critical": 1, "warning": 2, "unknown": 0, "ok": 28, "retired": 0}
     assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
 
 
@@ -151,3 +155,65 @@ def test_a_source_the_exporter_did_not_look_at_is_unknown_unless_what_it_knew_is
     assert _verdict_of(Snapshot(files=(FileResult(path="/c.pem", error=FileReason.NOT_FOUND),))) == Severity.CRITICAL
     refused = dataclasses.replace(down, addresses=(AddressResult(address="10.0.0.1", error=EndpointReason.REFUSED),))
     assert _verdict_of(Snapshot(endpoints=(refused,))) == Severity.CRITICAL
+
+
+def states(stdout: str) -> dict[str, str]:
+    """Map each certificate's subject to its state in `check --output json`."""
+    return {c["subject"]: c["status"] for c in json.loads(stdout)["checks"] if c["subject"]}
+
+
+def test_default_bands_follow_each_certificates_lifetime(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    lifetime_files(tmp_path, pki, root)
+    result = check(tmp_path, "files: [{paths: ['*.pem']}]\n", "--output", "json")
+    assert result.returncode == 2, result.stderr
+    assert states(result.stdout) == {name: state for name, (_, _, state) in LIFETIMES.items()}
+    rows, _ = table(check(tmp_path, "files: [{paths: ['*.pem']}]\n").stdout)
+    fresh = next(r for r in rows if r[3] == "160h-issued-an-hour-ago")
+    assert fresh[5:8] == ["6.6", "6.7", "99%"]  # days left, lifetime in days, share of it left
+
+
+def test_fixed_or_share_bands_from_the_flags_and_the_config(tmp_path: Path, pki: PKI, root: Issued) -> None:
+    lifetime_files(tmp_path, pki, root)
+    config = "files: [{paths: ['*.pem']}]\n"
+    fixed = states(check(tmp_path, config, "--output", "json", "--warning", "28d", "--critical", "7d").stdout)
+    assert fixed["160h-issued-an-hour-ago"] == "CRITICAL" and fixed["45d-25-left"] == "WARNING"
+    shares = states(check(tmp_path, config, "--output", "json", "--warning", "25%", "--critical", "12.5%").stdout)
+    assert shares["160h-issued-an-hour-ago"] == "OK" and shares["398d-6-left"] == "CRITICAL"
+    configured = states(check(tmp_path, "bands: {warning: 28d, critical: 7d}\n" + config, "--output", "json").stdout)
+    assert configured == fixed
+    refused = check(tmp_path, config, "--warning", "0%")
+    assert refused.returncode == 2 and "a band's edge must be more than 0" in refused.stderr
+
+
+def test_a_trust_store_retires_expired_anchors_a_private_ca_bundle_does_not(tmp_path: Path, pki: PKI) -> None:
+    bundle = _trust_store(tmp_path, pki)
+    trusted = check(tmp_path, f"files: [{{paths: ['{bundle}'], trust_store: true}}]\n")
+    assert trusted.returncode == 0, trusted.stdout
+    rows, summary = table(trusted.stdout)
+    assert summary == "OK: 0 critical, 0 warning, 0 unknown, 29 ok, 1 retired"
+    expired = next(r for r in rows if r[3] == "Expired Root")
+    assert expired[0] == "OK" and expired[-1] == "retired: expired trust anchor"
+    assert next(r for r in rows if r[3] == "Soon Root")[0] == "OK"  # 10 days left of 10 years: no renewal to do
+    document = json.loads(
+        check(tmp_path, f"files: [{{paths: ['{bundle}'], trust_store: true}}]\n", "--output", "json").stdout
+    )
+    assert document["counts"] == {"critical": 0, "warning": 0, "unknown": 0, "ok": 29, "retired": 1}
+    private = check(tmp_path, f"files: [{{paths: ['{bundle}']}}]\n")
+    assert private.returncode == 2
+    assert table(private.stdout)[1] == "CRITICAL: 1 critical, 1 warning, 0 unknown, 28 ok"
+
+
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # one root of the OS bundle
+def test_the_os_trust_store_is_ok_as_a_trust_store_and_critical_without_the_flag(tmp_path: Path) -> None:
+    """The acceptance on this machine's bundle and its expired roots (Debian 12's 20230311: Baltimore CyberTrust
+    Root and 4 more; a later ca-certificates may drop them, then only the trust-store half has something to show)."""
+    os_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    now = dt.datetime.now(dt.timezone.utc)
+    expired = sum(1 for c in x509.load_pem_x509_certificates(os_bundle.read_bytes()) if c.not_valid_after_utc < now)
+    trusted = check(tmp_path, f"files: [{{paths: ['{os_bundle}'], trust_store: true}}]\n", "--output", "json")
+    assert trusted.returncode == 0
+    assert json.loads(trusted.stdout)["counts"]["retired"] == expired
+    plain = check(tmp_path, f"files: [{{paths: ['{os_bundle}']}}]\n", "--output", "json")
+    assert json.loads(plain.stdout)["counts"]["critical"] >= expired
+    if expired:
+        assert plain.returncode == 2

@@ -35,7 +35,7 @@ def _config(tmp_path: Path, *certs: tuple[str, bytes]) -> str:
 def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) -> None:
     ok = _config(tmp_path, ("a.pem", root.cert_pem))
     assert run("check", "--config", ok).returncode == 0
-    soon = pki.leaf(root, not_after=NOW + 10 * DAY)
+    soon = pki.leaf(root, not_before=NOW - 80 * DAY, not_after=NOW + 10 * DAY)  # 90 days: warns below 22.5 left
     (tmp_path / "soon.pem").write_bytes(soon.cert_pem)
     warned = run("check", "--config", ok)
     assert warned.returncode == 1 and "WARNING" in warned.stdout
@@ -44,6 +44,13 @@ def test_check_exit_codes_follow_nagios(tmp_path: Path, pki: PKI, root: Issued) 
         b"junk"
     )  # unreadable, like a refused endpoint: critical (tests/test_check.py)
     assert run("check", "--config", ok, "--warning", "1d").returncode == 2
+
+
+def test_check_help_names_the_default_bands() -> None:
+    result = run("check", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the help at the terminal's width
+    assert "else '28d, 25%')" in text and "else '7d, 12.5%')" in text
 
 
 def test_check_json_and_prometheus_outputs(tmp_path: Path, root: Issued) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +23,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
     VerifyReason,
+    down_at,
 )
 from gunicorn_cert_exporter.scanning.scans import coverage
 from gunicorn_cert_exporter.scanning.store import Store
@@ -208,3 +211,17 @@ def test_scan_coverage_is_the_share_of_sources_with_a_result_of_the_scan() -> No
     assert get("gunicorn_cert_exporter_scan_coverage_ratio", {"kind": "endpoints"}) == 0.25
     assert coverage({"files": (FileResult(path="/x", error=FileReason.SCAN_DEADLINE),), "patterns": ()}) == 0.0
     assert coverage({"targets": ()}) == 1.0
+
+
+def test_an_endpoint_not_probed_this_scan_keeps_its_address_count_a_name_that_fails_drops_to_0() -> None:
+    """Issue 25, smaller item: during a probe-process scan_failed the endpoints keep their addresses (docs/metrics.md)
+    and so does gunicorn_cert_endpoint_addresses; only a name that does not resolve now resolved to nothing."""
+    addresses = down_at(("127.0.0.1", "::1"), EndpointReason.SCAN_FAILED, "the probe process ended before answering")
+    failed = EndpointResult("a:443", "a", addresses=addresses, error=EndpointReason.SCAN_FAILED)
+    dns = EndpointResult("b:443", "b", addresses=down_at(("10.0.0.1",), EndpointReason.DNS_FAILURE, ""))
+    dns = dataclasses.replace(dns, error=EndpointReason.DNS_FAILURE)
+    store = Store()
+    store.update(endpoints=(failed, dns))
+    get = registry_for(store).get_sample_value
+    assert get("gunicorn_cert_endpoint_addresses", {"endpoint": "a:443", "server_name": "a"}) == 2
+    assert get("gunicorn_cert_endpoint_addresses", {"endpoint": "b:443", "server_name": "b"}) == 0

@@ -78,12 +78,14 @@ def stack(
 ) -> Iterator[tuple[str, Webhook, RunningExporter]]:
     """An exporter with seeded data, scraped by Prometheus, alerting to Alertmanager, which calls a webhook."""
     prometheus_bin, alertmanager_bin = require_tool("prometheus"), require_tool("prometheus-alertmanager")
-    soon = pki.leaf(root, "expiring.test", not_after=NOW + 3 * DAY)
+    soon = pki.leaf(root, "expiring.test", not_before=NOW - 87 * DAY, not_after=NOW + 3 * DAY)  # 90 days, 3 left
     (tmp_path / "expiring.pem").write_bytes(soon.cert_pem)
     (tmp_path / "key.pem").write_bytes(soon.key_pem)
     served = pki.leaf(root, "old.test", not_after=NOW + 5 * DAY)
     server = tls_server("127.0.0.1", context=server_context((served,)))
     (tmp_path / "broken.pem").write_bytes(b"junk")
+    (tmp_path / "trust").mkdir()
+    (tmp_path / "trust" / "ca-certificates.crt").write_bytes(root.cert_pem)
     live_dir = tmp_path / "live"
     live_dir.mkdir()
     live_leaf = pki.leaf(root)
@@ -92,7 +94,7 @@ def stack(
     live = Gunicorn(live_dir, worker_class="sync", cert=live_dir / "cert.pem", key=live_dir / "key.pem")
     exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
-        f"files: [{{paths: ['{tmp_path}/*.pem']}}]\n"
+        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
         "{address: '127.0.0.1:1', timeout: 1s}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/expiring.pem, key_file: {tmp_path}/key.pem, "

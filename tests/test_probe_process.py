@@ -483,3 +483,16 @@ def test_the_next_scan_starts_with_what_the_last_one_did_not_reach() -> None:
     worker.ask([d, c, b, a], 4, {})  # the next scan, in another order, while a, b and c still wait
     assert list(worker._queue) == [a, b, c, d]
     theirs.close()
+
+
+def test_a_child_killed_between_scans_is_reaped_at_once_not_at_the_next_scan(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """Issue 25, smaller item: a killed probe child stayed a zombie until the next scan looked at it."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    child = probes.pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    # No scan runs meanwhile: the entry in /proc goes only once the exporter has reaped its child.
+    eventually(lambda: not Path(f"/proc/{child}").exists(), "the killed child to be reaped", timeout=10)

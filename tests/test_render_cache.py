@@ -22,9 +22,11 @@ from gunicorn_cert_exporter.model import (
     EndpointResult,
     FileReason,
     FileResult,
+    MasterState,
     PatternResult,
     ScanStats,
     Snapshot,
+    TargetState,
 )
 
 
@@ -133,6 +135,7 @@ def test_a_part_rendered_piece_by_piece_equals_one_rendered_whole(snapshots: lis
         cold.publish()
         registry = CollectorRegistry()
         registry.register(SnapshotCollector(this_snapshot))
+        registry.register(kept.errors)  # the cache's own live series: every kind at 0
         for fmt in FORMATS:
             assert _whole(kept, fmt) == _whole(cold, fmt)
         assert _whole(kept, "text") == generate_latest(registry)
@@ -160,3 +163,60 @@ def test_one_changed_file_among_many_renders_that_file_only(monkeypatch: pytest.
     assert (
         f'fingerprint_sha256="{1000:064x}"'.encode() in body and f'fingerprint_sha256="{120:064x}"'.encode() not in body
     )
+
+
+def _target(pid: int, *, name: str = "api") -> TargetState:
+    return TargetState(
+        name=name,
+        cert=FileResult(path="cert.pem"),
+        key=FileResult(path="key.pem"),
+        endpoint=EndpointResult(endpoint="127.0.0.1:8443", server_name=""),
+        master=MasterState(pid=pid, start_time=1.0, channel="control_socket"),
+    )
+
+
+def _errors(cache: RenderCache, kind: str) -> float | None:
+    registry = CollectorRegistry()
+    registry.register(cache.errors)
+    return registry.get_sample_value("gunicorn_cert_exporter_render_errors_total", {"kind": kind})
+
+
+def test_a_kind_whose_render_fails_keeps_its_last_bytes_and_the_other_kinds_publish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 25 item 1: one kind's render failure (here through the entities seam) never stops another kind's: the
+    failing kind keeps its last series, logs once with its traceback and counts; a renewed file still shows."""
+    broken = [False]
+
+    def entities(kind: str, snap: Snapshot) -> list[collector.Entity]:
+        if broken[0] and kind == "gunicorn":
+            raise OverflowError("int too large to convert to float")
+        return collector.kind_entities(kind, snap)
+
+    current = [dataclasses.replace(_snapshot(), targets=(_target(4242),))]
+    cache = RenderCache(snapshot=lambda: current[-1], live=[CollectorRegistry()], entities=entities)
+    cache.publish()
+    assert _errors(cache, "gunicorn") == 0.0
+    broken[0] = True
+    for n in (1, 2, 3):  # three scans of other kinds while the gunicorn part can't render
+        renewed = FileResult(path="/etc/tls/cert.pem", certs=(_cert(n),))
+        current.append(dataclasses.replace(current[-1], files=(renewed,), targets=(_target(4242 + n),)))
+        cache.publish()
+        body = b"".join(cache.body("text", gzipped=False))
+        assert f'fingerprint_sha256="{n:064x}"'.encode() in body  # the files kind published its fresh scan
+        assert b'gunicorn_cert_master_pid{target="api"} 4242.0' in body  # the failing kind kept its last bytes
+    assert _errors(cache, "gunicorn") == 3.0 and _errors(cache, "files") == 0.0
+    logged = [r for r in caplog.records if r.getMessage().startswith("render failed")]
+    assert len(logged) == 1 and "OverflowError" in str(vars(logged[0])["traceback"])
+    broken[0] = False
+    cache.publish()
+    assert b'gunicorn_cert_master_pid{target="api"} 4245.0' in b"".join(cache.body("text", gzipped=False))
+
+
+def test_a_pid_no_float_can_hold_renders_as_nan_instead_of_failing_the_kind() -> None:
+    """Issue 25 item 1: a control socket that says pid 10**309 made float() raise in the gunicorn part."""
+    snapshot = Snapshot(targets=(_target(10**309),))
+    cache = RenderCache(snapshot=lambda: snapshot, live=[CollectorRegistry()])
+    cache.publish()
+    body = b"".join(cache.body("text", gzipped=False))
+    assert b'gunicorn_cert_master_pid{target="api"} NaN' in body and _errors(cache, "gunicorn") == 0.0

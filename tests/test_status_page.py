@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -28,6 +31,7 @@ from gunicorn_cert_exporter.model import (
 from gunicorn_cert_exporter.sources import certs
 from tests.support import (
     DAY,
+    LIFETIMES,
     NOW,
     PKI,
     Chromium,
@@ -36,6 +40,7 @@ from tests.support import (
     StartExporter,
     TLSServer,
     free_port,
+    lifetime_files,
     server_context,
 )
 
@@ -70,8 +75,9 @@ def _fresh_machine(run_exporter: StartExporter, tmp_path: Path, pki: PKI) -> Run
     (tmp_path / "ca-certificates.crt").write_bytes(b"".join(r.cert_pem for r in roots))
     root = roots[0]
     (tmp_path / "fine.pem").write_bytes(pki.leaf(root, "fine.example").cert_pem)
-    (tmp_path / "soon.pem").write_bytes(pki.leaf(root, "soon.example", not_after=NOW + 5 * DAY).cert_pem)
-    (tmp_path / "later.pem").write_bytes(pki.leaf(root, "later.example", not_after=NOW + 20 * DAY).cert_pem)
+    for name, left in (("soon", 5), ("later", 20)):  # 90-day leaves: critical below 7 days left, warning below 22.5
+        leaf = pki.leaf(root, f"{name}.example", not_before=NOW - (90 - left) * DAY, not_after=NOW + left * DAY)
+        (tmp_path / f"{name}.pem").write_bytes(leaf.cert_pem)
     exporter: RunningExporter = run_exporter(
         f"files: [{{paths: ['{tmp_path}/ca-certificates.crt', '{tmp_path}/*.pem', '{tmp_path}/live/**/*.pem']}}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/tls/cert.pem, key_file: {tmp_path}/tls/key.pem, "
@@ -101,7 +107,7 @@ def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
 ) -> None:
     exporter = _fresh_machine(run_exporter, short_dir, pki)
     api = _api(exporter)
-    expected = {"expired": 1, "critical": 1, "warning": 2, "ok": 140, "errors": 3}
+    expected = {"expired": 1, "critical": 1, "warning": 2, "ok": 140, "retired": 0, "errors": 3}
     assert api["summary"] == {**expected, "drifting_targets": 0, "blocked_reloads": 0}
     browser.open(exporter.url + "/", **DESKTOP)
     assert browser.evaluate("document.title") == (
@@ -284,3 +290,94 @@ def test_a_master_the_exporter_could_not_look_at_is_unknown_not_a_warning(
     )
     row = status.build(Snapshot(targets=(target,)), now=0.0).targets[0]
     assert row.problems == (f"master {reason.value}",) and row.severity == severity
+
+
+class _SourceRows(HTMLParser):
+    """The rows of the page's sources table: their band and the text of each cell, by its data-label."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[dict[str, str]] = []
+        self._in_sources = False
+        self._cell: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "table":
+            self._in_sources = named.get("id") == "sources"
+        elif self._in_sources and tag == "tr" and "row" in (named.get("class") or "").split():
+            self.rows.append({"band": named.get("data-band") or ""})
+        elif self._in_sources and tag == "td" and self.rows:
+            self._cell = named.get("data-label") or ""
+            self.rows[-1][self._cell] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._cell = None
+        elif tag == "table":
+            self._in_sources = False
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self.rows[-1][self._cell] += data
+
+
+def test_the_page_the_api_and_check_agree_row_by_row_on_lifetime_bands(
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    lifetime_files(tmp_path, pki, root)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    expired = pki.issue(EXPIRED_ROOT, ca=True, not_before=NOW - 900 * DAY, not_after=NOW - 564 * DAY)
+    (bundle / "ca-certificates.crt").write_bytes(expired.cert_pem + root.cert_pem)
+    config = f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{bundle}/*.crt'], trust_store: true}}]\n"
+    exporter: RunningExporter = run_exporter(config)
+    exporter.scan_now()
+    api = _api(exporter)
+    status_code, body = exporter.get("/")
+    assert status_code == 200
+    page = _SourceRows()
+    page.feed(body.decode())
+    assert len(page.rows) == len(api["sources"]) == len(LIFETIMES) + 1
+    for row, source in zip(page.rows, api["sources"], strict=True):
+        cert = source["certs"][0]
+        assert row["band"] == source["band"] == cert["band"]
+        assert row["days left"] == f"{cert['days_left']:.1f}"
+        assert row["lifetime left"].startswith(f"{round(cert['share_left'] * 100)}% of ")
+    by_subject = {s["certs"][0]["subject"]: s["certs"][0] for s in api["sources"] if s["kind"] == "file"}
+    for name, (lifetime, left, state) in LIFETIMES.items():
+        cert = by_subject[name]
+        assert cert["lifetime_days"] == pytest.approx(lifetime / DAY)
+        assert cert["share_left"] == pytest.approx(left / lifetime, abs=0.01)
+        assert {"ok": "OK", "warning": "WARNING", "critical": "CRITICAL"}[cert["band"]] == state
+    retired = next(s for s in api["sources"] if s["source"].endswith("ca-certificates.crt"))
+    assert retired["band"] == "ok" and [c["band"] for c in retired["certs"]] == ["ok", "retired"]
+    assert api["summary"]["retired"] == 1 and api["summary"]["expired"] == 0
+    assert api["thresholds"] == {
+        "warning_seconds": 28 * 86400.0,
+        "warning_share": 0.25,
+        "critical_seconds": 7 * 86400.0,
+        "critical_share": 0.125,
+    }
+    verdict = subprocess.run(  # check reads the same view: the same state per certificate
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--output", "json", "--config", exporter.config_path],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    checked = {c["subject"]: c["status"] for c in json.loads(verdict.stdout)["checks"] if c["subject"] in LIFETIMES}
+    assert checked == {name: state for name, (_, _, state) in LIFETIMES.items()}
+
+
+def test_the_configured_bands_reach_the_page_and_the_api(
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    lifetime_files(tmp_path, pki, root)
+    exporter: RunningExporter = run_exporter(
+        f"bands: {{warning: 28d, critical: 7d}}\nfiles: [{{paths: ['{tmp_path}/*.pem']}}]\n"
+    )
+    exporter.scan_now()
+    api = _api(exporter)
+    fresh = next(s for s in api["sources"] if s["certs"][0]["subject"] == "160h-issued-an-hour-ago")
+    assert fresh["band"] == "critical"  # fixed bands: a 160-hour certificate is red all its life
+    assert api["thresholds"]["warning_share"] is None and api["thresholds"]["critical_seconds"] == 7 * 86400.0
+    _, body = exporter.get("/")
+    assert "warning below 28d left, critical below 7d" in body.decode()

@@ -283,7 +283,8 @@ class SocketRig:
     def __init__(self, directory: Path, pki: PKI, root: Issued) -> None:
         self.old = pki.leaf(root)
         rotate(directory, pki.leaf(root))
-        self.server = ControlServer(directory / "ctl", pid=4242, port=8443, started=time.time() - 3600)
+        # This process listens: the kernel names it, so the reply must name it too.
+        self.server = ControlServer(directory / "ctl", pid=os.getpid(), port=8443, started=time.time() - 3600)
         self.target = GunicornTarget(
             name="api",
             cert_file=str(directory / "cert.pem"),
@@ -447,7 +448,7 @@ def test_a_target_whose_scan_fails_keeps_its_series_down_with_scan_failed(
     assert get("gunicorn_cert_fingerprint_mismatch", drift_at) == 1  # the files hold a newer leaf than is served
     assert get("gunicorn_cert_master_info", {**api, "channel": channel}) == 1
     pid = get("gunicorn_cert_master_pid", api)
-    assert pid == (4242 if channel == "control_socket" else os.getpid())
+    assert pid == os.getpid()  # the fake control socket runs in this process, as the pidfile names it
     before = series(rig.registry, KEPT)
 
     rig.broken = True

@@ -56,6 +56,12 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec("gunicorn_cert_file_certificates", "gauge", "Number of certificates in the file.", ("path",)),
     Spec("gunicorn_cert_file_private_keys", "gauge", "Number of private keys in the file.", ("path",)),
     Spec(
+        "gunicorn_cert_file_trust_store",
+        "gauge",
+        "1 if the file is a trust store (trust_store: true): its anchors are never renewed; absent otherwise.",
+        ("path",),
+    ),
+    Spec(
         "gunicorn_cert_file_pattern_matches",
         "gauge",
         "Number of files a configured path, glob or directory matched.",
@@ -219,6 +225,12 @@ CATALOGUE: tuple[Spec, ...] = (
         "gauge",
         "When the configuration was last loaded successfully.",
         (),
+    ),
+    Spec(
+        "gunicorn_cert_exporter_render_errors",
+        "counter",
+        "Renders of a scan kind's series that failed; that kind's series stay as last rendered, the others go on.",
+        ("kind",),
     ),
     Spec(
         "gunicorn_cert_exporter_http_refused",

@@ -29,6 +29,14 @@ def label(value: object) -> str:
     return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def number(value: float) -> float:
+    """Return ``value`` as a sample value; NaN for an integer no float can hold (a pid that is no pid)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("nan")
+
+
 def cert_labels(cert: CertFacts) -> list[str]:
     """Return the identity label values of a certificate, in catalogue order."""
     return [
@@ -183,6 +191,8 @@ def add_file(out: Sink, result: FileResult) -> None:
         out.add("gunicorn_cert_file_changed_timestamp_seconds", [path], result.changed_at)
     out.add("gunicorn_cert_file_certificates", [path], len(result.certs))
     out.add("gunicorn_cert_file_private_keys", [path], len(result.keys))
+    if result.trust_store:
+        out.add("gunicorn_cert_file_trust_store", [path], 1.0)
     for index, cert in enumerate(result.certs):
         position = [path, str(index)]
         out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
@@ -200,8 +210,9 @@ def add_pattern(out: Sink, pattern: PatternResult) -> None:
 def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
     """Add the series of one endpoint, on each of its addresses."""
     name, sni = label(endpoint.endpoint), label(endpoint.server_name)
-    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down).
-    resolved = 0 if endpoint.error is not None else len(endpoint.addresses)
+    # A name that does not resolve now resolved to nothing, whatever addresses it last had (kept below, down); an
+    # endpoint not probed this time (scan_failed) still resolves where it last did, as far as anyone knows.
+    resolved = 0 if endpoint.error is EndpointReason.DNS_FAILURE else len(endpoint.addresses)
     out.add("gunicorn_cert_endpoint_addresses", [name, sni], resolved)
     if endpoint.error is not None and not endpoint.addresses:  # no address ever known to report it on
         out.add("gunicorn_cert_endpoint_up", [name, sni, ""], 0.0)
@@ -254,7 +265,7 @@ def add_target(out: Sink, target: TargetState) -> None:
     if master.error is not None:
         out.add("gunicorn_cert_master_error", [target.name, master.error.value], 1.0)
     out.add("gunicorn_cert_master_info", [target.name, master.channel], 1.0)  # the channel is known unproven too
-    out.add("gunicorn_cert_master_pid", name, master.pid or 0)  # 0 while no master is proven: the series stays
+    out.add("gunicorn_cert_master_pid", name, number(master.pid or 0))  # 0 while no master is proven: the series stays
     if master.start_time is not None:
         out.add("gunicorn_cert_master_start_timestamp_seconds", name, master.start_time)
     out.add("gunicorn_cert_master_workers", name, len(master.workers))

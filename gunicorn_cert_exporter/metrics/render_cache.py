@@ -5,31 +5,37 @@ again, on the thread that published; every other entity's bytes are copied from 
 samples are kept once for both text formats (they write samples alike), deflated. A scrape only encodes the small
 live part (process, GC, HTTP refusals) and writes the parts one after another; a gzip body is one member made of
 the parts' pre-deflated, byte-aligned blocks (RFC 1951 blocks can be concatenated) with one header and trailer.
+
+Each kind renders on its own: a kind whose render fails (a number no format can write) keeps its last bytes, logs
+once and counts in ``gunicorn_cert_exporter_render_errors_total{kind}``; the other kinds publish as usual.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 import time
+import traceback
 import zlib
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
-from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
-from gunicorn_cert_exporter.metrics.collector import KINDS, kind_entities, kind_inputs
+from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE
+from gunicorn_cert_exporter.metrics.collector import KINDS, Entity, kind_entities, kind_inputs
 from gunicorn_cert_exporter.metrics.exposition import EOF, FORMATS, HEADERS, Format, encode, sample_line
 from gunicorn_cert_exporter.model import Snapshot
 
 _LEVEL = 1  # parts are deflated once per change; level 1 keeps a 100,000-file render fast at ~10x compression
 _GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no name, no mtime, unknown OS
 _FINAL_BLOCK = b"\x03\x00"  # an empty final fixed-Huffman block: ends the concatenated deflate stream
+_log = logging.getLogger("gunicorn_cert_exporter.metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,45 @@ class _Joined(Collector):
             yield from collector.collect()
 
 
+class RenderErrors(Collector):
+    """Count failed renders per kind; log the first failure of each run of failures, with its traceback."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = dict.fromkeys(KINDS, 0)
+        self._failing: dict[str, str] = {}  # kind -> the error type of its current run of failures
+
+    def failed(self, kind: str, exc: Exception) -> None:
+        """Count one failed render of ``kind``; log it unless the kind already fails with the same error type."""
+        with self._lock:
+            self._totals[kind] += 1
+            repeated = self._failing.get(kind) == type(exc).__name__
+            self._failing[kind] = type(exc).__name__
+        if not repeated:
+            _log.error(
+                "render failed: this kind keeps its last series",
+                extra={
+                    "kind": kind,
+                    "reason": f"{type(exc).__name__}: {str(exc)[:200]}",
+                    "traceback": "".join(traceback.format_exception(exc)),
+                },
+            )
+
+    def rendered(self, kind: str) -> None:
+        """End the kind's run of failures: its next failure is logged again."""
+        with self._lock:
+            self._failing.pop(kind, None)
+
+    def collect(self) -> Iterable[Metric]:
+        """Expose the totals, every kind from the start."""
+        spec = BY_NAME["gunicorn_cert_exporter_render_errors"]
+        family = CounterMetricFamily(spec.name, spec.help, labels=list(spec.labels))
+        with self._lock:
+            for kind, count in self._totals.items():
+                family.add_metric([kind], count)
+        return [family]
+
+
 def _splice(segments: Sequence[tuple[int, int]], last: _Family | None, fresh: dict[int, list[str]]) -> _Family | None:
     """One family of the new part: runs of reused entities copied from ``last``, fresh entities' lines between."""
     pieces: list[bytes | memoryview] = []
@@ -132,9 +177,12 @@ class RenderCache:
         live: Sequence[Collector],
         live_ttl: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
+        entities: Callable[[str, Snapshot], list[Entity]] = kind_entities,
     ) -> None:
         self._snapshot = snapshot
-        self._live = _Joined(live)
+        self._entities = entities
+        self.errors = RenderErrors()
+        self._live = _Joined([*live, self.errors])
         # Under a flood of scrapes the live series are encoded at most every live_ttl seconds; one scraper every
         # second or more (Prometheus) always gets them fresh.
         self._live_ttl, self._clock = live_ttl, clock
@@ -160,25 +208,35 @@ class RenderCache:
             while self._pending[kind] and lock.acquire(blocking=False):
                 try:
                     self._pending[kind] = False
-                    snapshot = self._snapshot()
-                    inputs = kind_inputs(kind, snapshot)
-                    current = self._parts.get(kind)
-                    if current is not None and (current.inputs is inputs or current.inputs == inputs):
-                        continue
-                    self._parts[kind] = self._render(kind, snapshot, inputs)
-                    self.renders[kind] += 1
-                    changed = True
+                    changed = self._publish_kind(kind) or changed
                 finally:
                     lock.release()
         if changed:
             self._assemble()
+
+    def _publish_kind(self, kind: str) -> bool:
+        """Render one kind if its inputs changed; tell whether its part did. A failure keeps the last part."""
+        snapshot = self._snapshot()
+        inputs = kind_inputs(kind, snapshot)
+        current = self._parts.get(kind)
+        if current is not None and (current.inputs is inputs or current.inputs == inputs):
+            return False
+        try:
+            part = self._render(kind, snapshot, inputs)
+        except Exception as exc:  # noqa: BLE001  (a value no format can write must not stop the other kinds)
+            self.errors.failed(kind, exc)  # tried again at the next publish: a passing failure heals there
+            return False
+        self.errors.rendered(kind)
+        self._parts[kind] = part
+        self.renders[kind] += 1
+        return True
 
     def _render(self, kind: str, snapshot: Snapshot, inputs: object) -> _Part:
         """Render the entities whose value changed; every other entity's bytes are copied from the last part.
 
         Of 10,000 files, one renewed certificate re-renders one file; the families are then joined and deflated.
         """
-        entities = kind_entities(kind, snapshot)
+        entities = self._entities(kind, snapshot)
         previous = self._parts.get(kind)
         before = previous.entities if previous is not None else {}
         keys: dict[Hashable, tuple[int, object]] = {}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from gunicorn_cert_exporter.config import ReloadConfig
-from gunicorn_cert_exporter.model import AddressDrift, CertFacts, EndpointResult, FileResult, TargetState
+from gunicorn_cert_exporter.model import AddressDrift, CertFacts, EndpointResult, FileResult, TargetState, clamp_to_now
 
 HOUR = 3600.0
 
@@ -54,7 +54,8 @@ def compare(
             out.append(AddressDrift(address=result.address, mismatch=False))
             continue
         old = before.get(result.address)
-        since = old.since if old is not None and old.mismatch and old.since is not None else now
+        kept = clamp_to_now(old.since, now=now) if old is not None and old.mismatch else None
+        since = kept if kept is not None else now
         out.append(AddressDrift(address=result.address, mismatch=True, since=since))
     return tuple(out)
 

@@ -20,6 +20,7 @@ from gunicorn_cert_exporter.model import (
     MasterReason,
     MasterState,
     TargetState,
+    clamp_to_now,
     down_at,
 )
 from gunicorn_cert_exporter.reload import drift
@@ -267,6 +268,8 @@ class TargetWatcher:
             # The master reloaded (whoever asked): it happened after the previous look.
             memory.last_reload = max(memory.master_at or now, memory.last_reload or 0.0)
         memory.master, memory.master_at = master, now
+        # Never later than now, whatever a master said (uptime -1e300) or a config reload carried over.
+        memory.last_reload = clamp_to_now(memory.last_reload, now=now)
         leaf = cert.certs[0] if cert.certs else None
         drifts = drift.compare(endpoint=endpoint, file_leaf=leaf, previous=memory.drift, now=now)
         memory.drift = drifts
@@ -360,7 +363,7 @@ class TargetWatcher:
             raise ProcessLookupError(identity.pid)  # another master answers there now, maybe with the same pid
         if not may_act():
             raise _AbandonedError
-        control_socket.reload(target.control_socket, timeout=target.timeout)
+        control_socket.reload(target.control_socket, timeout=target.timeout, pid=identity.pid)
 
     def _workers_now(self, target: GunicornTarget, identity: gunicorn.MasterIdentity) -> set[int] | None:
         """Return the pids of the master's live workers, or None if it can't be seen as the same master."""

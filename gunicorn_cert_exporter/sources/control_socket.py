@@ -2,6 +2,11 @@
 
 Every exchange is bounded: one deadline covers connecting (retried while Gunicorn re-creates its socket around a
 fork), sending and reading; a reply is capped in size; a path that is not a socket is refused unopened.
+
+Nothing is sent before the listener is proven: the kernel names it (SO_PEERCRED on the connected socket), it must
+run as the socket file's owner, and where its pid is visible it must be the master the reply names. In another PID
+namespace (a sidecar) the kernel says pid 0: there the owner, the peer's uid and a mode that not everyone may write
+are the proof.
 """
 
 from __future__ import annotations
@@ -36,6 +41,50 @@ class ControlError(OSError):
 
 
 @dataclass(frozen=True, slots=True)
+class Peer:
+    """Who listens on a control socket, as the kernel says, and who owns the socket file."""
+
+    pid: int  # 0 when the listener is in a PID namespace this process can't see
+    uid: int
+    file_uid: int
+    file_mode: int
+
+
+def peer_of(sock: socket.socket) -> tuple[int, int]:
+    """Return the pid and uid of the process at the other end of a connected Unix socket (SO_PEERCRED)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _gid = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _proven(sock: socket.socket, path: str, expect_pid: int | None) -> Peer:
+    """Read who listens and check it may be trusted; raise ControlError before anything is sent otherwise."""
+    try:
+        pid, uid = peer_of(sock)
+        info = os.stat(path)
+    except FileNotFoundError:  # re-created around a fork meanwhile: nothing proven, try again at the next look
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNAVAILABLE, f"{path}: gone while connecting") from None
+    except OSError as exc:
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, f"{path}: listener unknown ({exc})") from None
+    peer = Peer(pid=pid, uid=uid, file_uid=info.st_uid, file_mode=stat.S_IMODE(info.st_mode))
+    check_peer(peer, path=path, expect_pid=expect_pid)
+    return peer
+
+
+def check_peer(peer: Peer, *, path: str, expect_pid: int | None) -> None:
+    """Raise ControlError unless ``peer`` may be trusted as the master (``expect_pid``, where its pid is visible)."""
+    if peer.uid != peer.file_uid:
+        detail = f"{path} is owned by uid {peer.file_uid}, its listener runs as uid {peer.uid}"
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, detail)
+    if peer.pid == 0 and peer.file_mode & stat.S_IWOTH:
+        detail = f"{path} is writable by anyone (mode {peer.file_mode:o}) and its listener's pid is not visible"
+        raise ControlError(MasterReason.CONTROL_SOCKET_UNTRUSTED, detail)
+    if expect_pid is not None and peer.pid not in (0, expect_pid):
+        detail = f"{path}: the listener is pid {peer.pid}, not the master {expect_pid}"
+        raise ControlError(MasterReason.PID_MISMATCH, detail)
+
+
+@dataclass(frozen=True, slots=True)
 class ControlView:
     """What a master says about itself through its control socket."""
 
@@ -53,8 +102,25 @@ def exchange(
     timeout: float,
     clock: Callable[[], float] = time.monotonic,
     request_id: int = 1,
+    expect_pid: int | None = None,
 ) -> dict[str, Any]:
-    """Send one command and return the reply's ``data``; raise ControlError on any failure within ``timeout``."""
+    """Send one command and return the reply's ``data``; raise ControlError on any failure within ``timeout``.
+
+    The listener is proven first (``expect_pid``: the master it must be, where its pid is visible).
+    """
+    data, _peer = _exchange(path, command, timeout=timeout, clock=clock, request_id=request_id, expect_pid=expect_pid)
+    return data
+
+
+def _exchange(
+    path: str,
+    command: str,
+    *,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    request_id: int = 1,
+    expect_pid: int | None = None,
+) -> tuple[dict[str, Any], Peer]:
     deadline = clock() + timeout
     try:
         mode = os.stat(path).st_mode
@@ -65,6 +131,7 @@ def exchange(
     if mode is not None and not stat.S_ISSOCK(mode):
         raise ControlError(MasterReason.CONTROL_SOCKET_INVALID, f"{path} is not a socket")
     with _connect(path, deadline, clock) as sock:
+        peer = _proven(sock, path, expect_pid)
         payload = json.dumps({"id": request_id, "command": command, "args": []}).encode()
         try:
             sock.settimeout(max(deadline - clock(), 0.001))
@@ -83,7 +150,7 @@ def exchange(
         error = reply.get("error") if isinstance(reply, dict) else "malformed"
         raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: {command!r} failed: {str(error)[:200]}")
     data: dict[str, Any] = reply["data"]
-    return data
+    return data, peer
 
 
 def _capped(length: int) -> int:
@@ -138,16 +205,20 @@ def observe(path: str, *, timeout: float) -> ControlView:
         return max(timeout - (time.monotonic() - started), 0.001)
 
     try:
-        stats = exchange(path, "show stats", timeout=left())
-        workers = exchange(path, "show workers", timeout=left(), request_id=2)
-        listeners = exchange(path, "show listeners", timeout=left(), request_id=3)
+        stats, peer = _exchange(path, "show stats", timeout=left())
+        pid = int(stats["pid"])
+        if peer.pid not in (0, pid):  # another process answers in the name of a master
+            detail = f"{path}: the listener is pid {peer.pid}, its reply names {pid}"
+            raise ControlError(MasterReason.PID_MISMATCH, detail)
+        workers = exchange(path, "show workers", timeout=left(), request_id=2, expect_pid=peer.pid or None)
+        listeners = exchange(path, "show listeners", timeout=left(), request_id=3, expect_pid=peer.pid or None)
         ports = []
         for entry in listeners.get("listeners", []):
             match = _PORT.search(str(entry.get("address", "")))
             if match and entry.get("type") in ("tcp", "tcp6"):
                 ports.append(int(match.group(1)))
         return ControlView(
-            pid=int(stats["pid"]),
+            pid=pid,
             uptime=float(stats.get("uptime") or 0.0),
             reloads=int(stats.get("reloads") or 0),
             workers=tuple(sorted(int(w["pid"]) for w in workers.get("workers", []))),
@@ -157,9 +228,9 @@ def observe(path: str, *, timeout: float) -> ControlView:
         raise ControlError(MasterReason.CONTROL_SOCKET_ERROR, f"{path}: unexpected reply ({exc})") from None
 
 
-def reload(path: str, *, timeout: float) -> None:
-    """Ask the master to reload (as SIGHUP does); raise ControlError if it did not accept."""
-    exchange(path, "reload", timeout=timeout, request_id=4)
+def reload(path: str, *, timeout: float, pid: int | None = None) -> None:
+    """Ask the master ``pid`` to reload (as SIGHUP does); raise ControlError if it is not the listener or refused."""
+    exchange(path, "reload", timeout=timeout, request_id=4, expect_pid=pid)
 
 
 def same_master(view: ControlView, *, pid: int, start_time: float, now: float) -> bool:

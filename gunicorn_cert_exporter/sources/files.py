@@ -36,6 +36,7 @@ class Wanted:
     fmt: certs.Format = "auto"
     password_file: str | None = None
     password_env: str | None = None
+    trust_store: bool = False
 
 
 class FileScanner:
@@ -86,6 +87,8 @@ class FileScanner:
                     self._cache[item.path] = before
             else:
                 result = self._cache[item.path] = self.scan_one(item, before)
+            if result.trust_store is not item.trust_store:  # the entry says so, whatever the file held before
+                result = replace(result, trust_store=item.trust_store)
             results.append(result)
         return tuple(results)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -59,6 +60,13 @@ class _Child:
         self.killed = False
         self._on_message = on_message
         threading.Thread(target=self._read, name="probe-process-reader", daemon=True).start()
+        threading.Thread(target=self._reap, name="probe-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        """Reap the child as soon as it exits, between scans too: a killed child is no zombie until the next scan."""
+        with contextlib.suppress(ChildProcessError):  # already reaped by a scan
+            os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOWAIT)  # waits without reaping: Popen reaps
+        self.process.poll()  # reaps and sets returncode; if a scan holds Popen's lock, that scan reaps it
 
     def alive(self) -> bool:
         return not (self.gone or self.killed) and self.process.poll() is None

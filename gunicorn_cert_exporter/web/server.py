@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import socket
 import ssl
@@ -30,6 +29,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from gunicorn_cert_exporter import status as host_status
+from gunicorn_cert_exporter.bands import Thresholds
+from gunicorn_cert_exporter.escapes import strict_json
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache, format_for
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.service import ProbeOutcome, ProbeRefusal, Service
@@ -53,6 +54,7 @@ class App:
     reload: Callable[[], list[str]]
     refusals: Refusals = field(default_factory=Refusals)
     clock: Callable[[], float] = time.time
+    thresholds: Callable[[], Thresholds] = Thresholds  # the config's bands, as the page and the API judge
 
 
 _REFUSAL_STATUS = {ProbeRefusal.MALFORMED: 400, ProbeRefusal.NOT_ALLOWED: 403}
@@ -70,6 +72,7 @@ def app_for(service: Service, *, live: CollectorRegistry | None = None) -> App:
         probe=service.probe,
         reload=service.reload,
         refusals=refusals,
+        thresholds=lambda: service.config.bands.thresholds,
     )
 
 
@@ -265,7 +268,7 @@ class _Routes:
         app, wanted = self.app, request.query.get("q", "")
 
         def render() -> bytes:
-            page = status_page.render(app.snapshot(), now=app.clock(), query=wanted)
+            page = status_page.render(app.snapshot(), now=app.clock(), query=wanted, thresholds=app.thresholds())
             # File names may hold bytes that are not UTF-8 (surrogates here): show them escaped, never fail.
             return page.encode("utf-8", "backslashreplace")
 
@@ -279,8 +282,10 @@ class _Routes:
         app = self.app
 
         def render() -> bytes:
-            document = host_status.document(host_status.build(app.snapshot(), now=app.clock()))
-            return json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+            view = host_status.build(app.snapshot(), now=app.clock(), thresholds=app.thresholds())
+            # Strict JSON (null for NaN and infinities), control characters escaped; names may hold non-UTF-8 bytes.
+            body = strict_json(host_status.document(view), indent=1) + "\n"
+            return body.encode("utf-8", "backslashreplace")
 
         body = await self._bounded("work", self._work, render)
         return web.Response(body=body, headers={"Content-Type": "application/json; charset=utf-8"})

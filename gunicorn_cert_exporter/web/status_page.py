@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
 from html import escape
+from typing import TypeVar
 
 from gunicorn_cert_exporter import __version__, status
-from gunicorn_cert_exporter.bands import DAY, Band, Severity
+from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
+
+_log = logging.getLogger("gunicorn_cert_exporter.web")
+R = TypeVar("R")
+A = TypeVar("A")
 
 _STYLE = """
 :root{--fg:#1b1b1b;--bg:#fff;--muted:#5f6368;--line:#ddd;--head:#f4f4f4;--ok:#1e7e34;--warn:#9a6700;
@@ -85,7 +92,10 @@ def _t(value: object) -> str:
 def _when(ts: float | None, *, utc: bool = True) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M" + (" UTC" if utc else ""))
+    except (ValueError, OverflowError, OSError):  # NaN, or beyond year 9999: say so, never fail the page
+        return "invalid time"
 
 
 def _ago(ts: float, now: float) -> str:
@@ -104,9 +114,10 @@ def _summary(view: StatusView) -> str:
     counts = asdict(view.summary)
     cards = (
         ("expired", "expired", "crit"),
-        ("critical", f"critical &lt; {view.thresholds.critical / DAY:g} d", "crit"),
-        ("warning", f"warning &lt; {view.thresholds.warning / DAY:g} d", "warn"),
+        ("critical", "critical", "crit"),
+        ("warning", "warning", "warn"),
         ("ok", "ok", "ok"),
+        ("retired", "retired", "ok"),
         ("errors", "errors", "crit"),
         ("drifting_targets", "drifting targets", "warn"),
         ("blocked_reloads", "blocked reloads", "warn"),
@@ -116,6 +127,27 @@ def _summary(view: StatusView) -> str:
         for key, label, css in cards
     )
     return f"<section id=summary aria-label=Summary><ul class=cards>{items}</ul></section>"
+
+
+def _edge(text: str) -> str:
+    """Say an edge as a reader does: ``28d, 25%`` -> ``min(28d, 25% of lifetime)``."""
+    text = text.replace("%", "% of lifetime")
+    return f"min({text})" if "," in text else text
+
+
+def _bands(view: StatusView) -> str:
+    warning, critical = (_edge(str(edge)) for edge in (view.thresholds.warning, view.thresholds.critical))
+    return f"<span id=bands>warning below {_t(warning)} left, critical below {_t(critical)}</span>"
+
+
+def _left(cert: CertRow) -> str:
+    """Say the share of its lifetime a certificate has left, e.g. ``25% of 90 d``."""
+    share = "-" if cert.share_left is None else f"{round(cert.share_left * 100)}%"
+    return f"{share} of {_days(cert.lifetime_days)}"
+
+
+def _days(days: float) -> str:
+    return f"{days * 24:.0f} h" if 0 < days < 10 else f"{days:.0f} d"
 
 
 def _target(target: TargetRow, now: float) -> str:
@@ -152,7 +184,7 @@ def _target(target: TargetRow, now: float) -> str:
 def _cert(cert: CertRow) -> str:
     return (
         f"{_badge(cert.band.severity, cert.band.value)} <span class=muted>#{cert.index}</span> {_t(cert.subject)}"
-        f" <span class=muted>· {_when(cert.not_after)} · {cert.days_left:.1f} d"
+        f" <span class=muted>· {_when(cert.not_after)} · {cert.days_left:.1f} d · {_left(cert)}"
         f"{' · ' + _t(cert.note) if cert.note else ''}"
         f"{' · self-issued' if cert.issuer == cert.subject else ' · issuer ' + _t(cert.issuer)}</span>"
     )
@@ -173,6 +205,7 @@ def _source(row: SourceRow, query: str) -> str:
         notes.append(f"not verified: {row.verify_reason}")
     elif row.verified:
         notes.append("verified")
+    left = "-" if soonest is None else _left(soonest)
     if soonest is None:
         cert, expires, days = "-", "-", "-"
     elif len(row.certs) == 1:
@@ -199,6 +232,7 @@ def _source(row: SourceRow, query: str) -> str:
         f"<td data-label={row.kind}><code>{_t(where)}</code></td>"
         f"<td data-label=certificate{empty}>{cert}</td><td data-label=expires class={when}>{expires}</td>"
         f"<td data-label='days left' class={number}>{days}</td>"
+        f"<td data-label='lifetime left' class={number}>{left}</td>"
         f"<td data-label=notes>{_t('; '.join(notes))}</td></tr>"
     )
 
@@ -213,6 +247,18 @@ def _target_matches(row: TargetRow, query: str) -> bool:
     return query in text.lower()
 
 
+def _row(render: Callable[[R, A], str], row: R, arg: A, *, columns: int) -> str:
+    """Render one row; a row whose data can't be formatted says so instead of failing the whole page."""
+    try:
+        return render(row, arg)
+    except Exception as exc:  # noqa: BLE001  (one value from outside must not answer 500 for every row)
+        _log.warning("status page row not shown", exc_info=exc, extra={"row": type(row).__name__})
+        return (
+            f"<tr class='row unk'><td data-label=state>{_badge(Severity.UNKNOWN)}</td><td colspan={columns - 1}>"
+            f"this row could not be shown: {_t(type(exc).__name__)}</td></tr>"
+        )
+
+
 def render_view(view: StatusView, *, query: str = "") -> str:
     """Render a status view; only the rows matching ``query`` (case-insensitive) are listed, the summary is whole."""
     needle = query.strip().lower()
@@ -222,7 +268,7 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         "<h2>Gunicorn targets</h2><table id=targets class=rows><thead><tr><th>state</th><th>target</th>"
         "<th>drift per address</th><th>key matches</th><th>master</th><th>last reload</th><th>last decision</th>"
         "<th>signals / failures</th></tr></thead><tbody>"
-        + "".join(_target(t, view.generated_at) for t in targets)
+        + "".join(_row(_target, t, view.generated_at, columns=8) for t in targets)
         + "</tbody></table>"
         if view.targets
         else ""
@@ -236,18 +282,19 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         f"<header><h1>gunicorn-cert-exporter {_badge(view.status)}</h1>"
         f"<p class=muted>last scan {_when(view.scanned_at)} · page {_when(view.generated_at)}"
         f" · version {_t(__version__)} · <a href=metrics>metrics</a>"
-        " · <a href=api/v1/status>JSON</a> · <a href=healthz>healthz</a></p></header>"
+        f" · <a href=api/v1/status>JSON</a> · <a href=healthz>healthz</a><br>{_bands(view)}</p></header>"
         f"{_summary(view)}"
         "<form id=filter method=get role=search><label class=muted for=q>Filter</label>"
         f"<input id=q type=search name=q value='{_t(query)}' placeholder='path, subject, address, reason'>"
         f"<button>Filter</button></form>{target_table}"
         f"<h2>Certificates and endpoints, most urgent first{_t(shown)}</h2><table id=sources class=rows><thead><tr>"
-        "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th><th>notes</th></tr>"
-        "</thead><tbody>" + "".join(_source(s, needle) for s in sources) + "</tbody></table>"
+        "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th>"
+        "<th>lifetime left</th><th>notes</th></tr>"
+        "</thead><tbody>" + "".join(_row(_source, s, needle, columns=7) for s in sources) + "</tbody></table>"
         f"<script>{_SCRIPT}</script></body></html>"
     )
 
 
-def render(snap: Snapshot, *, now: float, query: str = "") -> str:
-    """Render the status page of a snapshot with the default bands."""
-    return render_view(status.build(snap, now=now), query=query)
+def render(snap: Snapshot, *, now: float, query: str = "", thresholds: Thresholds | None = None) -> str:
+    """Render the status page of a snapshot with the given bands (the default ones without)."""
+    return render_view(status.build(snap, now=now, thresholds=thresholds), query=query)
