@@ -353,27 +353,45 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     eventually(lambda: not any(alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
 
 
-class _Recorder:
+class _Held:
+    """An endpoints prober whose scan waits for the watchdog's abandon, then returns what it has (all overdue)."""
+
     def __init__(self) -> None:
-        self.abandoned = 0
+        self.entered = threading.Event()
+        self.abandoned = threading.Event()
 
     def probe_all(
         self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float
     ) -> tuple[EndpointResult, ...]:
-        return ()
+        self.entered.set()
+        self.abandoned.wait(30)
+        return tuple(probe_process.overdue((c.address, c.sni or ""), None) for c in configs)
 
     def abandon(self) -> None:
-        self.abandoned += 1
+        self.abandoned.set()
 
 
 def test_the_watchdog_abandoning_an_endpoints_scan_lets_the_probe_process_publish() -> None:
-    recorder = _Recorder()
-    scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
-                  endpoint_prober=recorder)  # fmt: skip
-    scans.overrun(ScanKind.FILES)
-    assert recorder.abandoned == 0
-    scans.overrun(ScanKind.ENDPOINTS)  # what scanning/scheduler.py's watchdog calls past the deadline
-    assert recorder.abandoned == 1
+    """Past its deadline the endpoints run is told to publish now, and still owns its kind: its results and its
+    `last_scan` are published (before, the run was dropped and a slow fleet never had an endpoints scan)."""
+    held, store = _Held(), Store()
+    scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=store, prober=Prober(),
+                  endpoint_prober=held)  # fmt: skip
+    run = threading.Thread(target=scans.scan_endpoints)
+    run.start()
+    try:
+        assert held.entered.wait(30)
+        scans.overrun(ScanKind.FILES)
+        scans.overrun(ScanKind.ENDPOINTS, threading.get_ident())  # not the run's thread: a newer run owns the kind
+        assert not held.abandoned.is_set()
+        scans.overrun(ScanKind.ENDPOINTS, run.ident)  # what scanning/scheduler.py's watchdog calls past the deadline
+        assert held.abandoned.is_set()
+    finally:
+        held.abandoned.set()
+        run.join(30)
+    (published,) = store.snapshot.endpoints
+    assert (published.endpoint, published.error) == ("a.invalid:443", EndpointReason.SCAN_DEADLINE)
+    assert ScanKind.ENDPOINTS in dict(store.snapshot.scans)
 
 
 class _Unkillable:
