@@ -168,6 +168,27 @@ def test_a_child_that_stops_answering_is_replaced_and_its_endpoints_are_scan_fai
         probes.close()
 
 
+def test_a_child_slower_to_start_than_the_silence_is_not_replaced(
+    tls_server: type[TLSServer], pki: PKI, root: Issued, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded machine may take longer than ``silence`` to import the child: killed then, the next one starts colder
+    still, and a replacement loop never probes anything (seen under `pytest -n 2` with silence=2)."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')  # 3 s before the interpreter starts
+    slow.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(slow))
+    probes = ProbeProcess(silence=1)
+    try:
+        (answer,) = probes.probe_all([_config(good)], concurrency=4)
+        assert answer.addresses[0].up
+        child = probes.pid
+        assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+        assert probes.pid == child  # the same child: it was never taken for stuck
+    finally:
+        probes.close()
+
+
 def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
@@ -401,6 +422,7 @@ class _Unkillable:
         self.connection = types.SimpleNamespace(send=lambda _request: None, close=lambda: None)
         self.process = types.SimpleNamespace(pid=0, returncode=None, poll=lambda: None)
         self.heard = time.monotonic()
+        self.spoke = True  # it started, then hung
         self.killed = False
 
     def alive(self) -> bool:

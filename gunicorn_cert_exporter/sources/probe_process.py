@@ -10,9 +10,10 @@ A scan asks the child for its endpoints and waits until each has answered, or un
 result that arrived is published, and each endpoint still waiting or being probed is ``scan_deadline`` (down, on
 the addresses and certificates it last had), while the child goes on with it: the next scan publishes what arrived
 meanwhile, and asks first for what this one did not reach. A slow fleet is never a reason to replace the child;
-one that died, or that sent neither a result nor its heartbeat for ``silence`` seconds, is replaced, and the
-endpoints it did not answer for are ``scan_failed`` on their last addresses. The child exits when the exporter does,
-however it ends: its end of the socket closes, and it watches its parent.
+one that died, or that sent neither a result nor its heartbeat for ``silence`` seconds (``STARTUP`` before its
+first word: a loaded machine may take that long to import), is replaced, and the endpoints it did not answer for
+are ``scan_failed`` on their last addresses. The child exits when the exporter does, however it ends: its end of
+the socket closes, and it watches its parent.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ _POLL = 0.5  # how often a waiting scan looks whether its child is still alive a
 _MAX_DYING = 3  # killed children that have not exited yet (stuck in the kernel): no new one past this
 SILENCE = 10.0
 """Seconds without a result or a heartbeat after which the child is taken for stuck and replaced."""
+STARTUP = 60.0
+"""Seconds a new child may take to say its first word: killing one still importing would start a colder one."""
 DEADLINE_DETAIL = "not probed by the scan's deadline: still queued or being probed; its last result is kept"
 
 _Key = tuple[str, str]
@@ -56,6 +59,7 @@ class _Child:
             self.process = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
         self.connection = Connection(ours.detach())
         self.heard = time.monotonic()  # the last result or heartbeat
+        self.spoke = False  # it has sent something: it started
         self.gone = False  # its end of the socket closed: it exited, or was killed
         self.killed = False
         self._on_message = on_message
@@ -96,7 +100,7 @@ class _Child:
             except Exception:  # noqa: BLE001  (a message this side can't read is a bug, not a dead child)
                 _log.exception("unreadable message from the probe process", extra={"pid": self.process.pid})
                 continue
-            self.heard = time.monotonic()
+            self.heard, self.spoke = time.monotonic(), True
             self._on_message(self, message)
         self.gone = True
         self._on_message(self, None)
@@ -199,7 +203,7 @@ class ProbeProcess:
                 now = time.monotonic()
                 if now >= deadline:
                     return
-                if now - child.heard > self._silence:
+                if now - child.heard > (self._silence if child.spoke else max(self._silence, STARTUP)):
                     silent = round(now - child.heard, 1)
                     _log.warning("the probe process stopped answering; replacing it", extra={"silent_seconds": silent})
                     child.kill()
