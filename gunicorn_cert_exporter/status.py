@@ -23,6 +23,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.status_runbook import RunbookRow, runbook_problems, runbook_row
 from gunicorn_cert_exporter.vocabulary import Action
 
 API_VERSION = 1
@@ -110,6 +111,8 @@ class TargetRow:
     decision_reason: str
     reload_signals: int
     reload_failures: int
+    decision_rule: str = ""
+    runbook: RunbookRow = field(default_factory=RunbookRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +297,7 @@ def _target_row(target: TargetState) -> TargetRow:
         )
     if target.decision is Action.BLOCKED:
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
+    problems += runbook_problems(target)
     return TargetRow(
         name=target.name,
         severity=max((s for s, _ in problems), key=lambda s: s.rank, default=Severity.OK),
@@ -312,6 +316,8 @@ def _target_row(target: TargetState) -> TargetRow:
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
+        decision_rule=target.decision_rule or "",
+        runbook=runbook_row(target),
     )
 
 

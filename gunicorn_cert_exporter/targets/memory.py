@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState
+from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.vocabulary import Action, Rule
 
 
@@ -28,3 +29,5 @@ class Memory:
     # The last decision logged: blocked/waiting lines repeat only on change.
     logged: tuple[Action, Rule, MasterReason | None] | None = None
     acting: threading.Lock = field(default_factory=threading.Lock)
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # reload failures per reason
+    previous_leaves: list[PreviousLeaf] = field(default_factory=list)  # from the history; oldest first
