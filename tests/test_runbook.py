@@ -11,6 +11,7 @@ import datetime as dt
 import grp
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
-from tests.support import PKI, Gunicorn, Issued, gunicorn_python, unavailable
+from tests.support import PKI, Gunicorn, Issued, children, eventually, gunicorn_python, unavailable
 
 # --preload: the master (root) imports the app, since nobody cannot read this Python's standard library (/root).
 NOBODY = ("--user", "nobody", "--group", "nogroup", "--preload")
@@ -43,10 +44,13 @@ class Recorder:
 
     def __init__(self) -> None:
         self.sent: list[int] = []
+        self.then: Callable[[gunicorn.MasterIdentity], None] | None = None  # what else happens right after
 
     def __call__(self, identity: gunicorn.MasterIdentity, signum: int) -> None:
         self.sent.append(signum)
         gunicorn.send_signal(identity, signum)
+        if self.then is not None:
+            self.then(identity)
 
 
 class Clock:
@@ -150,7 +154,7 @@ def base() -> Iterator[Path]:
 def rig(base: Path, pki: PKI, root: Issued) -> Iterator[Callable[..., Rig]]:
     started: list[Rig] = []
 
-    def start(**kw: Any) -> Rig:  # noqa: ANN401  (Rig's keywords)
+    def start(**kw: Any) -> Rig:
         sub = base / f"t{len(started)}"
         sub.mkdir()
         sub.chmod(0o755)
@@ -202,3 +206,113 @@ def test_a_directory_the_workers_cant_search_blocks_the_hup_until_opened(rig: Ca
     r.live.chmod(0o755)
     done = r.scan()
     assert r.sender.sent == [1] and served(done) == {new.fingerprint} and done.reload_failures == 0
+
+
+def test_sync_workers_that_cant_read_the_key_make_check_critical_naming_it(rig: Callable[..., Rig]) -> None:
+    """-k sync reads the key per connection: a key 0644 is exposed (WARNING), a key 0600 root fails now:
+    worker_can_read 0 and ``check`` exits 2 naming the file."""
+    r = rig(worker_class="sync", reload=ReloadConfig())
+    key = r.live / "key.pem"
+    key.chmod(0o644)
+    exposed = r.scan()
+    assert metric(exposed, "gunicorn_cert_key_file_exposed") == 1
+    assert metric(exposed, "gunicorn_cert_worker_can_read", file="key") == 1
+    os.chown(key, 0, 0)
+    key.chmod(0o600)
+    denied = r.scan()
+    assert metric(denied, "gunicorn_cert_worker_can_read", file="key") == 0
+    assert metric(denied, "gunicorn_cert_key_file_exposed") == 0
+    config = r.live.parent / "config.yaml"
+    config.write_text(
+        "gunicorn:\n"
+        f"  - {{name: api, cert_file: {r.target.cert_file}, key_file: {key}, endpoint: '{r.target.endpoint}',"
+        f" server_name: localhost, ca_file: {r.target.ca_file}, pidfile: {r.target.pidfile}}}\n"
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(config), "--problems"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert check.returncode == 2, check.stdout + check.stderr
+    assert f"can't read key_file {key}" in check.stdout and "CRITICAL" in check.stdout
+
+
+# 2027-03-25 11:00 UTC, a Thursday: Berlin moves to summer time on Sunday the 28th, before the next window.
+WINDOW_NOW = dt.datetime(2027, 3, 25, 11, 0, tzinfo=dt.timezone.utc).timestamp()
+MONDAY_0230_CEST = dt.datetime(2027, 3, 29, 0, 30, tzinfo=dt.timezone.utc).timestamp()  # 02:30 at UTC+2
+
+
+def test_outside_the_window_a_due_reload_waits_unless_the_served_leaf_is_urgent(
+    rig: Callable[..., Rig], pki: PKI, root: Issued
+) -> None:
+    """Drift for 20 s outside reload.window: no HUP, decision window, the next opening across the DST change;
+    a target whose served leaf expires within urgent_before gets its HUP anyway."""
+    window = WindowConfig(days=["mon"], between="02:30-04:00", timezone="Europe/Berlin")
+    reload = RELOAD.model_copy(update={"window": window, "urgent_before": 72 * 3600.0})
+    offset = WINDOW_NOW - time.time()
+    at = dt.datetime.fromtimestamp(WINDOW_NOW, dt.timezone.utc)
+
+    def lasting() -> Issued:
+        return pki.leaf(root, not_before=at - dt.timedelta(days=1), not_after=at + dt.timedelta(days=60))
+
+    calm = rig(worker_class="asgi", reload=reload, offset=offset, first=lasting(), user=())
+    short = pki.leaf(root, not_before=at - dt.timedelta(days=1), not_after=at + dt.timedelta(hours=30))
+    urgent = rig(worker_class="asgi", reload=reload, offset=offset, first=short, user=())
+    for r in (calm, urgent):
+        new = lasting()
+        install(r.live, new, key_mode=0o640, key_group=NOGROUP)
+        assert r.scan().decision_rule == "after"
+        r.clock.offset += 20
+    waiting = calm.scan()
+    assert waiting.decision == "wait" and waiting.decision_rule == "window", waiting.decision_reason
+    assert calm.sender.sent == [] and waiting.next_window == MONDAY_0230_CEST
+    assert metric(waiting, "gunicorn_cert_reload_next_window_timestamp_seconds") == MONDAY_0230_CEST
+    hurried = urgent.scan()
+    assert urgent.sender.sent == [1] and hurried.reload_failures == 0 and hurried.decision_rule == "allowed"
+
+
+@pytest.mark.parametrize(("path", "failures"), [("/status/503", 1), ("/status/200", 0)])
+def test_a_reload_is_confirmed_only_when_the_health_path_answers_in_range(
+    rig: Callable[..., Rig], path: str, failures: int
+) -> None:
+    """reload.health on a path that answers 503 counts a failure with reason unhealthy, and the cooldown then
+    holds any further reload; one that answers 200 confirms the reload."""
+    health = HealthConfig(path=path, expect="200-399")
+    reload = RELOAD.model_copy(update={"after": 0.0, "health": health, "verify_timeout": 3.0})
+    r = rig(worker_class="asgi", reload=reload, user=())
+    new = r.pki.leaf(r.root)
+    install(r.live, new, key_mode=0o640, key_group=NOGROUP)
+    done = r.scan()
+    assert r.sender.sent == [1] and served(done) == {new.fingerprint}
+    assert done.reload_failures == failures
+    assert metric(done, "gunicorn_cert_reload_failures_by_reason_total", reason="unhealthy") == failures
+    assert metric(done, "gunicorn_cert_reload_failures_by_reason_total", reason="not_served") == 0
+    if failures:
+        install(r.live, r.pki.leaf(r.root), key_mode=0o640, key_group=NOGROUP)  # drift again at once
+        again = r.scan()
+        assert again.decision_rule == "cooldown" and r.sender.sent == [1]
+    else:
+        assert done.previous_leaves[-1].fingerprint_sha256 == r.first.fingerprint
+
+
+def test_a_reload_that_leaves_fewer_workers_counts_workers_missing(rig: Callable[..., Rig]) -> None:
+    """The new leaf is served, but the master runs one worker fewer than before (TTOU after the HUP):
+    not confirmed, reason workers_missing."""
+    r = rig(worker_class="asgi", reload=RELOAD.model_copy(update={"after": 0.0, "verify_timeout": 3.0}), user=())
+    before = set(children(r.server.process.pid))
+
+    def one_worker_fewer(identity: gunicorn.MasterIdentity) -> None:
+        """Once the HUP has replaced the workers, TTOU: the master keeps one worker fewer than before."""
+        eventually(lambda: not before & set(children(identity.pid)), "the HUP to replace the workers")
+        gunicorn.send_signal(identity, signal.SIGTTOU)
+        eventually(lambda: len(children(identity.pid)) == 1, "TTOU to stop one worker")
+
+    r.sender.then = one_worker_fewer
+    new = r.pki.leaf(r.root)
+    install(r.live, new, key_mode=0o640, key_group=NOGROUP)
+    done = r.scan()
+    assert r.sender.sent == [signal.SIGHUP] and served(done) == {new.fingerprint}
+    assert len(done.master.workers) == 1 and done.reload_failures == 1
+    assert metric(done, "gunicorn_cert_reload_failures_by_reason_total", reason="workers_missing") == 1
