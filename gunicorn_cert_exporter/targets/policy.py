@@ -63,7 +63,7 @@ def _workers_block(state: TargetState) -> Decision | None:
         return None
     first = access.denied[0]
     names = ", ".join(f"{f.file}_file" if f.file != "ca_certs" else "ca_certs" for f in access.denied)
-    why = f"workers (uid {access.uid} gid {access.gid}) can't read {names}: {first.detail}"
+    why = f"the workers can't read {names}: {first.detail}"
     return Decision(Action.BLOCKED, why, Rule.WORKER_CANNOT_READ)
 
 
