@@ -31,7 +31,7 @@ from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
-from tests.support import PKI, Gunicorn, Issued, children, eventually, gunicorn_python, unavailable
+from tests.support import PKI, REPO, Gunicorn, Issued, children, eventually, gunicorn_python, unavailable
 
 # --preload: the master (root) imports the app, since nobody cannot read this Python's standard library (/root).
 NOBODY = ("--user", "nobody", "--group", "nogroup", "--preload")
@@ -90,6 +90,7 @@ class Rig:
         first: Issued | None = None,
         offset: float = 0.0,
         user: tuple[str, ...] = NOBODY,
+        ca_certs: bool = False,
     ) -> None:
         self.pki, self.root = pki, root
         self.live = base / "live"
@@ -105,7 +106,8 @@ class Rig:
             cert=self.live / "cert.pem",
             key=self.live / "key.pem",
             python=python,
-            args=user,
+            args=(*user, "--ca-certs", str(base / "ca.pem")) if ca_certs else user,
+            env=_without_setproctitle(base) if ca_certs else None,
         )
         self.target = GunicornTarget(
             name="api",
@@ -127,6 +129,15 @@ class Rig:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def _without_setproctitle(base: Path) -> dict[str, str]:
+    """Run Gunicorn as ``pip install gunicorn`` does (setproctitle is an extra): its command line stays visible,
+    so --ca-certs can be learned. Where setproctitle hides it, the exporter leaves ca_certs out (unknown)."""
+    shim = base / "no-setproctitle"
+    shim.mkdir()
+    (shim / "setproctitle.py").write_text("raise ImportError('not installed for this test')\n")
+    return {"PYTHONPATH": f"{shim}:{REPO}"}
 
 
 def metric(state: TargetState, name: str, **labels: str) -> float | None:
@@ -210,8 +221,9 @@ def test_a_directory_the_workers_cant_search_blocks_the_hup_until_opened(rig: Ca
 
 def test_sync_workers_that_cant_read_the_key_make_check_critical_naming_it(rig: Callable[..., Rig]) -> None:
     """-k sync reads the key per connection: a key 0644 is exposed (WARNING), a key 0600 root fails now:
-    worker_can_read 0 and ``check`` exits 2 naming the file."""
-    r = rig(worker_class="sync", reload=ReloadConfig())
+    worker_can_read 0 and ``check`` exits 2 naming the file. Gunicorn's --ca-certs is checked as well."""
+    r = rig(worker_class="sync", reload=ReloadConfig(), ca_certs=True)
+    assert metric(r.scan(), "gunicorn_cert_worker_can_read", file="ca_certs") == 1  # Gunicorn's --ca-certs
     key = r.live / "key.pem"
     key.chmod(0o644)
     exposed = r.scan()
@@ -237,6 +249,8 @@ def test_sync_workers_that_cant_read_the_key_make_check_critical_naming_it(rig: 
     )
     assert check.returncode == 2, check.stdout + check.stderr
     assert f"can't read key_file {key}" in check.stdout and "CRITICAL" in check.stdout
+    Path(r.target.ca_file or "").chmod(0o600)
+    assert metric(r.scan(), "gunicorn_cert_worker_can_read", file="ca_certs") == 0
 
 
 # 2027-03-25 11:00 UTC, a Thursday: Berlin moves to summer time on Sunday the 28th, before the next window.
