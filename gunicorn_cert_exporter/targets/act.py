@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
-from gunicorn_cert_exporter.config import GunicornTarget, split_host_port
+from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.config_values import split_host_port
 from gunicorn_cert_exporter.model import EndpointResult, TargetState
 from gunicorn_cert_exporter.runbook import FailureReason, PreviousLeaf
 from gunicorn_cert_exporter.sources.endpoints import Prober
