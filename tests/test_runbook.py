@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import grp
+import logging
 import os
 import shutil
 import signal
@@ -289,10 +290,11 @@ def test_outside_the_window_a_due_reload_waits_unless_the_served_leaf_is_urgent(
 
 @pytest.mark.parametrize(("path", "failures"), [("/status/503", 1), ("/status/200", 0)])
 def test_a_reload_is_confirmed_only_when_the_health_path_answers_in_range(
-    rig: Callable[..., Rig], path: str, failures: int
+    rig: Callable[..., Rig], path: str, failures: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     """reload.health on a path that answers 503 counts a failure with reason unhealthy, and the cooldown then
     holds any further reload; one that answers 200 confirms the reload."""
+    caplog.set_level(logging.INFO, logger="gunicorn_cert_exporter.reload")
     health = HealthConfig(path=path, expect="200-399")
     reload = RELOAD.model_copy(update={"after": 0.0, "health": health, "verify_timeout": 3.0})
     r = rig(worker_class="asgi", reload=reload, user=())
@@ -303,6 +305,10 @@ def test_a_reload_is_confirmed_only_when_the_health_path_answers_in_range(
     assert done.reload_failures == failures
     assert metric(done, "gunicorn_cert_reload_failures_by_reason_total", reason="unhealthy") == failures
     assert metric(done, "gunicorn_cert_reload_failures_by_reason_total", reason="not_served") == 0
+    lines = [rec for rec in caplog.records if rec.getMessage() == "reload"]
+    assert len(lines) == 1  # one audit line, with the status seen
+    assert getattr(lines[0], "outcome", "") == ("not_confirmed" if failures else "confirmed")
+    assert f"GET {path}: {path[-3:]} (expect 200-399)" in getattr(lines[0], "reason", "")
     if failures:
         install(r.live, r.pki.leaf(r.root), key_mode=0o640, key_group=NOGROUP)  # drift again at once
         again = r.scan()
