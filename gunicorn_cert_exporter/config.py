@@ -23,6 +23,7 @@ from pydantic import (
 
 from gunicorn_cert_exporter.allow_patterns import AllowPattern, parse_allow_pattern
 from gunicorn_cert_exporter.bands import Edge, Thresholds
+from gunicorn_cert_exporter.config_runbook import HealthConfig, WindowConfig
 from gunicorn_cert_exporter.config_values import (
     Duration,
     Fraction,
@@ -176,6 +177,9 @@ class ReloadConfig(_Frozen):
     max_per_hour: int = Field(default=2, ge=1, le=60)
     verify_timeout: Duration = 30.0
     dry_run: bool = False
+    window: WindowConfig | None = None  # outside it a due reload waits (config_runbook.py)
+    urgent_before: Duration = 72 * 3600.0  # the served leaf expires sooner: the window is ignored
+    health: HealthConfig | None = None  # a GET that must answer in range before a reload counts as confirmed
 
 
 class GunicornTarget(_Frozen):

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +33,7 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 class _Gunicorn:
     """The demo's Gunicorn: TLS on a loopback port, ``asgi`` workers, a pidfile; stopped at the end of the story."""
 
-    def __init__(self, directory: Path, *, cert: Path, key: Path, workers: int = 2) -> None:
+    def __init__(self, directory: Path, *, cert: Path, key: Path, workers: int = 2, args: tuple[str, ...] = ()) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
@@ -42,7 +43,7 @@ class _Gunicorn:
         command = [
             sys.executable, "-m", "gunicorn", "-k", "asgi", "-w", str(workers), "--certfile", str(cert),
             "--keyfile", str(key), "-b", self.address, "--pid", str(self.pidfile), "--graceful-timeout", "5",
-            "gunicorn_cert_exporter.demo_app:asgi_app",
+            *args, "gunicorn_cert_exporter.demo_app:asgi_app",
         ]  # fmt: skip
         with open(self._log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
@@ -112,15 +113,18 @@ def issue(
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
 
 
-def write_pair(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path) -> None:
-    """Write a cert/key pair the way a careful renewer does: each file renamed into place."""
-    for path, data in (
+def write_pair(
+    cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, cert_path: Path, key_path: Path, *, key_mode: int = 0o600
+) -> None:
+    """Write a cert/key pair the way a careful renewer does: each file renamed into place, the key's mode set first."""
+    for path, data, mode in (
         (key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())),
-        (cert_path, cert.public_bytes(serialization.Encoding.PEM)),
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()), key_mode),
+        (cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644),
     ):  # fmt: skip
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(data)
+        tmp.chmod(mode)
         os.replace(tmp, path)
 
 
@@ -159,20 +163,63 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+class _Workers:
+    """Who the demo's Gunicorn workers run as, and how a renewed key is made unreadable to them, then fixed.
+
+    As root: workers as nobody:nogroup, a renewed key 0600 root (what certbot writes), fixed with chgrp + chmod 0640.
+    Otherwise Gunicorn can't switch users, so the workers run as you: the renewed key is made 0000 instead (you,
+    its owner, can't read it either), and fixed with chmod 0600.
+    """
+
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.group = _nogroup() if self.root else os.getegid()
+        self.args = ("--user", "nobody", "--group", "nogroup", "--preload") if self.root else ()
+        self.renewed_mode = 0o600 if self.root else 0o000
+
+    def install(self, key: Path) -> None:
+        """Give the first key to the workers: group nogroup, 0640 (as root); 0600 as you."""
+        os.chown(key, -1, self.group)
+        key.chmod(0o640 if self.root else 0o600)
+
+    def fix(self, key: Path) -> str:
+        """Make the renewed key readable to the workers again; say how."""
+        self.install(key)
+        return "chgrp nogroup + chmod 0640 on the key (once: certbot keeps both)" if self.root else "chmod 0600"
+
+    @property
+    def who(self) -> str:
+        if self.root:
+            return "workers as nobody:nogroup (--user/--group), key 0640 root:nogroup"
+        return f"workers as you (uid {os.geteuid()}: not root, so Gunicorn can't switch users)"
+
+
+def _nogroup() -> int:
+    import grp
+
+    try:
+        return grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        return 65534
+
+
 def _story(work: Path, launched: list[_Gunicorn]) -> int:
 
     started = time.monotonic()
+    work.chmod(0o755)  # the workers may run as nobody: they must reach the files
+    workers = _Workers()
     ca = issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
     old = issue("localhost", issuer=ca, days=20)
     cert_path, key_path = work / "cert.pem", work / "key.pem"
     write_pair(*old, cert_path, key_path)
+    workers.install(key_path)
     (work / "ca.pem").write_bytes(ca[0].public_bytes(serialization.Encoding.PEM))
     fp_old = old[0].fingerprint(hashes.SHA256()).hex()
-    _say("1/8", f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
-    server = _Gunicorn(work, cert=cert_path, key=key_path)
+    _say(STEPS[0], f"throwaway CA and a 20-day leaf {fp_old[:16]} in {work}")
+    server = _Gunicorn(work, cert=cert_path, key=key_path, args=workers.args)
     launched.append(server)
     pid = server.pidfile.read_text().strip()
-    _say("2/8", f"Gunicorn (asgi worker: loads the cert once per worker) serves TLS on {server.address}, master {pid}")
+    _say(STEPS[1], f"Gunicorn (asgi: loads the cert once per worker) on {server.address}, master {pid}, {workers.who}")
     (work / "config.yaml").write_text(
         "scan: {interval: 1s, jitter: 0%}\n"
         f"files: [{{paths: ['{work / 'lifetimes'}/*.pem']}}]\n"
@@ -181,39 +228,68 @@ def _story(work: Path, launched: list[_Gunicorn]) -> int:
         f"    pidfile: {server.pidfile}\n"
         "    reload: {enabled: true, after: 2s, cooldown: 1m, max_per_hour: 2, verify_timeout: 20s}\n"
     )
-    loaded = config.load_file(str(work / "config.yaml"))
     exporter = Exporter(str(work / "config.yaml"), Options(listen=("127.0.0.1:0",)))
     url = f"http://127.0.0.1:{exporter.addresses[0][1]}/metrics"
     exporter.start()
     try:
-        mismatch = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
-        metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0)
-        _say("3/8", f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
-                    f"key_match={_sample(metrics, 'gunicorn_cert_key_match')}, fingerprint_mismatch=0")  # fmt: skip
-        _say("4/8", _lifetimes(work, url, ca))
-        reload_before = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
-        new = issue("localhost", issuer=ca, days=90)
-        fp_new = new[0].fingerprint(hashes.SHA256()).hex()
-        time.sleep(1.1)  # let the new file's mtime fall after the workers' start, as a real renewal would
-        write_pair(*new, cert_path, key_path)
-        _say("5/8", f"renewed on disk: 90-day leaf {fp_new[:16]} (key, then cert, each renamed into place)")
-        metrics = _wait(url, lambda m: _sample(m, mismatch) == 1.0)
-        _say("6/8", "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
-        metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
-        _say("7/8", f"drift outlasted reload.after, files parse, key matches, master {pid} proven: SIGHUP sent")
-        metrics = _wait(url, lambda m: _sample(m, mismatch) == 0.0, timeout=30)
-        served = Prober().probe(loaded.gunicorn[0].as_endpoint()).addresses[0].leaf
-        last_reload = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
-        signals = _sample(metrics, "gunicorn_cert_reload_signals_total")
-        failures = _sample(metrics, "gunicorn_cert_reload_failures_total")
-        ok = served is not None and served.fingerprint_sha256 == fp_new and failures == 0 and signals == 1
-        _say("8/8", f"drift gone: served leaf {served.fingerprint_sha256[:16] if served else '-'}, "
-                    f"signals_total={signals:.0f}, failures_total={failures:.0f}, "
-                    f"last_reload moved {last_reload - reload_before:+.1f}s, master still {server.pidfile.read_text().strip()}")  # fmt: skip # noqa: E501
+        metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 0.0)
+        _say(STEPS[2], f"exporter at {url}: master_up={_sample(metrics, 'gunicorn_cert_master_up')}, "
+                       f"key_match={_sample(metrics, 'gunicorn_cert_key_match')}, fingerprint_mismatch=0")  # fmt: skip
+        _say(STEPS[3], _lifetimes(work, url, ca))
+        ok = _rotation(work, url, ca, workers, server)
         print(f"\n{'done' if ok else 'FAILED'} in {time.monotonic() - started:.1f}s", flush=True)
         return 0 if ok else 1
     finally:
         exporter.stop()
+
+
+STEPS = tuple(f"{i}/10" for i in range(1, 11))
+MISMATCH = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
+
+
+def _rotation(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], workers: _Workers,
+              server: _Gunicorn) -> bool:  # fmt: skip
+    """Renew with a key the workers can't read: drift, the reload blocked and why; fix the key: HUP, new leaf."""
+    cert_path, key_path = work / "cert.pem", work / "key.pem"
+    metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 0.0)
+    reload_before = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
+    new = issue("localhost", issuer=ca, days=90)
+    fp_new = new[0].fingerprint(hashes.SHA256()).hex()
+    time.sleep(1.1)  # let the new file's mtime fall after the workers' start, as a real renewal would
+    write_pair(*new, cert_path, key_path, key_mode=workers.renewed_mode)
+    _say(STEPS[4], f"renewed on disk: 90-day leaf {fp_new[:16]}, its key written {workers.renewed_mode:04o} (as certbot"
+                   " writes a new key: the workers' group and read bit are gone)")  # fmt: skip
+    metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 1.0)
+    _say(STEPS[5], "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
+    target = _target(url, lambda t: t["decision_rule"] == "worker_cannot_read")
+    can_read = {a["file"]: a["access"] for a in target["runbook"]["access"]}
+    _say(STEPS[6], f"key {can_read.get('key')} to the workers: reload blocked, no HUP ({target['decision_reason']})")
+    _say(STEPS[7], f"fixed: {workers.fix(key_path)}")
+    metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
+    _say(STEPS[8], f"files readable as the workers, pair valid, master {server.pidfile.read_text().strip()} proven: "
+                   "SIGHUP sent")  # fmt: skip
+    metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 0.0, timeout=30)
+    loaded = config.load_file(str(work / "config.yaml"))
+    served = Prober().probe(loaded.gunicorn[0].as_endpoint()).addresses[0].leaf
+    last_reload = _sample(metrics, "gunicorn_cert_last_reload_timestamp_seconds") or 0.0
+    signals = _sample(metrics, "gunicorn_cert_reload_signals_total")
+    failures = _sample(metrics, "gunicorn_cert_reload_failures_total")
+    _say(STEPS[9], f"drift gone: served leaf {served.fingerprint_sha256[:16] if served else '-'}, "
+                   f"signals_total={signals:.0f}, failures_total={failures:.0f}, "
+                   f"last_reload moved {last_reload - reload_before:+.1f}s, master still {server.pidfile.read_text().strip()}")  # fmt: skip # noqa: E501
+    return served is not None and served.fingerprint_sha256 == fp_new and failures == 0 and signals == 1
+
+
+def _target(url: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Wait until the status API's target satisfies ``done``; return it."""
+    found: list[dict[str, Any]] = []
+
+    def check(text: str) -> bool:
+        found[:] = json.loads(text)["targets"]
+        return bool(found) and done(found[0])
+
+    _wait(url.replace("/metrics", "/api/v1/status"), check)
+    return found[0]
 
 
 def _lifetimes(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> str:

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 from gunicorn_cert_exporter.file_parts import CrlFacts, EntryProblem
 from gunicorn_cert_exporter.file_parts import Parsed as Parsed  # noqa: PLC0414  (re-exported for the parsers)
-from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
+from gunicorn_cert_exporter.runbook import PreviousLeaf, WorkerAccess
+from gunicorn_cert_exporter.vocabulary import Action, Channel, Rule, ScanKind
 
 
 class FileReason(str, Enum):
@@ -302,7 +303,12 @@ class TargetState:
     reload_failures: int = 0
     decision: Action | None = None  # the last reload decision (None before one is made), and why in words
     decision_reason: str = ""
+    decision_rule: Rule | None = None  # the rule that made the decision
     history_problem: str = ""  # the reload history could not be read or written
+    access: WorkerAccess | None = None  # None: no proven master, or its workers' identity can't be known
+    next_window: float | None = None  # when reload.window next opens (now while open); None without a window
+    previous_leaves: tuple[PreviousLeaf, ...] = ()  # oldest first: the leaves confirmed reloads replaced
+    failure_reasons: tuple[tuple[str, int], ...] = ()  # reload failures per reason (runbook.FAILURE_REASONS)
 
     @property
     def file_leaf(self) -> CertFacts | None:

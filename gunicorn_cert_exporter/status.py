@@ -30,6 +30,7 @@ from gunicorn_cert_exporter.status_rows import (
     Summary,
     TargetRow,
 )
+from gunicorn_cert_exporter.status_runbook import runbook_problems, runbook_row
 from gunicorn_cert_exporter.vocabulary import Action
 
 API_VERSION = 1
@@ -233,6 +234,7 @@ def _target_row(target: TargetState) -> TargetRow:
         )
     if target.decision is Action.BLOCKED:
         problems.append((Severity.WARNING, f"reload blocked: {target.decision_reason}"))
+    problems += runbook_problems(target)
     return TargetRow(
         name=target.name,
         severity=max((s for s, _ in problems), key=lambda s: s.rank, default=Severity.OK),
@@ -251,6 +253,8 @@ def _target_row(target: TargetState) -> TargetRow:
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
+        decision_rule=target.decision_rule or "",
+        runbook=runbook_row(target),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from gunicorn_cert_exporter.bands import Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import EndpointReason, FileReason
+from gunicorn_cert_exporter.status_runbook import RunbookRow
 from gunicorn_cert_exporter.vocabulary import Action
 
 DriftState = Literal["drift", "in sync", "unknown"]
@@ -95,6 +96,8 @@ class TargetRow:
     decision_reason: str
     reload_signals: int
     reload_failures: int
+    decision_rule: str = ""
+    runbook: RunbookRow = field(default_factory=RunbookRow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,8 +55,10 @@ class Rule(Word):
     MASTER = "master"
     USR2 = "usr2"
     WORKERS_RESTARTED = "workers_restarted"
+    WORKER_CANNOT_READ = "worker_cannot_read"  # the workers could not load the files after a HUP
     COOLDOWN = "cooldown"
     MAX_PER_HOUR = "max_per_hour"
+    WINDOW = "window"  # outside reload.window, and the served leaf is not urgent
     DRY_RUN = "dry_run"
     ALLOWED = "allowed"
 

@@ -228,3 +228,34 @@ gunicorn: [{{name: api, cert_file: a, key_file: b, endpoint: "h:1", pid: 10, rel
         "scan.interval",
     ]
     assert all(why in p for p in found)
+
+
+_TARGET = 'gunicorn: [{name: a, cert_file: /a, key_file: /b, endpoint: "127.0.0.1:1", pid: 5, reload: %s}]'
+
+
+@pytest.mark.parametrize(
+    ("reload", "problem"),
+    [
+        ('{window: {between: "25:00-03:00", timezone: UTC}}', "gunicorn[0].reload.window: between '25:00-03:00'"),
+        ('{window: {between: "02:00-03:00", timezone: Mars/Base}}', "'Mars/Base' is not an IANA time zone"),
+        ('{window: {between: "02:00-03:00", timezone: UTC, days: [mon, xyz]}}', "gunicorn[0].reload.window.days[1]"),
+        ('{window: {between: "02:00-03:00", timezone: UTC, days: []}}', "days lists at least one day"),
+        ("{window: {between: 02:00-03:00}}", "gunicorn[0].reload.window.timezone: Field required"),
+        ("{health: {path: healthz}}", "gunicorn[0].reload.health.path: path starts with /"),
+        ('{health: {path: /healthz, expect: "700"}}', "gunicorn[0].reload.health.expect: expect '700' must lie"),
+        ("{urgent_before: -1h}", "gunicorn[0].reload.urgent_before"),
+        ("{windows: {}}", "gunicorn[0].reload.windows"),
+    ],
+)
+def test_the_runbook_reload_settings_are_refused_with_their_key_path(reload: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.load(_TARGET % reload)
+    assert problem in str(caught.value)
+
+
+def test_a_window_and_a_health_path_load_as_written() -> None:
+    text = '{window: {days: [sat, sun], between: "22:00-02:00", timezone: Europe/Berlin}, health: {path: /h}}'
+    rules = config.load(_TARGET % text).gunicorn[0].reload
+    assert rules.window is not None and rules.window.window().days == frozenset({5, 6})
+    assert rules.health is not None and str(rules.health.expected()) == "200-399"
+    assert rules.urgent_before == 72 * 3600.0

@@ -23,9 +23,11 @@ def test_demo_runs_to_the_end(how: str) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=110, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     steps = [line.split()[0] for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]
-    assert steps == [f"{i}/8" for i in range(1, 9)]
+    assert steps == [f"{i}/10" for i in range(1, 11)]
     # The bands follow each certificate's lifetime: 159 h left of 160 is fine, 20 days left of 90 is overdue.
-    lifetimes = next(line for line in result.stdout.splitlines() if line.strip().startswith("4/8"))
+    lifetimes = next(line for line in result.stdout.splitlines() if line.strip().startswith("4/10"))
     assert "160-hour leaf issued an hour ago is ok (6.6 d left, 99% of its life)" in lifetimes, lifetimes
     assert "90-day leaf never renewed is warning (20.0 d left, 22% of its life)" in lifetimes, lifetimes
+    # The renewed key is unreadable to the workers: the reload waits for the fix, then one HUP brings the new leaf.
+    assert "key denied to the workers: reload blocked, no HUP (the workers can't read key_file" in result.stdout
     assert "fingerprint_mismatch=1 (drift)" in result.stdout and "signals_total=1, failures_total=0" in result.stdout

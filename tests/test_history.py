@@ -11,11 +11,12 @@ from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter.config import GunicornTarget, load_file
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
+from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
-from gunicorn_cert_exporter.targets.history import History, Loaded
+from gunicorn_cert_exporter.targets.history import KEEP_PREVIOUS, History, Loaded
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from gunicorn_cert_exporter.vocabulary import Action
 from tests.support import PKI, ControlServer, Issued
@@ -173,3 +174,23 @@ def test_a_crafted_history_file_blocks_its_targets_reloads_for_a_cooldown_and_no
         assert "reload" not in server.commands
     else:
         assert server.commands.count("reload") == 1
+
+
+def test_the_leaves_replaced_by_confirmed_reloads_survive_and_older_files_still_load(tmp_path: Path) -> None:
+    """The previous leaf (what a rollback goes back to) is kept on disk; a file written before it existed loads."""
+    history = History(str(tmp_path))
+    Path(history.path("api")).write_text('{"version": 1, "target": "api", "attempts": [900.0]}')
+    old = history.load("api", now=1000.0)
+    assert (old.attempts, old.previous, old.problem) == ((900.0,), (), None)
+    leaves = tuple(PreviousLeaf(f"{i:064x}", 2e9 + i, 900.0 + i) for i in range(KEEP_PREVIOUS + 2))
+    assert history.record("api", (900.0,), leaves) is None
+    again = History(str(tmp_path)).load("api", now=1000.0)
+    assert again.previous == leaves[-KEEP_PREVIOUS:] and again.problem is None
+
+
+def test_a_previous_leaf_that_is_no_fingerprint_is_corruption(tmp_path: Path) -> None:
+    history = History(str(tmp_path))
+    body = '{"version": 1, "target": "api", "attempts": [], "previous": [{"fingerprint_sha256": "x", '
+    Path(history.path("api")).write_text(body + '"not_after": 1.0, "replaced_at": 1.0}]}')
+    loaded = history.load("api", now=1000.0)
+    assert loaded.attempts == (1000.0,) and "previous" in (loaded.problem or "")

@@ -17,7 +17,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sources",),
     (
         "model", "file_parts", "vocabulary", "boundary", "status_rows", "bands", "renewal", "window", "config",
-        "config_values", "allow_patterns", "allowlist", "safe_read", "escapes", "text", "logs", "demo_app",
+        "config_values", "allow_patterns", "allowlist", "safe_read", "escapes", "text", "logs", "demo_app", "runbook",
+        "config_runbook", "status_runbook",
         "__init__",
     ),
 )  # fmt: skip

@@ -18,6 +18,7 @@ from gunicorn_cert_exporter.bands import Severity, Thresholds
 from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig, ScanConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, MasterReason, TargetState
+from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, gunicorn
@@ -505,9 +506,11 @@ def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(
     has the proven pid but started later, so no reload is sent and the attempt counts as failed."""
 
     class RestartMeanwhile(History):
-        def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
+        def record(
+            self, target: str, attempts: tuple[float, ...], previous: tuple[PreviousLeaf, ...] = ()
+        ) -> str | None:
             socket_rig.server.started = time.time() - 5  # the same pid, started 5 s ago
-            return super().record(target, attempts)
+            return super().record(target, attempts, previous)
 
     state = socket_rig.watcher(history=RestartMeanwhile(None)).scan([socket_rig.target])[0]
     assert state.decision == "signal"

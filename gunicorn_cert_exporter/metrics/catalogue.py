@@ -293,7 +293,31 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_reload_failures",
         "counter",
-        "Reloads after which the new leaf was not served within verify_timeout.",
+        "Reloads not confirmed within verify_timeout, or not sent (every reason; see ..._by_reason_total).",
+        ("target",),
+    ),
+    Spec(
+        "gunicorn_cert_reload_failures_by_reason",
+        "counter",
+        "Reloads not confirmed, by reason: signal_failed, not_served, workers_missing or unhealthy.",
+        ("target", "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_worker_can_read",
+        "gauge",
+        "1 if the master's workers (their uid, gid and groups) can read this file (cert, key, ca_certs), else 0.",
+        ("target", "file"),
+    ),
+    Spec(
+        "gunicorn_cert_key_file_exposed",
+        "gauge",
+        "1 if key_file (after symlinks) is readable or writable by others, or writable by its group, else 0.",
+        ("target",),
+    ),
+    Spec(
+        "gunicorn_cert_reload_next_window_timestamp_seconds",
+        "gauge",
+        "When reload.window next opens (the scan time while it is open).",
         ("target",),
     ),
     Spec(

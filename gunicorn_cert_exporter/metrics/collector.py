@@ -25,6 +25,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.sources.access import Access
 from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
@@ -311,6 +312,23 @@ def add_target(out: Sink, target: TargetState) -> None:
     out.add("gunicorn_cert_reload_signals", name, target.reload_signals)
     out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
     out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
+    add_runbook(out, target)
+
+
+def add_runbook(out: Sink, target: TargetState) -> None:
+    """Add what the workers can read, the key's exposure, the next window and the failures by reason."""
+    for reason, count in target.failure_reasons:
+        out.add("gunicorn_cert_reload_failures_by_reason", [target.name, reason], count)
+    if target.next_window is not None:
+        out.add("gunicorn_cert_reload_next_window_timestamp_seconds", [target.name], target.next_window)
+    access = target.access
+    if access is None:
+        return  # no proven master, or its workers can't be seen: unknown, no series
+    for entry in access.files:
+        if entry.access is not Access.UNKNOWN:
+            out.add("gunicorn_cert_worker_can_read", [target.name, entry.file], float(entry.access is Access.READABLE))
+    if access.key_exposed is not None:
+        out.add("gunicorn_cert_key_file_exposed", [target.name], float(access.key_exposed))
 
 
 def add_ari(out: Sink, ari: AriResult) -> None:

@@ -13,34 +13,15 @@ import os
 import stat
 import struct
 from dataclasses import dataclass
-from enum import Enum
+
+from gunicorn_cert_exporter.runbook import Access, Identity
 
 _MAX_LINKS = 40  # Linux's own limit on symlinks followed in one lookup
 _ACL_XATTR = "system.posix_acl_access"
 _ACL_VERSION = 2
 _USER_OBJ, _USER, _GROUP_OBJ, _GROUP, _MASK, _OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 _READ, _EXECUTE = 4, 1
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a process runs as: what the kernel checks file permissions against."""
-
-    uid: int
-    gid: int
-    groups: frozenset[int] = frozenset()
-
-    @property
-    def all_groups(self) -> frozenset[int]:
-        return self.groups | {self.gid}
-
-
-class Access(str, Enum):
-    """The answer for one file."""
-
-    READABLE = "readable"
-    DENIED = "denied"  # the workers can't read it: the reason names the path that stops them
-    UNKNOWN = "unknown"  # the exporter can't tell (it can't see the path itself, or an ACL it can't evaluate)
+__all__ = ["Access", "Identity", "Verdict", "can_read", "key_exposed"]  # Access and Identity live in runbook
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,3 +130,15 @@ def _read_config(path: str) -> bytes | None:
     if len(data) > _CONFIG_CAP:
         raise OSError(f"larger than {_CONFIG_CAP} bytes")
     return data
+
+
+def told(pid: int, proc: str = "/proc") -> Learned | None:
+    """Read what one master was told (command line, GUNICORN_CMD_ARGS, config file); None if /proc won't say."""
+    try:
+        raw = read_regular(f"{proc}/{pid}/cmdline", _CMDLINE_CAP)
+        cwd = os.readlink(f"{proc}/{pid}/cwd")
+        environment = _cmd_args(read_regular(f"{proc}/{pid}/environ", _ENVIRON_CAP))
+    except OSError:
+        return None  # gone, another user's (no root), or another PID namespace
+    cmdline = tuple(part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0"))
+    return learn(cmdline=cmdline, environment=environment, cwd=cwd, read_config=_read_config)

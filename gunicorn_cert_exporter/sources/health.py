@@ -11,30 +11,11 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from gunicorn_cert_exporter.config_runbook import Expect
+
+__all__ = ["Expect", "Health", "get_health"]  # Expect is a config word: it lives in config_runbook
+
 _BODY_CAP = 64 * 1024  # read and dropped: a health answer is short, and an endless one must not hold the reload
-
-
-@dataclass(frozen=True, slots=True)
-class Expect:
-    """The status codes that count as healthy, inclusive (``200-399``)."""
-
-    low: int = 200
-    high: int = 399
-
-    @classmethod
-    def parse(cls, text: str) -> Expect:
-        """Read ``200-399`` or ``204``; ValueError with a reason for anything else."""
-        low, sep, high = text.partition("-")
-        try:
-            bounds = (int(low), int(high) if sep else int(low))
-        except ValueError:
-            raise ValueError(f"expect {text!r} is a status code or a range such as 200-399") from None
-        if not 100 <= bounds[0] <= bounds[1] <= 599:
-            raise ValueError(f"expect {text!r} must lie within 100-599, low to high")
-        return cls(*bounds)
-
-    def __str__(self) -> str:
-        return f"{self.low}-{self.high}"
 
 
 class _Connection(http.client.HTTPSConnection):

@@ -8,18 +8,30 @@ import logging
 import os
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from hashlib import sha256
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from gunicorn_cert_exporter.boundary import CENTURY, Timestamp, brief
+from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.safe_read import read_regular
 
 _STATE_CAP = 64 * 1024  # a target keeps at most an hour of attempts; a bigger file is not ours
 _KEEP_SECONDS = 24 * 3600.0
+KEEP_PREVIOUS = 5  # leaves replaced by confirmed reloads, newest kept
 _log = logging.getLogger("gunicorn_cert_exporter.reload")
+
+
+class _Previous(BaseModel):
+    """The leaf served before a confirmed reload (runbook.PreviousLeaf)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    fingerprint_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    not_after: Timestamp
+    replaced_at: Timestamp
 
 
 class _StateFile(BaseModel):
@@ -30,6 +42,7 @@ class _StateFile(BaseModel):
     version: Literal[1]
     target: str
     attempts: tuple[Timestamp, ...] = Field(max_length=_STATE_CAP // 2)
+    previous: tuple[_Previous, ...] = Field(default=(), max_length=KEEP_PREVIOUS)  # absent in older files
 
     @field_validator("target")
     @classmethod
@@ -53,6 +66,7 @@ class Loaded:
 
     attempts: tuple[float, ...]
     problem: str | None = None
+    previous: tuple[PreviousLeaf, ...] = ()
 
 
 class History:
@@ -93,14 +107,16 @@ class History:
             return Loaded((now,), problem)
         # An attempt "in the future" (the clock was ahead when it was written) counts as made now: it must not
         # block reloads until that date, nor be forgotten.
-        return Loaded(tuple(min(t, now) for t in state.attempts))
+        previous = tuple(PreviousLeaf(p.fingerprint_sha256, p.not_after, p.replaced_at) for p in state.previous)
+        return Loaded(tuple(min(t, now) for t in state.attempts), previous=previous)
 
-    def record(self, target: str, attempts: tuple[float, ...]) -> str | None:
-        """Write a target's attempts atomically (temp file, fsync, rename); return the problem if that failed."""
+    def record(self, target: str, attempts: tuple[float, ...], previous: tuple[PreviousLeaf, ...] = ()) -> str | None:
+        """Write a target's attempts and previous leaves atomically (temp file, fsync, rename); return any problem."""
         if self.directory is None:
             return None
         keep = [t for t in attempts if max(attempts) - t < _KEEP_SECONDS]
-        body = json.dumps({"version": 1, "target": target, "attempts": keep}).encode()
+        leaves = [asdict(leaf) for leaf in previous[-KEEP_PREVIOUS:]]
+        body = json.dumps({"version": 1, "target": target, "attempts": keep, "previous": leaves}).encode()
         path = self.path(target)
         try:
             with self._lock:

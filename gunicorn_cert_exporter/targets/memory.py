@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState, TargetState
+from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.vocabulary import Action, Rule
 
 
@@ -29,3 +30,5 @@ class Memory:
     logged: tuple[Action, Rule, MasterReason | None] | None = None
     acting: threading.Lock = field(default_factory=threading.Lock)
     reloading: TargetState | None = None  # the state a reload being sent and confirmed was decided on
+    failure_reasons: dict[str, int] = field(default_factory=dict)  # reload failures per reason
+    previous_leaves: list[PreviousLeaf] = field(default_factory=list)  # from the history; oldest first

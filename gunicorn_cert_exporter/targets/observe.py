@@ -16,10 +16,12 @@ from gunicorn_cert_exporter.model import (
     clamp_to_now,
     down_at,
 )
+from gunicorn_cert_exporter.runbook import FAILURE_REASONS
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
-from gunicorn_cert_exporter.targets import drift
+from gunicorn_cert_exporter.targets import drift, policy
 from gunicorn_cert_exporter.targets.channel import MasterChannel
 from gunicorn_cert_exporter.targets.memory import Memory
+from gunicorn_cert_exporter.targets.workers import observe_access
 from gunicorn_cert_exporter.vocabulary import Action
 
 
@@ -56,6 +58,10 @@ class Observer:
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
             history_problem=memory.history_problem,
+            access=observe_access(target, master),
+            next_window=policy.next_window(target.reload, now=now),
+            previous_leaves=tuple(memory.previous_leaves),
+            failure_reasons=failure_reasons(memory),
         )
 
     def unobserved(
@@ -107,7 +113,14 @@ class Observer:
             decision=decision,
             decision_reason=reason,
             history_problem=memory.history_problem,
+            previous_leaves=tuple(memory.previous_leaves),
+            failure_reasons=failure_reasons(memory),
         )
+
+
+def failure_reasons(memory: Memory) -> tuple[tuple[str, int], ...]:
+    """Return the reload failures per reason, every reason present (a counter exists from its first scan)."""
+    return tuple((reason, memory.failure_reasons.get(reason, 0)) for reason in FAILURE_REASONS)
 
 
 def _remember_master(memory: Memory, master: MasterState, now: float) -> None:

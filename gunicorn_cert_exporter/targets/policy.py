@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,6 +56,34 @@ def _master_block(state: TargetState) -> Decision | None:
     return None
 
 
+def _workers_block(state: TargetState) -> Decision | None:
+    """Return why the workers could not load the files after a HUP, or None (unknown access does not block)."""
+    access = state.access
+    if access is None or not access.denied:
+        return None
+    first = access.denied[0]
+    names = ", ".join(f"{f.file}_file" if f.file != "ca_certs" else "ca_certs" for f in access.denied)
+    why = f"the workers can't read {names}: {first.detail}"
+    return Decision(Action.BLOCKED, why, Rule.WORKER_CANNOT_READ)
+
+
+def next_window(rules: ReloadConfig, *, now: float) -> float | None:
+    """Return when reload.window next opens (``now`` while it is open); None without a window."""
+    return rules.window.window().next_opening(now) if rules.window is not None else None
+
+
+def _window_wait(rules: ReloadConfig, state: TargetState, now: float) -> Decision | None:
+    """Return a wait while outside reload.window, unless a served leaf expires within urgent_before."""
+    opens = next_window(rules, now=now)
+    if opens is None or opens <= now:
+        return None
+    served = [a.leaf.not_after for a in state.endpoint.addresses if a.leaf is not None]
+    if served and min(served) - now < rules.urgent_before:
+        return None  # waiting for the window would let the served leaf expire: reload now
+    when = dt.datetime.fromtimestamp(opens, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return Decision(Action.WAIT, f"outside reload.window; it next opens at {when}", Rule.WINDOW)
+
+
 def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float) -> Decision:
     """Apply every safety rule of a reload, in order; the first that fails explains the decision.
 
@@ -71,13 +100,16 @@ def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float],
     began = min(d.since or now for d in drifting)
     if now - began < rules.after:
         return Decision(Action.WAIT, f"drift for {now - began:.0f}s, waiting for {rules.after:.0f}s", Rule.AFTER)
-    blocked = _files_block(state, now) or _master_block(state)
+    blocked = _files_block(state, now) or _master_block(state) or _workers_block(state)
     if blocked is not None:
         return blocked
     if signals and now - max(signals) < rules.cooldown:
         return Decision(Action.BLOCKED, f"cooldown: last attempt {now - max(signals):.0f}s ago", Rule.COOLDOWN)
     if sum(1 for t in signals if now - t < HOUR) >= rules.max_per_hour:
         return Decision(Action.BLOCKED, f"max_per_hour ({rules.max_per_hour}) reached", Rule.MAX_PER_HOUR)
+    waiting = _window_wait(rules, state, now)
+    if waiting is not None:
+        return waiting
     if rules.dry_run:
         return Decision(Action.DRY_RUN, "every rule allows a reload (dry run)", Rule.DRY_RUN)
     return Decision(Action.SIGNAL, "every rule allows a reload", Rule.ALLOWED)

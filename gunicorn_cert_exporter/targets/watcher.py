@@ -158,7 +158,9 @@ class TargetWatcher:
     def _remembered(self, name: str) -> Memory:
         """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
         loaded = self._history.load(name, now=self._clock())
-        return Memory(signals=list(loaded.attempts), history_problem=loaded.problem or "")
+        return Memory(
+            signals=list(loaded.attempts), history_problem=loaded.problem or "", previous_leaves=list(loaded.previous)
+        )
 
     def scan_one(self, target: GunicornTarget, *, may_act: Callable[[], bool] = _always) -> TargetState:
         """Observe one target, then act on the decision unless another run is reloading it."""
@@ -184,7 +186,7 @@ class TargetWatcher:
         may_act: Callable[[], bool],
     ) -> TargetState:
         decision = policy.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
-        state = replace(state, decision=decision.action, decision_reason=decision.reason)
+        state = replace(state, decision=decision.action, decision_reason=decision.reason, decision_rule=decision.rule)
         if decision.action is not Action.SIGNAL:
             self._audit_decision(target, memory, state, decision)
             return state
@@ -197,7 +199,9 @@ class TargetWatcher:
             after = self._actor.reload(target, memory, state, channel, may_act)
         finally:
             memory.reloading = None
-        return replace(after, decision=state.decision, decision_reason=state.decision_reason)
+        return replace(
+            after, decision=state.decision, decision_reason=state.decision_reason, decision_rule=decision.rule
+        )
 
     def _audit_decision(
         self, target: GunicornTarget, memory: Memory, state: TargetState, decision: policy.Decision

@@ -15,6 +15,7 @@ from gunicorn_cert_exporter import __version__, status
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import Snapshot
 from gunicorn_cert_exporter.status_rows import CertRow, SourceRow, StatusView, TargetRow
+from gunicorn_cert_exporter.status_runbook import runbook_text
 from gunicorn_cert_exporter.text import printable
 
 _log = logging.getLogger("gunicorn_cert_exporter.web")
@@ -176,7 +177,8 @@ def _target(target: TargetRow, now: float) -> str:
         f"<td data-label=target><b>{_t(target.name)}</b><br><code>{_t(target.endpoint)}</code>"
         f"<br><span class=muted>{_t(problems)}</span></td>"
         f"<td data-label=drift><ul class=plain>{''.join(drift)}</ul></td><td data-label='key matches'>{key}</td>"
-        f"<td data-label=master>{_t(master)}</td><td data-label='last reload'>{_when(target.last_reload)}</td>"
+        f"<td data-label=master>{_t(master)}<br><span class=muted>{_t(runbook_text(target.runbook))}</span></td>"
+        f"<td data-label='last reload'>{_when(target.last_reload)}</td>"
         f"<td data-label='last decision'>{_t(decision)}</td>"
         f"<td data-label='signals / failures' class=num>{target.reload_signals} / {target.reload_failures}</td></tr>"
     )
