@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
 
@@ -280,6 +280,28 @@ def clamp_to_now(value: float | None, *, now: float) -> float | None:
     return min(value, now)
 
 
+TargetSource = Literal["config", "discovery"]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryError:
+    """A Gunicorn master that is no target because what it was told can't be read: the series discovery_error."""
+
+    target: str  # the name it would have
+    reason: str  # a gunicorn_settings.Problem value, or permission_denied
+    detail: str
+    file: str = ""  # the config file it would need
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryReport:
+    """What the last gunicorn scan's discovery found: how many masters, and those that can't be targets."""
+
+    enabled: bool = False
+    masters: int = 0
+    errors: tuple[DiscoveryError, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything known about one Gunicorn target after a scan."""
@@ -297,6 +319,8 @@ class TargetState:
     decision: Action | None = None  # the last reload decision (None before one is made), and why in words
     decision_reason: str = ""
     history_problem: str = ""  # the reload history could not be read or written
+    source: TargetSource = "config"  # where the target comes from: the config, or discovery (never set in YAML)
+    worker_class: str = ""  # Gunicorn's worker class as discovery learned it; "" when unknown
 
     @property
     def file_leaf(self) -> CertFacts | None:
@@ -323,6 +347,7 @@ class Snapshot:
     scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
+    discovery: DiscoveryReport = DiscoveryReport()
 
     @property
     def all_endpoints(self) -> tuple[EndpointResult, ...]:

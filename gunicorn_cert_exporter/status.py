@@ -14,6 +14,7 @@ from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classi
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
+    DiscoveryError,
     EndpointReason,
     EndpointResult,
     FileReason,
@@ -110,6 +111,19 @@ class TargetRow:
     decision_reason: str
     reload_signals: int
     reload_failures: int
+    source: str = "config"  # "discovery" for a target discovery found
+    worker_class: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryRow:
+    """A Gunicorn master discovery found but can't make a target: what it would be called and why not."""
+
+    target: str
+    reason: str
+    detail: str
+    file: str
+    severity: Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,7 @@ class StatusView:
     targets: tuple[TargetRow, ...]
     sources: tuple[SourceRow, ...]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    discovery_errors: tuple[DiscoveryRow, ...] = ()
 
 
 def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -> StatusView:
@@ -154,13 +169,25 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
         sources += [_address_row(endpoint, a, now=now, limits=limits) for a in endpoint.addresses]
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
+    unseen = tuple(_discovery_row(e) for e in snap.discovery.errors)
     summary = _summary(sources, targets)
-    states = [s.severity for s in sources] + [t.severity for t in targets]
+    states = [s.severity for s in sources] + [t.severity for t in targets] + [d.severity for d in unseen]
     status = max(states, key=lambda s: s.rank, default=Severity.OK)
     scanned_at = min((stats.finished_at for _, stats in snap.scans), default=None)
     if scanned_at is None:  # nothing scanned yet: an empty page is not an all-clear
         status = Severity.UNKNOWN
-    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits)
+    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits, unseen)
+
+
+# A config file that computes certfile/keyfile belongs to a master that serves TLS nobody watches: WARNING. The
+# other reasons hold as well for a plain-HTTP Gunicorn (its settings can't be seen at all), so they are shown,
+# never judged: a host must not turn yellow for a Gunicorn that may serve no TLS.
+_UNWATCHED_TLS = frozenset({"config_not_literal"})
+
+
+def _discovery_row(error: DiscoveryError) -> DiscoveryRow:
+    severity = Severity.WARNING if error.reason in _UNWATCHED_TLS else Severity.OK
+    return DiscoveryRow(error.target, error.reason, error.detail, error.file, severity)
 
 
 def _urgency(row: SourceRow) -> tuple[int, float, str, str]:
@@ -312,6 +339,8 @@ def _target_row(target: TargetState) -> TargetRow:
         decision_reason=target.decision_reason,
         reload_signals=target.reload_signals,
         reload_failures=target.reload_failures,
+        source=target.source,
+        worker_class=target.worker_class,
     )
 
 
@@ -368,6 +397,7 @@ def document(view: StatusView) -> dict[str, object]:
         "summary": asdict(view.summary),
         "targets": [plain(asdict(t)) for t in view.targets],
         "sources": [plain(asdict(s)) for s in view.sources],
+        "discovery_errors": [plain(asdict(d)) for d in view.discovery_errors],
     }
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 from gunicorn_cert_exporter.safe_read import read_regular
-from gunicorn_cert_exporter.sources import gunicorn, listeners
+from gunicorn_cert_exporter.sources import certs, gunicorn, listeners
 from gunicorn_cert_exporter.sources.gunicorn_settings import Learned, learn
 from gunicorn_cert_exporter.sources.listeners import Listener
 
@@ -130,3 +130,17 @@ def _read_config(path: str) -> bytes | None:
     if len(data) > _CONFIG_CAP:
         raise OSError(f"larger than {_CONFIG_CAP} bytes")
     return data
+
+
+_CERT_CAP = 1024 * 1024
+
+
+def first_dns_name(cert_file: str) -> str | None:
+    """Return the first DNS name of the leaf in a cert file (a discovered target's SNI); None if it has none."""
+    try:
+        data = read_regular(cert_file, _CERT_CAP)
+    except OSError:
+        return None  # the target's own file scan reports why
+    parsed = certs.parse(data, name=cert_file)
+    sans = parsed.certs[0].sans if parsed.certs else ()
+    return next((name[4:] for name in sans if name.startswith("DNS:")), None)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import ipaddress
 
 from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
-from gunicorn_cert_exporter.discovered import Discovered, Discovery
 from gunicorn_cert_exporter.sources.discovery import FoundMaster
 from gunicorn_cert_exporter.sources.gunicorn_conf import Settings
 from gunicorn_cert_exporter.sources.gunicorn_settings import Learned, Problem
 from gunicorn_cert_exporter.sources.listeners import Listener
+from gunicorn_cert_exporter.targets.discover import Discovered, Discovery
 
 
 def _master(
