@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,12 +23,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import (
+    FAKE_GUNICORN,
     PKI,
-    FakeGunicorn,
     Issued,
     RunningExporter,
     StartExporter,
     eventually,
+    free_port,
     gunicorn_python,
     stop_process,
     write_pair,
@@ -73,22 +77,29 @@ def _flags(directory: Path, *extra: str) -> list[str]:
     return ["--certfile", str(directory / "cert.pem"), "--keyfile", str(directory / "key.pem"), *extra]
 
 
-def test_a_fake_gunicorn_serving_tls_is_no_target(run_exporter: StartExporter, tmp_path: Path, pki: PKI) -> None:
-    leaf = pki.leaf(pki.ca("Fake CA"))
-    fakes = []
-    for form in ("script", "module"):
-        directory = _pair(tmp_path / form, leaf)
-        fakes.append(FakeGunicorn(directory, cert=directory / "cert.pem", key=directory / "key.pem", form=form))
+def test_a_script_named_gunicorn_told_tls_flags_is_no_target(
+    run_exporter: StartExporter, tmp_path: Path, pki: PKI
+) -> None:
+    """A forking TLS server named ``gunicorn``, with Gunicorn's very flags on its command line, is not Gunicorn."""
+    directory = _pair(tmp_path / "fake", pki.leaf(pki.ca("Fake CA")))
+    script = directory / "bin" / "gunicorn"
+    script.parent.mkdir()
+    source = FAKE_GUNICORN.replace("FORK", "True")
+    script.write_text(source.replace("sys.argv[1], sys.argv[2], int(sys.argv[3])", "sys.argv[2], sys.argv[4], PORT"))
+    port = free_port()
+    script.write_text(script.read_text().replace("PORT", str(port)))
+    command = [sys.executable, str(script), *_flags(directory, "-b", f"127.0.0.1:{port}"), "app:app"]
+    fake = subprocess.Popen(command, cwd=directory, start_new_session=True)
     try:
+        eventually(lambda: psutil.Process(fake.pid).children() or None, "the fake to fork its 'worker'")
         exporter = run_exporter(DISCOVERY)
         exporter.scan_now()
         assert "gunicorn_cert_discovered_masters{}" in exporter.metrics()  # discovery ran
-        for fake, form in zip(fakes, ("script", "module"), strict=True):
-            assert by_cert(exporter, tmp_path / form / "cert.pem") == [], form
-            assert psutil.pid_exists(fake.process.pid), "never signalled"
+        assert by_cert(exporter, directory / "cert.pem") == []
+        assert fake.poll() is None, "never signalled"
     finally:
-        for fake in fakes:
-            fake.stop()
+        os.killpg(fake.pid, signal.SIGKILL)
+        fake.wait()
 
 
 def test_a_master_that_starts_is_found_by_the_next_scan_and_one_that_dies_stays_down(
