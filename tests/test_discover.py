@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
+from gunicorn_cert_exporter import check as nagios
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.bands import Severity
 from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.metrics.collector import kind_families
+from gunicorn_cert_exporter.model import (
+    DiscoveryError,
+    DiscoveryReport,
+    EndpointResult,
+    FileResult,
+    MasterState,
+    ScanStats,
+    Snapshot,
+    TargetSource,
+    TargetState,
+)
 from gunicorn_cert_exporter.sources.discovery import FoundMaster
 from gunicorn_cert_exporter.sources.gunicorn_conf import Settings
 from gunicorn_cert_exporter.sources.gunicorn_settings import Learned, Problem
 from gunicorn_cert_exporter.sources.listeners import Listener
 from gunicorn_cert_exporter.targets.discover import Discovered, Discovery
+from gunicorn_cert_exporter.vocabulary import ScanKind
+from gunicorn_cert_exporter.web import status_page
 
 
 def _master(
@@ -93,3 +111,69 @@ def test_discovered_targets_take_the_discovery_reload_policy() -> None:
     policy = ReloadConfig(enabled=True, after=10.0)
     discovered = _update(Discovery(forget_after=60, reload=policy), _master(10, 8443))
     assert discovered.targets[0].reload == policy
+
+
+def _state(name: str, source: TargetSource, worker_class: str = "") -> TargetState:
+    return TargetState(
+        name=name,
+        cert=FileResult(path=f"/{name}/cert.pem"),
+        key=FileResult(path=f"/{name}/key.pem"),
+        endpoint=EndpointResult(endpoint="127.0.0.1:8443", server_name=""),
+        master=MasterState(pid=10, start_time=1.0),
+        source=source,
+        worker_class=worker_class,
+    )
+
+
+def _report() -> DiscoveryReport:
+    errors = (
+        DiscoveryError("gunicorn-9443", "config_not_literal", "/srv/gunicorn.conf.py computes certfile", "/srv/x"),
+        DiscoveryError("gunicorn-9444", "cmdline_hidden", "setproctitle wrote its title"),
+    )
+    return DiscoveryReport(enabled=True, masters=4, errors=errors)
+
+
+def test_discovered_targets_and_masters_that_cant_be_targets_show_in_series_page_api_and_check() -> None:
+    snap = Snapshot(
+        targets=(_state("api", "config"), _state("web", "discovery", "asgi")),
+        discovery=_report(),
+        scans=((ScanKind.GUNICORN, ScanStats(0.1, 1.0)),),
+    )
+    families = {f.name: f.samples for f in kind_families(ScanKind.GUNICORN, snap)}
+    info = {s.labels["target"]: s.labels for s in families["gunicorn_cert_target_info"]}
+    assert info["api"] == {"target": "api", "source": "config", "cert_file": "/api/cert.pem",
+                           "key_file": "/api/key.pem", "worker_class": ""}  # fmt: skip
+    assert (info["web"]["source"], info["web"]["worker_class"]) == ("discovery", "asgi")
+    assert [s.value for s in families["gunicorn_cert_discovered_masters"]] == [4]
+    errors = {(s.labels["target"], s.labels["reason"]) for s in families["gunicorn_cert_discovery_error"]}
+    assert errors == {("gunicorn-9443", "config_not_literal"), ("gunicorn-9444", "cmdline_hidden")}
+
+    view = status.build(snap, now=2.0)
+    rows = {row.source: row for row in nagios.rows(view)}
+    assert "gunicorn web (discovered)" in rows and "gunicorn api" in rows
+    # A TLS master nobody watches is a WARNING; a Gunicorn whose settings can't be seen at all may serve no TLS.
+    assert rows["gunicorn gunicorn-9443 (discovered)"].status is Severity.WARNING
+    assert rows["gunicorn gunicorn-9444 (discovered)"].status is Severity.OK
+    alone = Snapshot(discovery=_report(), scans=snap.scans)
+    assert status.build(alone, now=2.0).status is Severity.WARNING  # the host's verdict counts it
+    document = status.document(view)
+    encoded = json.loads(json.dumps(document))
+    assert [t["source"] for t in encoded["targets"]] == ["config", "discovery"]
+    assert len(encoded["discovery_errors"]) == 2
+    page = status_page.render(snap, now=2.0)
+    assert "discovered · asgi" in page and "config_not_literal" in page and "cmdline_hidden" in page
+
+
+def test_without_discovery_there_is_no_discovery_series() -> None:
+    families = {f.name for f in kind_families(ScanKind.GUNICORN, Snapshot(targets=(_state("api", "config"),)))}
+    assert "gunicorn_cert_target_info" in families
+    assert not families & {"gunicorn_cert_discovered_masters", "gunicorn_cert_discovery_error"}
+
+
+def test_a_config_reload_keeps_discovered_masters_under_the_new_reload_policy() -> None:
+    old = Discovery(forget_after=60)
+    _update(old, _master(10, 8443))
+    new = Discovery(forget_after=60, reload=ReloadConfig(enabled=True))
+    new.inherit(old)
+    [target] = _update(new, now=30.0).targets  # the master is gone: remembered, not found again
+    assert (target.name, target.reload.enabled) == ("gunicorn-8443", True)
