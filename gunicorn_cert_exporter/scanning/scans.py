@@ -192,6 +192,8 @@ class Scans:
 
     def run_all(self) -> None:
         """Run each scan once, in order (used by `check` and at start-up)."""
+        if self.config.discovery.gunicorn:
+            self._discover()  # so that this files scan reads the discovered targets' files too
         for kind in SCANNED:
             self.job(kind)()
 
