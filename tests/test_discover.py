@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 
@@ -103,7 +104,7 @@ def test_an_unreadable_or_computed_master_is_an_error_not_a_target() -> None:
     assert discovered.targets == ()
     assert {(e.target, e.reason, e.file) for e in discovered.errors} == {
         ("gunicorn-8443", "config_not_literal", "/srv/g.py"),
-        ("gunicorn-0", "permission_denied", ""),
+        ("gunicorn-pid-11", "permission_denied", ""),
     }
 
 
@@ -177,3 +178,14 @@ def test_a_config_reload_keeps_discovered_masters_under_the_new_reload_policy() 
     new.inherit(old)
     [target] = _update(new, now=30.0).targets  # the master is gone: remembered, not found again
     assert (target.name, target.reload.enabled) == ("gunicorn-8443", True)
+
+
+def test_each_master_that_cant_be_a_target_has_its_own_name() -> None:
+    """Two masters of another user (no sockets visible) or with one proc_name must not share a series."""
+    denied = [FoundMaster(pid=pid, start_time=1.0, denied="another user's") for pid in (30, 31)]
+    problem = Learned(settings=Settings(proc_name="api"), problem=Problem.CMDLINE_HIDDEN)
+    hidden = [_master(pid, port) for pid, port in ((40, 8443), (41, 9443))]
+    hidden = [dataclasses.replace(m, learned=problem) for m in hidden]
+    errors = _update(Discovery(forget_after=60), *denied, *hidden).errors
+    names = [e.target for e in errors]
+    assert sorted(names) == ["api", "api-9443", "gunicorn-pid-30", "gunicorn-pid-31"]

@@ -74,6 +74,7 @@ class Discovery:
             outcome = self._target(master, taken=taken, server_name=server_name)
             if isinstance(outcome, DiscoveryError):
                 errors.append(outcome)
+                taken.add(outcome.target)  # one series per master: another can't take its name
             elif outcome is not None:
                 learned = master.learned
                 worker_class = (learned.settings.worker_class if learned is not None else None) or ""
@@ -119,11 +120,12 @@ def _lowest_port(master: FoundMaster) -> int:
 
 
 def _name(master: FoundMaster, listener: Listener | None, taken: set[str]) -> str:
-    port = listener.port if listener is not None else 0
+    if listener is None:  # its sockets can't be seen (another user's): its pid tells it from the others
+        return f"gunicorn-pid-{master.pid}"
     learned = master.learned
     proc_name = learned.settings.proc_name if learned is not None else None
-    name = _safe(proc_name) if proc_name else f"gunicorn-{port}"
-    return f"{name}-{port}" if name in taken else name
+    name = _safe(proc_name) if proc_name else f"gunicorn-{listener.port}"
+    return f"{name}-{listener.port}" if name in taken else name
 
 
 def _safe(name: str) -> str:
