@@ -7,7 +7,7 @@ import ipaddress
 import re
 import socket
 
-from gunicorn_cert_exporter.config import parse_ip, split_host_port
+from gunicorn_cert_exporter.config_values import parse_ip, split_host_port
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
 

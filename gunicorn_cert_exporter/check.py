@@ -38,12 +38,17 @@ def _source_rows(source: SourceRow) -> list[Row]:
         note = f"{source.error}: {source.detail}" if source.detail else source.error
         out.append(Row(source.severity, name, "", "", "", "", note))
     for cert in source.certs:
-        when = datetime.fromtimestamp(cert.not_after, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        when = _utc(cert.not_after)
         days, life = f"{cert.days_left:.1f}", f"{cert.lifetime_days:.1f}"
         share = "" if cert.share_left is None else f"{round(cert.share_left * 100)}%"
-        row = Row(cert.band.severity, name, str(cert.index), cert.subject, when, days, cert.note, cert.not_after)
+        where = f"{name} [{cert.entry}]" if cert.entry else name  # the cluster, user or alias beside the path
+        row = Row(cert.band.severity, where, str(cert.index), cert.subject, when, days, cert.note, cert.not_after)
         out.append(replace(row, lifetime_days=life, share_left=share, band=cert.band.value))
     return out
+
+
+def _utc(when: float) -> str:
+    return datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def rows(view: StatusView) -> list[Row]:

@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from gunicorn_cert_exporter import __version__, check, logs, status
 from gunicorn_cert_exporter.bands import Edge, Thresholds
-from gunicorn_cert_exporter.config import Config, ConfigError, parse_edge, without_reloads
+from gunicorn_cert_exporter.config import Config, ConfigError, without_reloads
+from gunicorn_cert_exporter.config_values import parse_edge
 from gunicorn_cert_exporter.exporter import DEFAULT_LISTEN, Exporter, Options
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.scanning.store import Store

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
 import re
 from importlib import resources
@@ -23,10 +21,16 @@ from pydantic import (
 )
 
 from gunicorn_cert_exporter.bands import Edge, Thresholds
+from gunicorn_cert_exporter.config_values import (
+    Duration,
+    Fraction,
+    Timeout,
+    parse_edge,
+    parse_ip,
+    split_host_port,
+)
 from gunicorn_cert_exporter.safe_read import read_regular
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -36,102 +40,6 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-_LONGEST = 365 * 86400.0
-
-
-def parse_duration(value: object) -> float:
-    """Turn ``30s``, ``5m``, ``1h``, ``1.5d`` or a number of seconds into seconds."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number with a unit, like 30s, 5m, 1h")  # noqa: TRY004
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-    else:
-        raise ValueError(f"{value!r} is not a duration; use a number with a unit, like 30s, 5m, 1h")
-    if not math.isfinite(seconds):  # .inf and .nan are YAML floats
-        raise ValueError("a duration is a finite number of seconds")
-    if seconds < 0:
-        raise ValueError("a duration can't be negative")
-    if seconds > _LONGEST:  # past this, timers and timeouts overflow
-        raise ValueError("a duration is at most 365d")
-    return seconds
-
-
-def parse_percent(value: object) -> float:
-    """Turn ``10%`` or ``0.1`` into a fraction between 0 and 1."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            fraction = float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise ValueError(f"{value!r} is not a percentage") from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        fraction = float(value)
-    else:
-        raise ValueError(f"{value!r} is not a percentage like 10%")
-    if not 0 <= fraction <= 1:
-        raise ValueError("must be between 0% and 100%")
-    return fraction
-
-
-def parse_edge(value: object) -> Edge:
-    """Turn ``28d`` (fixed), ``25%`` (of the lifetime) or ``28d, 25%`` (the smaller of the two) into a band's Edge."""
-    if isinstance(value, Edge):
-        return value
-    if not isinstance(value, str):
-        return Edge(cap=_positive(parse_duration(value)))
-    parts = [part.strip() for part in value.split(",")]
-    shares = [_positive(parse_percent(p)) for p in parts if p.endswith("%")]
-    caps = [_positive(parse_duration(p)) for p in parts if not p.endswith("%")]
-    if len(shares) > 1 or len(caps) > 1:
-        raise ValueError(f"{value!r}: at most one duration and one share, like 28d, 25%")
-    return Edge(cap=caps[0] if caps else None, share=shares[0] if shares else None)
-
-
-def _positive(value: float) -> float:
-    if value <= 0:
-        raise ValueError("a band's edge must be more than 0")
-    return value
-
-
-def split_host_port(address: str) -> tuple[str, int]:
-    """Split ``host:port`` or ``[v6]:port``; raise ValueError with a readable message."""
-    if address.startswith("["):
-        host, sep, port = address[1:].partition("]:")
-        if not sep:
-            raise ValueError(f"{address!r}: an IPv6 address is written [addr]:port")
-    else:
-        host, sep, port = address.rpartition(":")
-        if not sep or ":" in host:
-            raise ValueError(f"{address!r} is not host:port (IPv6 is written [addr]:port)")
-    if not host or any(c in host for c in "/@?#\\ \t\r\n"):
-        raise ValueError(f"{address!r} has no valid host")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{address!r} needs a port between 1 and 65535")
-    return host, int(port)
-
-
-def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """Return the address if a host is an IPv4 or IPv6 literal; None for a name."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _positive_timeout(value: float) -> float:
-    if value <= 0:
-        raise ValueError("timeout must be more than 0s")
-    return value
-
-
-Timeout = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive_timeout)]
-Fraction = Annotated[float, BeforeValidator(parse_percent)]
 
 
 class _Frozen(BaseModel):
@@ -161,16 +69,55 @@ class ScanConfig(_Frozen):
         return self.interval * 0.8
 
 
+def _acme_url(value: str) -> str:
+    if not value.startswith(("https://", "http://")) or len(value) > 2048:
+        raise ValueError("an ACME directory is an http:// or https:// URL")
+    if "@" in value.split("/", 3)[2]:  # the URL is a label value and shown on the page: no user:password in it
+        raise ValueError("an ACME directory URL carries no user or password")
+    return value
+
+
+class AcmeSource(_Frozen):
+    """The ACME CA a certificate comes from (without certbot): its directory URL, for ARI."""
+
+    directory: Annotated[str, AfterValidator(_acme_url)]
+
+
+class AriConfig(_Frozen):
+    """Ask the ACME server's renewal window (ARI, RFC 9773): at most once per certificate per interval."""
+
+    enabled: bool = False
+    interval: Duration = 6 * 3600.0
+    timeout: Timeout = 10.0
+    allow: list[str] = []  # hosts (globs) and IPs/CIDRs that may be private, loopback or link-local
+
+    @field_validator("interval")
+    @classmethod
+    def _positive_interval(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("the ARI interval must be more than 0s")
+        return value
+
+
+class AcmeConfig(_Frozen):
+    """ACME: where certbot keeps its lineages, and ARI."""
+
+    certbot_config_dir: str | None = "/etc/letsencrypt"
+    ari: AriConfig = AriConfig()
+
+
 class FileSource(_Frozen):
     """Certificate files: explicit paths, globs (``**`` recursive), directories, with excludes."""
 
     paths: list[str] = Field(min_length=1)
     exclude: list[str] = []
-    format: Literal["auto", "pem", "der", "pkcs12"] = "auto"
+    format: Literal["auto", "pem", "der", "pkcs12", "jks", "kubeconfig"] = "auto"
     optional: bool = False  # patterns that may match nothing (an example, a path on some hosts only): no no_match
     password_file: str | None = None
     password_env: str | None = None
     trust_store: bool = False  # anchors to trust, not certificates to renew: expired ones are retired, never red
+    acme: AcmeSource | None = None
+    ca_file: str | None = None  # an issuer of the CRLs these files hold, besides their own directory
 
     @model_validator(mode="after")
     def _one_password_source(self) -> FileSource:
@@ -204,6 +151,7 @@ class EndpointConfig(_Frozen):
     client_key: str | None = None
     timeout: Timeout = 5.0
     starttls: Literal["smtp", "imap", "pop3", "ftp", "postgres"] | None = None
+    acme: AcmeSource | None = None
 
     @model_validator(mode="after")
     def _client_pair(self) -> EndpointConfig:
@@ -243,6 +191,7 @@ class GunicornTarget(_Frozen):
     control_socket: str | None = None  # Gunicorn 25.1+ --control-socket: prove, watch and reload through it
     listen_port: int | None = Field(default=None, ge=1, le=65535)  # Gunicorn's port behind a TCP pass-through
     reload: ReloadConfig = ReloadConfig()
+    acme: AcmeSource | None = None
 
     @field_validator("name")
     @classmethod
@@ -336,6 +285,7 @@ class Config(_Frozen):
     gunicorn: list[GunicornTarget] = []
     discovery: DiscoveryConfig = DiscoveryConfig()
     probe: ProbeConfig = ProbeConfig()
+    acme: AcmeConfig = AcmeConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -398,6 +348,7 @@ def anchored(config: Config, base: str) -> Config:
             update={
                 "paths": [os.path.join(base, path) for path in source.paths],
                 "password_file": _anchor(source.password_file, base),
+                "ca_file": _anchor(source.ca_file, base),
             }
         )
         for source in config.files

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal, NamedTuple
 
+from gunicorn_cert_exporter.file_parts import CrlFacts, EntryProblem
+from gunicorn_cert_exporter.file_parts import Parsed as Parsed  # noqa: PLC0414  (re-exported for the parsers)
 from gunicorn_cert_exporter.vocabulary import Action, Channel, ScanKind
 
 
@@ -112,6 +114,9 @@ class CertFacts:
     is_ca: bool
     self_signed: bool
     ca_issuers: tuple[str, ...] = ()  # AIA caIssuers URLs: where the issuer's certificate can be fetched
+    authority_key_id: str = ""  # the AKI keyIdentifier in hex: with the serial, ARI's certID (RFC 9773)
+    # The SubjectPublicKeyInfo (DER) of a CA or self-signed certificate: what a CRL it signed is verified with.
+    public_key_der: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +127,6 @@ class KeyFacts:
     key_bits: int
     spki_sha256: str | None  # None when the key is encrypted and we hold no password for it
     encrypted: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """The outcome of parsing the bytes of one file."""
-
-    certs: tuple[CertFacts, ...] = ()
-    keys: tuple[KeyFacts, ...] = ()
-    error: FileReason | None = None
-    detail: str = ""
 
 
 class FileIdentity(NamedTuple):
@@ -156,6 +151,15 @@ class FileResult:
     identity: FileIdentity | None = None
     content_sha256: str | None = None
     trust_store: bool = False  # from a ``trust_store: true`` files entry: anchors, not certificates to renew
+    entries: tuple[str, ...] = ()  # beside ``certs``: the entry each came from, or () for a plain file
+    entry_errors: tuple[EntryProblem, ...] = ()
+    crls: tuple[CrlFacts, ...] = ()
+    secret_keys: int = 0
+    followed: tuple[str, ...] = ()
+
+    def entry(self, index: int) -> str:
+        """Return the entry the certificate at ``index`` came from ("" in a plain file)."""
+        return self.entries[index] if index < len(self.entries) else ""
 
     @property
     def up(self) -> bool:
@@ -328,6 +332,33 @@ class TargetState:
         return self.cert.certs[0] if self.cert.certs else None
 
 
+class RenewalAdvice(str, Enum):
+    """What the ACME server's renewal window (ARI, RFC 9773) says of a certificate still in use."""
+
+    OK = "ok"  # the window is ahead, as usual
+    OVERDUE = "overdue"  # the window has ended and the same certificate is still on disk or served
+    REQUESTED = "requested"  # the CA asks for renewal now: an early window, or one moved earlier than first seen
+    UNKNOWN = "unknown"  # no window known (yet): see ``error``
+
+
+@dataclass(frozen=True, slots=True)
+class AriResult:
+    """The renewal window the ACME server suggests for one certificate where it is seen (a file, endpoint, target)."""
+
+    kind: str  # "file", "endpoint" or "target"
+    source: str  # the path, the configured endpoint, or the target's name
+    fingerprint_sha256: str
+    serial: str
+    directory: str  # the ACME directory URL asked
+    advice: RenewalAdvice = RenewalAdvice.UNKNOWN
+    note: str = ""
+    window_start: float | None = None
+    window_end: float | None = None
+    explanation_url: str = ""
+    error: str = ""  # a sources.fetch.FetchReason value, or "no_key_identifier", "no_renewal_info"
+    checked_at: float | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ScanStats:
     """How long the last scan of one kind took and when it finished."""
@@ -348,6 +379,7 @@ class Snapshot:
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
     discovery: DiscoveryReport = DiscoveryReport()
+    ari: tuple[AriResult, ...] = ()  # published by the ARI pool (scanning/renewals.py), never by a scan
 
     @property
     def all_endpoints(self) -> tuple[EndpointResult, ...]:

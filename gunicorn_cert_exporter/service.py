@@ -19,6 +19,7 @@ from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.config_reloads import ConfigReloads
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
+from gunicorn_cert_exporter.scanning.renewals import Renewals
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
@@ -96,6 +97,10 @@ class Service:
         self._sender = sender
         self._scheduler = Scheduler(self._scans(config))
         self.reloads = ConfigReloads(self.reload)  # what SIGHUP and POST /-/reload ask: at most one a second
+        # ARI has its own pool, off the scans' path: a published scan only wakes it.
+        self._renewals = Renewals(store=store, storage_path=storage_path, clock=clock)
+        self._renewals.configure(config)
+        store.subscribe(self._renewals.observe)
         store.update(config_reload_successful=True, config_reload_at=clock())
 
     @property
@@ -129,13 +134,15 @@ class Service:
             )
 
     def scan_now(self) -> None:
-        """Run each scan of the config in force once, in this thread."""
+        """Run each scan of the config in force once, in this thread, then ask ARI what is due and wait for it."""
         self._scheduler.scans.run_all()
+        self._renewals.settle()
 
     def stop(self) -> None:
-        """Stop scheduling scans and applying reloads."""
+        """Stop scheduling scans, applying reloads and asking ACME servers."""
         self._scheduler.shutdown()
         self.reloads.close()
+        self._renewals.stop()
 
     def _scans(self, config: Config) -> Scans:
         return Scans(
@@ -165,6 +172,7 @@ class Service:
         scans.watcher.inherit(old.watcher)
         scans.discovery.inherit(old.discovery)
         self._scheduler.replace(scans)
+        self._renewals.configure(new)
         self._warn_volatile(new)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")

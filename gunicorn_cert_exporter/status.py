@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from typing import Literal
 
+from gunicorn_cert_exporter import ari_view, revocation
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds, classify, lifetime, share_left, worst
+from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
@@ -46,6 +48,8 @@ class CertRow:
     not_before: float = 0.0
     lifetime_days: float = 0.0  # notAfter - notBefore: what the bands are a share of
     share_left: float | None = None  # of the lifetime (negative once expired); None without a lifetime
+    entry: str = ""  # the kubeconfig cluster/user or keystore alias it came from
+    kind: str = "certificate"  # or "crl": a CRL's row, its nextUpdate as not_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +161,12 @@ class StatusView:
 def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -> StatusView:
     """Judge a snapshot: targets first, then every source sorted by urgency, and the counts."""
     limits = thresholds or Thresholds()
-    sources = [_file_row(f, now=now, limits=limits) for f in snap.files if f.certs or f.error is not None]
+    answers = revocation.by_place(revocation.verdicts(snap))
+    sources = [
+        _mark(_file_row(f, now=now, limits=limits), answers)
+        for f in snap.files
+        if f.certs or f.crls or f.error is not None or f.entry_errors
+    ]
     sources += [
         SourceRow("pattern", p.pattern, band=Band.WARNING, error="no_match")
         for p in snap.patterns
@@ -166,7 +175,8 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
     for endpoint in snap.all_endpoints:
         if endpoint.error is not None and not endpoint.addresses:
             sources.append(_endpoint_error(endpoint))
-        sources += [_address_row(endpoint, a, now=now, limits=limits) for a in endpoint.addresses]
+        sources += [_mark(_address_row(endpoint, a, now=now, limits=limits), answers) for a in endpoint.addresses]
+    sources = ari_view.apply(sources, snap.ari)  # the ACME server's renewal window (ARI), when asked
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
     unseen = tuple(_discovery_row(e) for e in snap.discovery.errors)
@@ -218,11 +228,48 @@ def _cert_row(index: int, cert: CertFacts, *, now: float, limits: Thresholds, tr
 
 def _file_row(result: FileResult, *, now: float, limits: Thresholds) -> SourceRow:
     trust = result.trust_store
-    certs = [_cert_row(i, cert, now=now, limits=limits, trust_store=trust) for i, cert in enumerate(result.certs)]
+    certs = [
+        replace(_cert_row(i, cert, now=now, limits=limits, trust_store=trust), entry=result.entry(i))
+        for i, cert in enumerate(result.certs)
+    ]
+    certs += [_crl_row(i, found, now=now) for i, found in enumerate(result.crls)]
     rows = _cert_rows(certs)
-    error = result.error.value if result.error else ""
+    error, detail = (result.error.value, result.detail) if result.error else ("", "")
+    if not error and result.entry_errors:  # one entry failed: the file's other entries are still its rows
+        first = result.entry_errors[0]
+        error, detail = first.reason.value, f"{first.entry}: {first.detail}"
+        if len(result.entry_errors) > 1:
+            detail += f" (and {len(result.entry_errors) - 1} more entries)"
     band = Band.ERROR if error else worst([c.band for c in rows])
-    return SourceRow("file", result.path, band=band, error=error, detail=result.detail, certs=rows)
+    return SourceRow("file", result.path, band=band, error=error, detail=detail, certs=rows)
+
+
+def _crl_row(index: int, found: CrlFacts, *, now: float) -> CertRow:
+    band, note = revocation.crl_band(found, now=now)
+    until = found.next_update if found.next_update is not None else found.this_update  # no nextUpdate: never stale
+    subject = f"CRL of {found.issuer_cn or found.issuer}" + (f" #{found.number}" if found.number else "")
+    window = until - found.this_update  # the CRL's own thisUpdate -> nextUpdate: what its bands are a share of
+    share = (until - now) / window if window > 0 else None
+    return CertRow(index, subject, found.issuer, until, (until - now) / DAY, band, note, found.fingerprint_sha256,
+                   not_before=found.this_update, lifetime_days=window / DAY, share_left=share, entry=found.entry,
+                   kind="crl")  # fmt: skip
+
+
+def _mark(row: SourceRow, answers: dict[tuple[str, ...], revocation.Verdict]) -> SourceRow:
+    """Make each certificate a verified CRL lists CRITICAL, with the reason and time."""
+    if not answers:
+        return row
+    certs = []
+    for cert in row.certs:
+        where = (row.source, cert.entry) if row.kind == "file" else (row.source, row.server_name, row.address)
+        found = answers.get((*where, str(cert.index))) if cert.kind == "certificate" else None
+        if found is not None and found.status == "revoked":
+            note = f"revoked ({found.reason or 'no reason given'}) by the CRL of {found.crl_issuer}"
+            certs.append(replace(cert, band=worst([cert.band, Band.CRITICAL]), note=note))
+        else:
+            certs.append(cert)
+    band = row.band if row.band is Band.ERROR else worst([c.band for c in certs])
+    return replace(row, certs=_cert_rows(certs), band=band)
 
 
 def _endpoint_error(endpoint: EndpointResult) -> SourceRow:

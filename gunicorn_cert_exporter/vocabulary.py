@@ -23,6 +23,7 @@ class ScanKind(Word):
     FILES = "files"
     ENDPOINTS = "endpoints"
     GUNICORN = "gunicorn"
+    ARI = "ari"  # what ACME servers said: published by the renewal pool, never scanned by the scheduler
     EXPORTER = "exporter"  # the exporter's own series (scan timings, config reloads): rendered, never scanned
 
 

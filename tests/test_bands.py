@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter import config, config_values
 from gunicorn_cert_exporter.bands import DAY, Band, Edge, Thresholds, classify, renewal_point, share_left
 from gunicorn_cert_exporter.model import CertFacts
 from gunicorn_cert_exporter.sources import certs
@@ -108,14 +108,14 @@ def test_share_left_and_the_usual_renewal_point(template: CertFacts) -> None:
     ],
 )
 def test_an_edge_is_written_the_same_in_the_config_and_on_the_command_line(text: str, edge: Edge) -> None:
-    assert config.parse_edge(text) == edge
-    assert config.parse_edge(str(edge)) == edge
+    assert config_values.parse_edge(text) == edge
+    assert config_values.parse_edge(str(edge)) == edge
 
 
 @pytest.mark.parametrize("text", ["0%", "0d", "150%", "28d, 7d", "25%, 10%", "soon", ""])
 def test_a_bad_edge_is_refused(text: str) -> None:
     with pytest.raises(ValueError):
-        config.parse_edge(text)
+        config_values.parse_edge(text)
 
 
 def test_the_config_sets_the_bands_and_refuses_critical_outside_warning() -> None:

@@ -131,7 +131,9 @@ def test_a_hostile_control_socket_reply_is_that_targets_error_and_nothing_else(
         # The other sources keep publishing fresh scans: a renewed file shows.
         renewed = rig.renew(days=60)
         exporter.scan_now()
-        other = f'gunicorn_cert_file_not_after_timestamp_seconds{{index="0",path="{rig.directory / "other.pem"}"}}'
+        other = (
+            f'gunicorn_cert_file_not_after_timestamp_seconds{{entry="",index="0",path="{rig.directory / "other.pem"}"}}'
+        )
         assert exporter.metrics()[other] == renewed
         status, _ = exporter.get("/")
         assert status == 200

@@ -117,7 +117,8 @@ def test_default_config_serves_real_series_with_no_arguments() -> None:
         [*EXPORTER, "--web.listen-address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        body = _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_discovered_masters")
+        _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_discovered_masters")
+        body = _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_file_not_after_timestamp_seconds")
         samples = {
             s.name + str(sorted(s.labels.items())): s.value
             for family in text_string_to_metric_families(body)

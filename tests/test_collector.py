@@ -45,7 +45,7 @@ def test_file_series_per_certificate_and_error_series(root: Issued, intermediate
     registry = registry_for(store)
     get = registry.get_sample_value
     assert (
-        get("gunicorn_cert_file_not_after_timestamp_seconds", {"path": "/b.pem", "index": "1"})
+        get("gunicorn_cert_file_not_after_timestamp_seconds", {"path": "/b.pem", "index": "1", "entry": ""})
         == root.cert.not_valid_after_utc.timestamp()
     )
     assert get("gunicorn_cert_file_up", {"path": "/b.pem"}) == 1
@@ -56,6 +56,7 @@ def test_file_series_per_certificate_and_error_series(root: Issued, intermediate
     info = {
         "path": "/b.pem",
         "index": "0",
+        "entry": "",
         "fingerprint_sha256": intermediate.fingerprint,
         "serial": format(intermediate.cert.serial_number, "x"),
         "subject_cn": "Test Intermediate CA",

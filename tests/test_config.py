@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter import config, config_values
 from gunicorn_cert_exporter.config import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,15 +68,15 @@ def test_yaml_syntax_errors_name_the_line() -> None:
     ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h", 3600), ("1.5d", 129600), ("250ms", 0.25), (42, 42)]
 )
 def test_durations(text: object, seconds: float) -> None:
-    assert config.parse_duration(text) == seconds
+    assert config_values.parse_duration(text) == seconds
 
 
 def test_addresses_and_sni() -> None:
-    assert config.split_host_port("[::1]:8443") == ("::1", 8443)
-    assert config.split_host_port("example.com:443") == ("example.com", 443)
+    assert config_values.split_host_port("[::1]:8443") == ("::1", 8443)
+    assert config_values.split_host_port("example.com:443") == ("example.com", 443)
     for bad in ("::1:443", "host", "host:0", "host:70000", "user@host:443", "host/x:443", ":443"):
         with pytest.raises(ValueError):
-            config.split_host_port(bad)
+            config_values.split_host_port(bad)
     assert config.load("endpoints: [{address: '10.0.0.1:443'}]").endpoints[0].sni is None
     assert config.load("endpoints: [{address: 'a.example:443'}]").endpoints[0].sni == "a.example"
 

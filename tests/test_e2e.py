@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
+from tests.acme_support import EXPLANATION, HOUR, AcmeServer, Reply, acme_leaf, utc_now
 from tests.support import (
     DAY,
     NOW,
@@ -84,6 +87,17 @@ def stack(
     served = pki.leaf(root, "old.test", not_after=NOW + 5 * DAY)
     server = tls_server("127.0.0.1", context=server_context((served,)))
     (tmp_path / "broken.pem").write_bytes(b"junk")
+    crl_dir = tmp_path / "crl"  # the root's CRL beside the root, revoking one leaf; a kubeconfig entry that fails
+    crl_dir.mkdir()
+    (crl_dir / "root.pem").write_bytes(root.cert_pem)
+    revoked = pki.leaf(root, "revoked.test")
+    (crl_dir / "revoked.pem").write_bytes(revoked.cert_pem)
+    entry = x509.RevokedCertificateBuilder().serial_number(revoked.cert.serial_number).revocation_date(NOW).build()
+    builder = x509.CertificateRevocationListBuilder().issuer_name(root.cert.subject).last_update(NOW - DAY)
+    builder = builder.next_update(NOW + 7 * DAY).add_revoked_certificate(entry)
+    crl = builder.sign(root.key, hashes.SHA256())
+    (crl_dir / "root.crl").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (crl_dir / "admin.conf").write_text("kind: Config\nusers:\n- {name: gone, user: {client-certificate: gone.pem}}\n")
     (tmp_path / "trust").mkdir()
     (tmp_path / "trust" / "ca-certificates.crt").write_bytes(root.cert_pem)
     live_dir = tmp_path / "live"
@@ -92,16 +106,24 @@ def stack(
     (live_dir / "cert.pem").write_bytes(live_leaf.cert_pem)
     (live_dir / "key.pem").write_bytes(live_leaf.key_pem)
     live = Gunicorn(live_dir, worker_class="sync", cert=live_dir / "cert.pem", key=live_dir / "key.pem")
+    acme = AcmeServer("127.0.0.1")  # ARI (RFC 9773): the CA asks for an early renewal, with its explanation
+    asked = acme_leaf(root, lifetime=90 * DAY, left=81 * DAY, cn="ari.test")
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "cert.pem").write_bytes(asked.cert_pem)
+    acme.answer(asked, Reply(utc_now() - 2 * HOUR, utc_now() - HOUR, EXPLANATION))
     exporter: RunningExporter = run_exporter(
         "scan: {interval: 1s, jitter: 0%}\n"
-        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}]\n"
+        f"files: [{{paths: ['{tmp_path}/*.pem']}}, {{paths: ['{crl_dir}/*']}}, "
+        f"{{paths: ['{tmp_path}/trust/*.crt'], trust_store: true}}, "
+        f"{{paths: ['{tmp_path}/acme/cert.pem'], acme: {{directory: '{acme.directory}'}}}}]\n"
         f"endpoints: [{{address: '{server.address}', server_name: localhost}}, "
         "{address: '127.0.0.1:1', timeout: 1s}]\n"
         f"gunicorn: [{{name: app, cert_file: {tmp_path}/expiring.pem, key_file: {tmp_path}/key.pem, "
         f"endpoint: '{server.address}', server_name: localhost, pid: 999999}}, "
         f"{{name: live, cert_file: {live_dir}/cert.pem, key_file: {live_dir}/key.pem, endpoint: '{live.address}', "
         f"server_name: localhost, pidfile: {live.pidfile}}}]\n"
-        "probe: {allow: ['127.0.0.1:*']}\n",
+        "probe: {allow: ['127.0.0.1:*']}\n"
+        f"acme: {{certbot_config_dir: null, ari: {{enabled: true, interval: 5s, allow: ['127.0.0.1']}}}}\n",
         schedule=True,
     )
     # The shipped rules with every `for:` at 0 so the test need not wait an hour; the expressions are unchanged.
@@ -149,6 +171,10 @@ def stack(
             lambda: _query(prometheus, "gunicorn_cert_fingerprint_mismatch == 1")["data"]["result"],
             "drift to be scraped",
         )
+        eventually(
+            lambda: _query(prometheus, "gunicorn_cert_ari_renewal_requested == 1")["data"]["result"],
+            "the CA's renewal request to be scraped",
+        )
         yield prometheus, webhook, exporter
     finally:
         for process in processes:
@@ -156,6 +182,7 @@ def stack(
             process.wait(timeout=15)
         webhook.server.shutdown()
         live.stop()
+        acme.close()
 
 
 def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
@@ -175,6 +202,22 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
     assert labels["job"] == JOB
     names = {a["labels"]["alertname"] for n in webhook.received for a in n["alerts"]}
     assert "GunicornCertDrift" not in names  # drift is minutes old, the rule wants 15 of them
+
+
+def test_the_cas_renewal_request_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
+    _, webhook, _ = stack
+
+    def delivered() -> list[dict[str, Any]]:
+        return [
+            alert
+            for note in webhook.received
+            for alert in note["alerts"]
+            if alert["labels"]["alertname"] == "GunicornCertAcmeRenewalRequested"
+        ]
+
+    labels = eventually(delivered, "the ARI alert to reach the Alertmanager webhook")[0]["labels"]
+    assert labels["severity"] == "critical" and labels["source"].endswith("acme/cert.pem")
+    assert labels["explanation_url"] == EXPLANATION
 
 
 def _panel_queries() -> list[tuple[str, str]]:

@@ -166,7 +166,7 @@ def test_a_crafted_history_file_blocks_its_targets_reloads_for_a_cooldown_and_no
     assert value("gunicorn_cert_reload_history_error", {"target": "api"}) == (1.0 if crafted else 0.0)
     assert target.master.up and [a.address for a in target.endpoint.addresses] == ["127.0.0.1"]
     assert value("gunicorn_cert_fingerprint_mismatch", {"target": "api", "address": "127.0.0.1"}) == 1.0
-    other = {"path": str(tmp_path / "other.pem"), "index": "0"}
+    other = {"path": str(tmp_path / "other.pem"), "index": "0", "entry": ""}
     assert value("gunicorn_cert_file_not_after_timestamp_seconds", other) is not None  # other sources publish
     if crafted:
         assert target.decision is Action.BLOCKED and target.decision_reason.startswith("cooldown")

@@ -132,7 +132,7 @@ def test_openssl_made_directory_matches_metrics(run_exporter: StartExporter, tmp
     infos = {k: v for k, v in metrics.items() if k.startswith("gunicorn_cert_file_info{")}
     for (path, index), source in expected.items():
         when, fingerprint = _facts(openssl, d / source)
-        where = f'index="{index}",path="{d}/{path}"'
+        where = f'entry="",index="{index}",path="{d}/{path}"'
         assert metrics[f"gunicorn_cert_file_not_after_timestamp_seconds{{{where}}}"] == when, path
         matching = [k for k in infos if f'path="{d}/{path}"' in k and f'index="{index}"' in k]
         assert len(matching) == 1 and f'fingerprint_sha256="{fingerprint}"' in matching[0], (path, matching)

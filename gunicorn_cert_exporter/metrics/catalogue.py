@@ -27,9 +27,57 @@ _CERT = (
     "is_ca",
     "self_signed",
 )
-_FILE = ("path", "index")
+_FILE = ("path", "index", "entry")  # entry: the kubeconfig cluster/user or keystore alias, "" in a plain file
+_CRL = ("path", "index")  # index: the CRL's position among the file's CRLs
+_REVOKED = ("path", "entry", "endpoint", "server_name", "address", "index")  # a file's or a served chain's cert
 _ADDR = ("endpoint", "server_name", "address")
 _CHAIN = (*_ADDR, "index")
+
+_ARI = ("kind", "source", "serial")
+ARI: tuple[Spec, ...] = (
+    Spec(
+        "gunicorn_cert_ari_window_start_timestamp_seconds",
+        "gauge",
+        "Start of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_window_end_timestamp_seconds",
+        "gauge",
+        "End of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_info",
+        "gauge",
+        "The ACME directory asked and the CA's explanation URL of the window (empty if none); always 1.",
+        (*_ARI, "directory", "explanation_url"),
+    ),
+    Spec(
+        "gunicorn_cert_ari_renewal_overdue",
+        "gauge",
+        "1 while the ACME window has ended and this certificate is still on disk or served, else 0.",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_renewal_requested",
+        "gauge",
+        "1 while the CA asks for renewal now (an early window, or one moved earlier), else 0.",
+        _ARI,
+    ),
+    Spec(
+        "gunicorn_cert_ari_error",
+        "gauge",
+        "1 while the last ARI request for this certificate failed, with the reason.",
+        (*_ARI, "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_ari_last_check_timestamp_seconds",
+        "gauge",
+        "When the ACME server was last asked about this certificate.",
+        _ARI,
+    ),
+)
 
 CATALOGUE: tuple[Spec, ...] = (
     Spec(
@@ -55,6 +103,62 @@ CATALOGUE: tuple[Spec, ...] = (
     ),
     Spec("gunicorn_cert_file_certificates", "gauge", "Number of certificates in the file.", ("path",)),
     Spec("gunicorn_cert_file_private_keys", "gauge", "Number of private keys in the file.", ("path",)),
+    Spec(
+        "gunicorn_cert_file_entry_error",
+        "gauge",
+        "1 while one entry of a kubeconfig or keystore gives no certificate, with the reason.",
+        ("path", "entry", "reason"),
+    ),
+    Spec("gunicorn_cert_file_secret_keys", "gauge", "Number of JCEKS secret-key entries (never read).", ("path",)),
+    Spec(
+        "gunicorn_cert_file_crl_this_update_timestamp_seconds",
+        "gauge",
+        "When the CRL at this position of the file was issued (thisUpdate).",
+        _CRL,
+    ),
+    Spec(
+        "gunicorn_cert_file_crl_next_update_timestamp_seconds",
+        "gauge",
+        "When the CRL at this position of the file must be replaced (nextUpdate); relying servers refuse after it.",
+        _CRL,
+    ),
+    Spec("gunicorn_cert_file_crl_revoked_entries", "gauge", "Number of certificates the CRL lists as revoked.", _CRL),
+    Spec(
+        "gunicorn_cert_file_crl_info",
+        "gauge",
+        "Identity of a CRL in a file; always 1.",
+        (*_CRL, "issuer", "issuer_cn", "crl_number", "fingerprint_sha256", "signature_algorithm"),
+    ),
+    Spec(
+        "gunicorn_cert_file_crl_verified",
+        "gauge",
+        "1 if the CRL's signature verifies against an issuer certificate the exporter sees, else 0.",
+        _CRL,
+    ),
+    Spec(
+        "gunicorn_cert_file_crl_verify_error",
+        "gauge",
+        "1 while the CRL's signature can't be verified, with why (issuer_unknown, bad_signature).",
+        (*_CRL, "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_revoked",
+        "gauge",
+        "1 if a verified CRL lists this certificate, 0 if it does not; absent when no verified CRL answers.",
+        _REVOKED,
+    ),
+    Spec(
+        "gunicorn_cert_revocation_time_seconds",
+        "gauge",
+        "When the certificate was revoked, as the CRL says.",
+        _REVOKED,
+    ),
+    Spec(
+        "gunicorn_cert_revocation_status",
+        "gauge",
+        "The revocation answer for a certificate, by method (crl_file), status and reason; always 1.",
+        (*_REVOKED, "method", "status", "reason"),
+    ),
     Spec(
         "gunicorn_cert_file_trust_store",
         "gauge",
@@ -256,6 +360,7 @@ CATALOGUE: tuple[Spec, ...] = (
         "Config reload requests (SIGHUP, POST /-/reload) folded into the next reload: at most one a second applies.",
         (),
     ),
+    *ARI,
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOGUE}

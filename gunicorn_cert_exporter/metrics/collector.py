@@ -11,15 +11,18 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gunicorn_cert_exporter import __version__
+from gunicorn_cert_exporter import __version__, revocation
+from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
 from gunicorn_cert_exporter.model import (
+    AriResult,
     CertFacts,
     DiscoveryReport,
     EndpointReason,
     EndpointResult,
     FileResult,
     PatternResult,
+    RenewalAdvice,
     Snapshot,
     TargetState,
 )
@@ -103,27 +106,33 @@ class Entity:
 
 def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
     """Return what the families of ``kind`` are built from: equal inputs give equal families."""
-    if kind is ScanKind.FILES:
-        return (snap.files, snap.patterns)
+    if kind is ScanKind.FILES:  # the CRLs among the files answer for endpoints' certificates too
+        return (snap.files, snap.patterns, revocation.verdicts(snap))
     if kind is ScanKind.ENDPOINTS:
         return snap.endpoints
     if kind is ScanKind.GUNICORN:
         return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints), snap.discovery)
+    if kind is ScanKind.ARI:
+        return snap.ari
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
 
 
 def kind_entities(kind: ScanKind, snap: Snapshot) -> list[Entity]:
     """Split the part of ``kind`` into entities, in the order their series appear in each family."""
     if kind is ScanKind.FILES:
+        answers = revocation.verdicts(snap)
         return [
             *(Entity(("file", f.path), f, partial(add_file, result=f)) for f in snap.files),
             *(Entity(("pattern", p.pattern), p, partial(add_pattern, pattern=p)) for p in snap.patterns),
+            Entity(("revocation",), answers, partial(add_revocations, verdicts=answers)),
         ]
     if kind is ScanKind.ENDPOINTS:
         return [
             Entity(("endpoint", e.endpoint, e.server_name), e, partial(add_endpoint, endpoint=e))
             for e in snap.endpoints
         ]
+    if kind is ScanKind.ARI:
+        return [Entity(("ari", a.kind, a.source, a.fingerprint_sha256), a, partial(add_ari, ari=a)) for a in snap.ari]
     add = partial(_add_gunicorn if kind is ScanKind.GUNICORN else add_exporter, snap=snap)
     return [Entity((kind.value,), kind_inputs(kind, snap), add)]
 
@@ -202,10 +211,41 @@ def add_file(out: Sink, result: FileResult) -> None:
     if result.trust_store:
         out.add("gunicorn_cert_file_trust_store", [path], 1.0)
     for index, cert in enumerate(result.certs):
-        position = [path, str(index)]
+        position = [path, str(index), label(result.entry(index))]
         out.add("gunicorn_cert_file_not_after_timestamp_seconds", position, cert.not_after)
         out.add("gunicorn_cert_file_not_before_timestamp_seconds", position, cert.not_before)
         out.add("gunicorn_cert_file_info", [*position, *cert_labels(cert)], 1.0)
+    for problem in result.entry_errors:
+        out.add("gunicorn_cert_file_entry_error", [path, label(problem.entry), problem.reason.value], 1.0)
+    if result.secret_keys:
+        out.add("gunicorn_cert_file_secret_keys", [path], result.secret_keys)
+    for index, crl in enumerate(result.crls):
+        add_crl(out, path, index, crl)
+
+
+def add_crl(out: Sink, path: str, index: int, crl: CrlFacts) -> None:
+    """Add the series of one CRL found in a file."""
+    where = [path, str(index)]
+    out.add("gunicorn_cert_file_crl_this_update_timestamp_seconds", where, crl.this_update)
+    if crl.next_update is not None:
+        out.add("gunicorn_cert_file_crl_next_update_timestamp_seconds", where, crl.next_update)
+    out.add("gunicorn_cert_file_crl_revoked_entries", where, len(crl.revoked))
+    identity = [label(crl.issuer), label(crl.issuer_cn), crl.number, crl.fingerprint_sha256, crl.signature_algorithm]
+    out.add("gunicorn_cert_file_crl_info", [*where, *identity], 1.0)
+    out.add("gunicorn_cert_file_crl_verified", where, 1.0 if crl.verified else 0.0)
+    if crl.verify_error:
+        out.add("gunicorn_cert_file_crl_verify_error", [*where, crl.verify_error], 1.0)
+
+
+def add_revocations(out: Sink, verdicts: Sequence[revocation.Verdict]) -> None:
+    """Add what verified CRL files answer for the certificates the exporter reports."""
+    for verdict in verdicts:
+        where = [label(value) for value in verdict.where]
+        out.add("gunicorn_cert_revoked", where, 1.0 if verdict.status == "revoked" else 0.0)
+        if verdict.revoked_at is not None:
+            out.add("gunicorn_cert_revocation_time_seconds", where, verdict.revoked_at)
+        status = [revocation.METHOD_CRL_FILE, verdict.status, verdict.reason]
+        out.add("gunicorn_cert_revocation_status", [*where, *status], 1.0)
 
 
 def add_pattern(out: Sink, pattern: PatternResult) -> None:
@@ -278,6 +318,21 @@ def add_target(out: Sink, target: TargetState) -> None:
     out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
     files = [label(target.cert.path), label(target.key.path)]
     out.add("gunicorn_cert_target_info", [target.name, target.source, *files, label(target.worker_class)], 1.0)
+
+
+def add_ari(out: Sink, ari: AriResult) -> None:
+    """Add the ACME renewal window series of one certificate where it is seen."""
+    where = [ari.kind, label(ari.source), ari.serial]
+    out.add("gunicorn_cert_ari_info", [*where, label(ari.directory), label(ari.explanation_url)], 1.0)
+    if ari.window_start is not None and ari.window_end is not None:
+        out.add("gunicorn_cert_ari_window_start_timestamp_seconds", where, ari.window_start)
+        out.add("gunicorn_cert_ari_window_end_timestamp_seconds", where, ari.window_end)
+        out.add("gunicorn_cert_ari_renewal_overdue", where, 1.0 if ari.advice is RenewalAdvice.OVERDUE else 0.0)
+        out.add("gunicorn_cert_ari_renewal_requested", where, 1.0 if ari.advice is RenewalAdvice.REQUESTED else 0.0)
+    if ari.error:
+        out.add("gunicorn_cert_ari_error", [*where, ari.error], 1.0)
+    if ari.checked_at is not None:
+        out.add("gunicorn_cert_ari_last_check_timestamp_seconds", where, ari.checked_at)
 
 
 def add_exporter(out: Sink, snap: Snapshot) -> None:

@@ -20,6 +20,7 @@ from gunicorn_cert_exporter.model import (
     TargetSource,
     TargetState,
 )
+from gunicorn_cert_exporter.scanning.renewals import lineage_sources
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import discovery, files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
@@ -117,6 +118,7 @@ class Scans:
         sources = list(self.config.files)
         for target in (*self.config.gunicorn, *self._discovered):
             sources.append(FileSource(paths=[target.cert_file, target.key_file]))
+        sources += lineage_sources(self.config)  # certbot's lineages, when ARI asks about them
         scanner, finder = self._scanner, self._finder
         # The walk may take half the time: the files it found must still be read.
         wanted, patterns = finder.expand(sources, deadline=started + self.config.scan.deadline / 2)

@@ -14,14 +14,16 @@ from typing import Literal
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa, types
+from cryptography.hazmat.primitives.asymmetric import types
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts, Parsed
+from gunicorn_cert_exporter.sources import der as tlv
+from gunicorn_cert_exporter.sources import keys as key_info
 from gunicorn_cert_exporter.sources import pfx
 
-Format = Literal["auto", "pem", "der", "pkcs12"]
+Format = Literal["auto", "pem", "der", "pkcs12", "jks", "kubeconfig"]
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _CERT_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE"})
@@ -32,6 +34,7 @@ _PKCS12_SUFFIXES = (".p12", ".pfx")
 _SHA256 = hashes.SHA256()
 # What cryptography raises for malformed or unsupported input (InvalidVersion is not a ValueError).
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
+LOAD_ERRORS = _LOAD_ERRORS  # what der_facts raises for bytes that are no certificate it can read
 # What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
 _DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 _RIGHT_PASSWORD_UNREADABLE = "PKCS#12 MAC verifies with this password, but cryptography can't read the content"  # noqa: S105  (a message)
@@ -54,35 +57,22 @@ def parse(
     if fmt == "der":
         return _parse_der(data, cache)
     if fmt == "pkcs12" or name.lower().endswith(_PKCS12_SUFFIXES):
-        if not _der_complete(data):
+        if not tlv.complete(data):
             return Parsed(error=FileReason.PARSE_ERROR, detail="truncated or not DER")
         return _parse_pkcs12(data, password, cache)
     der = _parse_der(data, cache)
-    if der.error is None or not _looks_like_pkcs12(data) or not _der_complete(data):
+    if der.error is None or not _looks_like_pkcs12(data) or not tlv.complete(data):
         return der
     return _parse_pkcs12(data, password, cache)
 
 
 def _looks_like_pkcs12(data: bytes) -> bool:
     """Tell whether DER data opens like a PFX: SEQUENCE { INTEGER 3, ... }."""
-    if len(data) < 8 or data[0] != 0x30:
+    try:
+        version = tlv.expect(data, tlv.expect(data, 0, tlv.SEQUENCE).start, tlv.INTEGER)
+    except tlv.DerError:
         return False
-    length = data[1]
-    offset = 2 + (length & 0x7F if length & 0x80 else 0)
-    return data[offset : offset + 3] == b"\x02\x01\x03"
-
-
-def _der_complete(data: bytes) -> bool:
-    """Tell whether the outer DER element is exactly as long as the data (a truncated file is not)."""
-    if len(data) < 2:
-        return False
-    first = data[1]
-    if first < 0x80:
-        return 2 + first == len(data)
-    count = first & 0x7F
-    if not 0 < count <= 4 or len(data) < 2 + count:
-        return False
-    return 2 + count + int.from_bytes(data[2 : 2 + count], "big") == len(data)
+    return data[version.start : version.end] == b"\x03"
 
 
 class FactsCache:
@@ -126,7 +116,7 @@ def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> Cer
         public_key: types.PublicKeyTypes | None = cert.public_key()
     except _LOAD_ERRORS:  # a curve or algorithm this build can't load: still report the certificate
         public_key = None
-    key_type, key_bits = _key_shape(public_key) if public_key is not None else ("unknown", 0)
+    key_type, key_bits = key_info.key_shape(public_key) if public_key is not None else ("unknown", 0)
     subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
     sans, is_ca, ca_issuers = _extensions(cert)
     return CertFacts(
@@ -141,12 +131,23 @@ def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> Cer
         sans=sans,
         key_type=key_type,
         key_bits=key_bits,
-        spki_sha256=_spki_sha256(public_key) if public_key is not None else "",
+        spki_sha256=key_info.spki_sha256(public_key) if public_key is not None else "",
         signature_algorithm=_signature_algorithm(cert),
         is_ca=is_ca,
         self_signed=subject is not None and subject == issuer and _signed_by_itself(cert),
         ca_issuers=ca_issuers,
+        authority_key_id=_authority_key_id(cert),
+        public_key_der=key_info.spki(public_key) if public_key is not None and (is_ca or subject == issuer) else b"",
     )
+
+
+def _authority_key_id(cert: x509.Certificate) -> str:
+    """Return the AKI keyIdentifier in hex (ARI's certID needs it), or "" when the certificate has none."""
+    try:
+        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
+        return ""
+    return value.key_identifier.hex() if value.key_identifier else ""
 
 
 def der_chain_facts(chain: Iterable[bytes], cache: FactsCache | None = None) -> tuple[CertFacts, ...]:
@@ -174,7 +175,7 @@ def _parse_pem(data: bytes, cache: FactsCache | None) -> Parsed:
                 broken.append(f"{where}: not base64 ({exc})")
                 continue
             if label == _TRUSTED_LABEL:
-                der = first_der_element(der) or der
+                der = tlv.first(der) or der
             try:
                 certs.append(der_facts(der, cache))
             except _LOAD_ERRORS as exc:
@@ -211,21 +212,6 @@ def why(exc: BaseException) -> str:
     return text[:200] or type(exc).__name__
 
 
-def first_der_element(data: bytes) -> bytes | None:
-    """Return the first DER element of ``data`` by its own length (openssl reads a DER file this way)."""
-    if len(data) < 2:
-        return None
-    first = data[1]
-    if first < 0x80:
-        end = 2 + first
-    else:
-        count = first & 0x7F
-        if not 0 < count <= 4 or len(data) < 2 + count:
-            return None
-        end = 2 + count + int.from_bytes(data[2 : 2 + count], "big")
-    return data[:end] if end <= len(data) else None
-
-
 def _pem_key(block: bytes) -> KeyFacts | str:
     """Describe a PEM private key, or say why it can't be read."""
     try:
@@ -235,11 +221,11 @@ def _pem_key(block: bytes) -> KeyFacts | str:
         return KeyFacts(key_type="unknown", key_bits=0, spki_sha256=None, encrypted=True)
     except _LOAD_ERRORS as exc:
         return why(exc)
-    return _key_facts(key)
+    return key_info.key_facts(key)
 
 
 def _parse_der(data: bytes, cache: FactsCache | None) -> Parsed:
-    first = first_der_element(data)
+    first = tlv.first(data)
     try:
         return Parsed(certs=(der_facts(data, cache),))
     except _LOAD_ERRORS as exc:
@@ -253,7 +239,7 @@ def _parse_der(data: bytes, cache: FactsCache | None) -> Parsed:
         key = serialization.load_der_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
     except _LOAD_ERRORS:
         return Parsed(error=FileReason.PARSE_ERROR, detail=f"not a DER certificate ({problem}) or private key")
-    return Parsed(keys=(_key_facts(key),))
+    return Parsed(keys=(key_info.key_facts(key),))
 
 
 def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None) -> Parsed:
@@ -276,37 +262,15 @@ def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None)
             return Parsed(error=FileReason.PASSWORD_REQUIRED, detail="PKCS#12 needs a password")
     except (TypeError, UnsupportedAlgorithm) as exc:
         return Parsed(error=FileReason.UNSUPPORTED, detail=f"PKCS#12 content this build can't read: {why(exc)}")
-    certs = [bundle.cert.certificate] if bundle.cert else []
-    certs.extend(extra.certificate for extra in bundle.additional_certs)
-    keys = (_key_facts(bundle.key),) if bundle.key is not None else ()
-    if not certs and not keys:
+    bags = [bundle.cert] if bundle.cert else []
+    bags.extend(bundle.additional_certs)
+    keys = (key_info.key_facts(bundle.key),) if bundle.key is not None else ()
+    if not bags and not keys:
         return Parsed(error=FileReason.NO_CERTIFICATE, detail="PKCS#12 holds no certificate or key")
-    return Parsed(certs=tuple(der_facts(c.public_bytes(serialization.Encoding.DER), cache) for c in certs), keys=keys)
-
-
-def _key_facts(key: types.PrivateKeyTypes) -> KeyFacts:
-    public = key.public_key()
-    key_type, key_bits = _key_shape(public)
-    return KeyFacts(key_type=key_type, key_bits=key_bits, spki_sha256=_spki_sha256(public))
-
-
-def _key_shape(public: types.PublicKeyTypes) -> tuple[str, int]:
-    if isinstance(public, rsa.RSAPublicKey):
-        return "rsa", public.key_size
-    if isinstance(public, ec.EllipticCurvePublicKey):
-        return "ecdsa", public.key_size
-    if isinstance(public, ed25519.Ed25519PublicKey):
-        return "ed25519", 256
-    if isinstance(public, ed448.Ed448PublicKey):
-        return "ed448", 456
-    if isinstance(public, dsa.DSAPublicKey):
-        return "dsa", public.key_size
-    return "unknown", 0
-
-
-def _spki_sha256(public: types.PublicKeyTypes) -> str:
-    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(spki).hexdigest()
+    # keytool names every entry by its bag's friendlyName: the alias, as in a JKS store.
+    names = tuple(f"alias:{b.friendly_name.decode('utf-8', 'replace')}" if b.friendly_name else "" for b in bags)
+    facts = tuple(der_facts(b.certificate.public_bytes(serialization.Encoding.DER), cache) for b in bags)
+    return Parsed(certs=facts, keys=keys, entries=names if any(names) else ())
 
 
 def _name(cert: x509.Certificate, which: Literal["subject", "issuer"]) -> x509.Name | None:

@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from gunicorn_cert_exporter.config import EndpointConfig, split_host_port
+from gunicorn_cert_exporter.config import EndpointConfig
+from gunicorn_cert_exporter.config_values import split_host_port
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason, down_at
 from gunicorn_cert_exporter.sources import certs, starttls
 

@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from gunicorn_cert_exporter.model import (
+    CertFacts,
     FileIdentity,
     FileReason,
     FileResult,
     Parsed,
 )
 from gunicorn_cert_exporter.safe_read import read_capped
-from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.sources import certs, crl, formats
 
 _PASSWORD_REASONS = frozenset({FileReason.PASSWORD_REQUIRED, FileReason.BAD_PASSWORD, FileReason.PASSWORD_UNAVAILABLE})
 _log = logging.getLogger("gunicorn_cert_exporter.files")
@@ -33,10 +34,11 @@ class Wanted:
     """One file to scan, with how to parse it."""
 
     path: str
-    fmt: certs.Format = "auto"
+    fmt: formats.Format = "auto"
     password_file: str | None = None
     password_env: str | None = None
     trust_store: bool = False
+    ca_file: str | None = None  # where the issuer of a CRL in this file may be, besides its own directory
 
 
 class FileScanner:
@@ -90,7 +92,26 @@ class FileScanner:
             if result.trust_store is not item.trust_store:  # the entry says so, whatever the file held before
                 result = replace(result, trust_store=item.trust_store)
             results.append(result)
+        if any(r.crls for r in results):
+            results[:] = self._verify_crls(results, {w.path: w.ca_file for w in wanted if w.ca_file})
         return tuple(results)
+
+    def _verify_crls(self, results: list[FileResult], ca_files: dict[str, str]) -> list[FileResult]:
+        """Mark each CRL verified by an issuer certificate in its own directory or its entry's ``ca_file``."""
+        by_dir: dict[str, list[CertFacts]] = {}
+        for result in results:
+            by_dir.setdefault(os.path.dirname(result.path), []).extend(result.certs)
+        out = []
+        for result in results:
+            if not result.crls:
+                out.append(result)
+                continue
+            issuers = list(by_dir[os.path.dirname(result.path)])
+            ca_file = ca_files.get(result.path)
+            if ca_file:
+                issuers.extend(self.scan_one(Wanted(ca_file), self._cache.get(ca_file)).certs)
+            out.append(replace(result, crls=tuple(crl.verify(c, issuers) for c in result.crls)))
+        return out
 
     def scan_one(self, item: Wanted, previous: FileResult | None = None) -> FileResult:
         """Scan one file given what the last scan found there."""
@@ -102,7 +123,12 @@ class FileScanner:
         if early is not None:
             return early
         identity = _identity(info)
-        if previous is not None and previous.identity == identity and previous.error not in _PASSWORD_REASONS:
+        if (
+            previous is not None
+            and previous.identity == identity
+            and previous.error not in _PASSWORD_REASONS
+            and not previous.followed  # a kubeconfig's referenced files (kubelet's rotating client cert) may change
+        ):
             return previous
         if info.st_size == 0:
             # Not read: /proc and /sys pseudo-files say 0 bytes and would give up to max_file_size of noise each.
@@ -137,11 +163,16 @@ class FileScanner:
             parsed = Parsed(error=FileReason.PASSWORD_UNAVAILABLE, detail=password_error)
         else:
             try:
-                parsed = certs.parse(data, fmt=item.fmt, password=password, name=item.path, cache=self._facts)
+                parsed = formats.parse(
+                    data, fmt=item.fmt, password=password, name=item.path, cache=self._facts, read=self._reference
+                )
             except Exception as exc:  # noqa: BLE001  (hostile bytes meet a third-party parser: report, don't die)
                 _log.warning("parser raised on hostile input", extra={"path": item.path, "error": type(exc).__name__})
                 parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
-        digest = hashlib.sha256(data).hexdigest()
+        content = hashlib.sha256(data)
+        for cert in parsed.certs if parsed.followed else ():  # what the referenced files hold is content too
+            content.update(cert.fingerprint_sha256.encode())
+        digest = content.hexdigest()
         if previous is None or previous.content_sha256 is None:
             # First sight: the later of mtime and ctime, but never later than now. A future time (clock skew, NFS)
             # would otherwise read as "changed after the workers started" forever and let a reload repeat.
@@ -159,7 +190,25 @@ class FileScanner:
             changed_at=changed_at,
             identity=identity,
             content_sha256=digest,
+            entries=parsed.entries,
+            entry_errors=parsed.entry_errors,
+            crls=parsed.crls,
+            secret_keys=parsed.secret_keys,
+            followed=parsed.followed,
         )
+
+    def _reference(self, path: str) -> bytes | tuple[FileReason, str]:
+        """Read a file a kubeconfig names, under the same bounds as any file: regular, capped, never blocking."""
+        try:
+            data, info = self._reader(path, self._max_size)
+        except OSError as exc:
+            return _os_reason(exc), exc.strerror or type(exc).__name__
+        refused = self._refuse(path, info, None)
+        if refused is not None:
+            return refused.error or FileReason.READ_ERROR, refused.detail
+        if len(data) > self._max_size:
+            return FileReason.TOO_LARGE, "over the size cap"
+        return data
 
 
 def _identity(info: os.stat_result) -> FileIdentity:

@@ -224,7 +224,7 @@ def _specificity(pattern: str) -> tuple[int, int, int]:
 
 
 def _wanted_for(path: str, source: FileSource) -> Wanted:
-    return Wanted(path, source.format, source.password_file, source.password_env, source.trust_store)
+    return Wanted(path, source.format, source.password_file, source.password_env, source.trust_store, source.ca_file)
 
 
 def _result(pattern: _Pattern) -> PatternResult:

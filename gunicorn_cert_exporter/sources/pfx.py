@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from gunicorn_cert_exporter.sources.der import CONTEXT_0, INTEGER, OCTET_STRING, OID, SEQUENCE, expect
+
 _DIGESTS = {
     bytes.fromhex("2b0e03021a"): "sha1",
     bytes.fromhex("608648016503040204"): "sha224",
@@ -17,14 +19,13 @@ _DIGESTS = {
     bytes.fromhex("608648016503040203"): "sha512",
 }
 _MAX_ITERATIONS = 1_000_000  # past this a hostile file would hold the scan: don't tell
-_SEQUENCE, _INTEGER, _OCTET_STRING, _OID, _CONTEXT_0 = 0x30, 0x02, 0x04, 0x06, 0xA0
 
 
 def mac_verifies(data: bytes, password: bytes | None) -> bool | None:
     """Tell whether the PFX's MAC verifies with ``password``; None when there is no MAC this code can check."""
     try:
         content, digest_oid, expected, salt, iterations = _mac_parts(data)
-    except (ValueError, IndexError):
+    except ValueError:  # DerError: not the DER this code expects
         return None
     name = _DIGESTS.get(digest_oid)
     if name is None or not 0 < iterations <= _MAX_ITERATIONS:
@@ -36,23 +37,23 @@ def mac_verifies(data: bytes, password: bytes | None) -> bool | None:
 
 def _mac_parts(data: bytes) -> tuple[bytes, bytes, bytes, bytes, int]:
     """Return the authenticated content, MAC digest OID, MAC, salt and iteration count of a DER PFX."""
-    _, start, end = _expect(data, 0, _SEQUENCE)
-    _, _, after_version = _expect(data, start, _INTEGER)
-    _, auth_start, auth_end = _expect(data, after_version, _SEQUENCE)
-    _, _, after_type = _expect(data, auth_start, _OID)
-    _, wrapped, _ = _expect(data, after_type, _CONTEXT_0)
-    _, content_start, content_end = _expect(data, wrapped, _OCTET_STRING)
+    start, end = expect(data, 0, SEQUENCE)[1:]
+    _, after_version = expect(data, start, INTEGER)[1:]
+    auth_start, auth_end = expect(data, after_version, SEQUENCE)[1:]
+    _, after_type = expect(data, auth_start, OID)[1:]
+    wrapped, _ = expect(data, after_type, CONTEXT_0)[1:]
+    content_start, content_end = expect(data, wrapped, OCTET_STRING)[1:]
     if auth_end >= end:
         raise ValueError("no MAC")
-    _, mac_start, mac_end = _expect(data, auth_end, _SEQUENCE)
-    _, info_start, info_end = _expect(data, mac_start, _SEQUENCE)
-    _, alg_start, alg_end = _expect(data, info_start, _SEQUENCE)
-    _, oid_start, oid_end = _expect(data, alg_start, _OID)
-    _, digest_start, digest_end = _expect(data, alg_end, _OCTET_STRING)
-    _, salt_start, salt_end = _expect(data, info_end, _OCTET_STRING)
+    mac_start, mac_end = expect(data, auth_end, SEQUENCE)[1:]
+    info_start, info_end = expect(data, mac_start, SEQUENCE)[1:]
+    alg_start, alg_end = expect(data, info_start, SEQUENCE)[1:]
+    oid_start, oid_end = expect(data, alg_start, OID)[1:]
+    digest_start, digest_end = expect(data, alg_end, OCTET_STRING)[1:]
+    salt_start, salt_end = expect(data, info_end, OCTET_STRING)[1:]
     iterations = 1
     if salt_end < mac_end:
-        _, count_start, count_end = _expect(data, salt_end, _INTEGER)
+        count_start, count_end = expect(data, salt_end, INTEGER)[1:]
         iterations = int.from_bytes(data[count_start:count_end], "big", signed=True)
     return (
         data[content_start:content_end],
@@ -61,21 +62,6 @@ def _mac_parts(data: bytes) -> tuple[bytes, bytes, bytes, bytes, int]:
         data[salt_start:salt_end],
         iterations,
     )
-
-
-def _expect(data: bytes, pos: int, tag: int) -> tuple[int, int, int]:
-    """Read the DER element at ``pos`` (definite lengths only); return its tag, value start and end."""
-    if data[pos] != tag:
-        raise ValueError(f"expected tag {tag:#x} at {pos}")
-    length, pos = data[pos + 1], pos + 2
-    if length & 0x80:
-        count = length & 0x7F
-        if not 0 < count <= 4:
-            raise ValueError("indefinite or huge length")
-        length, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
-    if pos + length > len(data):
-        raise ValueError("truncated")
-    return tag, pos, pos + length
 
 
 def _kdf(name: str, secret: bytes, salt: bytes, iterations: int, size: int) -> bytes:

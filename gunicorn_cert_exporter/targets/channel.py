@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from gunicorn_cert_exporter.config import GunicornTarget, parse_ip
+from gunicorn_cert_exporter.config import GunicornTarget
+from gunicorn_cert_exporter.config_values import parse_ip
 from gunicorn_cert_exporter.model import MasterReason, MasterState
 from gunicorn_cert_exporter.sources import control_socket, gunicorn
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity

@@ -202,6 +202,7 @@ def _unwatched(view: StatusView) -> str:
 def _cert(cert: CertRow) -> str:
     return (
         f"{_badge(cert.band.severity, cert.band.value)} <span class=muted>#{cert.index}</span> {_t(cert.subject)}"
+        f"{' <span class=entry>' + _t(cert.entry) + '</span>' if cert.entry else ''}"
         f" <span class=muted>· {_when(cert.not_after)} · {cert.days_left:.1f} d · {_left(cert)}"
         f"{' · ' + _t(cert.note) if cert.note else ''}"
         f"{' · self-issued' if cert.issuer == cert.subject else ' · issuer ' + _t(cert.issuer)}</span>"
@@ -209,7 +210,7 @@ def _cert(cert: CertRow) -> str:
 
 
 def _matches(cert: CertRow, query: str) -> bool:
-    text = f"{cert.subject} {cert.issuer} {cert.note} {cert.band.value} {cert.fingerprint_sha256}"
+    text = f"{cert.subject} {cert.entry} {cert.issuer} {cert.note} {cert.band.value} {cert.fingerprint_sha256}"
     return query in text.lower()
 
 
@@ -227,7 +228,8 @@ def _source(row: SourceRow, query: str) -> str:
     if soonest is None:
         cert, expires, days = "-", "-", "-"
     elif len(row.certs) == 1:
-        cert, expires, days = _t(soonest.subject), _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
+        subject = f"{soonest.subject} [{soonest.entry}]" if soonest.entry else soonest.subject
+        cert, expires, days = _t(subject), _when(soonest.not_after, utc=False), f"{soonest.days_left:.1f}"
         notes += [soonest.note] if soonest.note and soonest.note not in notes else []
     else:
         shown = [c for c in row.certs if _matches(c, query)] if query else []
