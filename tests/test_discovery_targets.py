@@ -9,6 +9,7 @@ target winning, and the reload policy of discovered targets.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import socket
@@ -22,16 +23,20 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gunicorn_cert_exporter.sources.discovery import find_masters
+from gunicorn_cert_exporter.targets.discover import Discovery
 from tests.support import (
     FAKE_GUNICORN,
     PKI,
     Issued,
     RunningExporter,
     StartExporter,
+    as_nobody,
     eventually,
     free_port,
     gunicorn_python,
     stop_process,
+    unavailable,
     write_pair,
 )
 from tests.test_discovery import Launched
@@ -215,3 +220,23 @@ def test_an_asgi_master_drifts_without_a_hup_until_discovery_reload_allows_one(
     samples = exporter.metrics()
     assert samples[drift] == 0
     assert samples['gunicorn_cert_reload_signals_total{target="rotating"}'] == 1  # one HUP, not one per scan
+
+
+def test_a_master_of_another_user_is_reported_once_as_permission_denied(
+    tmp_path: Path, pki: PKI, launched: list[Launched]
+) -> None:
+    """Seen by an exporter running as another user (nobody), a master is one permission_denied error, no target."""
+    if os.getuid() != 0:
+        unavailable("not root: can't run discovery as another user", ci_must="run the suite as root (CI does)")
+    directory = _pair(tmp_path / "theirs", pki.leaf(pki.ca("Theirs CA")))
+    gunicorn = Launched(directory, _flags(directory, "-b", "127.0.0.1:PORT"), python=gunicorn_python(VERSION))
+    launched.append(gunicorn)
+
+    def discover() -> str:
+        result = Discovery(forget_after=60).update(find_masters(), configured=(), now=0.0, server_name=lambda _: None)
+        mine = [(e.target, e.reason) for e in result.errors if e.target == f"gunicorn-pid-{gunicorn.process.pid}"]
+        theirs = [t.name for t in result.targets if t.pid == gunicorn.process.pid]
+        return json.dumps({"errors": mine, "targets": theirs})
+
+    seen = json.loads(as_nobody(discover))
+    assert seen == {"errors": [[f"gunicorn-pid-{gunicorn.process.pid}", "permission_denied"]], "targets": []}
