@@ -26,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from gunicorn_cert_exporter.sources.discovery import find_masters
 from gunicorn_cert_exporter.targets.discover import Discovery
 from tests.support import (
-    FAKE_GUNICORN,
     PKI,
     Issued,
     RunningExporter,
@@ -39,6 +38,7 @@ from tests.support import (
     unavailable,
     write_pair,
 )
+from tests.support.gunicorn import FAKE_GUNICORN
 from tests.test_discovery import Launched
 
 pytestmark = pytest.mark.integration
