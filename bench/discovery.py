@@ -67,36 +67,49 @@ def start_masters(work: Path, count: int) -> list[subprocess.Popen[bytes]]:
     return masters
 
 
+def figures(*, processes: int = 2000, masters: int = 10, rounds: int = 21) -> dict[str, float]:
+    """Start the processes and masters, then time a discovery pass and the bare loop, alternating (medians, ms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        idle = [subprocess.Popen(["sleep", "600"]) for _ in range(processes)]
+        started = start_masters(Path(tmp), masters)
+        try:
+            deadline = time.monotonic() + 60
+            while len(find_masters()) < masters and time.monotonic() < deadline:
+                time.sleep(0.5)
+            bare, full = [], []
+            for _ in range(rounds):
+                bare.append(median_ms(bare_cmdlines, 1))
+                full.append(median_ms(find_masters, 1))
+            return {
+                "processes": sum(1 for name in os.listdir("/proc") if name.isdigit()),
+                "found": len(find_masters()),
+                "masters": masters,
+                "rounds": rounds,
+                "bare": statistics.median(bare),
+                "full": statistics.median(full),
+            }
+        finally:
+            for process in idle:
+                process.kill()
+            for process in idle:
+                process.wait()
+            for master in started:
+                stop_process(master)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2000)
     parser.add_argument("--masters", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        idle = [subprocess.Popen(["sleep", "600"]) for _ in range(args.processes)]
-        masters = start_masters(Path(tmp), args.masters)
-        try:
-            deadline = time.monotonic() + 60
-            while len(find_masters()) < args.masters and time.monotonic() < deadline:
-                time.sleep(0.5)
-            found = find_masters()
-            processes = sum(1 for name in os.listdir("/proc") if name.isdigit())
-            bare = median_ms(bare_cmdlines, args.rounds)
-            full = median_ms(find_masters, args.rounds)
-            print(f"processes on the host: {processes}; masters found: {len(found)} of {args.masters} started")
-            print(f"bare /proc/*/cmdline loop: {bare:.1f} ms (median of {args.rounds})")
-            print(f"discovery pass (find_masters): {full:.1f} ms (median of {args.rounds})")
-            ratio = full / bare if bare else float("inf")
-            verdict = "met" if ratio <= 3 and full < 100 else "NOT met"
-            print(f"ratio: {ratio:.2f}x (goal <= 3x and < 100 ms: {verdict})")
-        finally:
-            for process in idle:
-                process.kill()
-            for process in idle:
-                process.wait()
-            for master in masters:
-                stop_process(master)
+    f = figures(processes=args.processes, masters=args.masters, rounds=args.rounds)
+    print(f"processes on the host: {f['processes']:.0f}; masters found: {f['found']:.0f} of {args.masters} started")
+    print(f"bare /proc/*/cmdline loop: {f['bare']:.1f} ms (median of {args.rounds})")
+    print(f"discovery pass (find_masters): {f['full']:.1f} ms (median of {args.rounds})")
+    ratio = f["full"] / f["bare"] if f["bare"] else float("inf")
+    verdict = "met" if ratio <= 3 and f["full"] < 100 else "NOT met"
+    print(f"ratio: {ratio:.2f}x (goal <= 3x and < 100 ms: {verdict})")
     return 0
 
 

@@ -32,6 +32,7 @@ from cryptography import x509
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import Exporter, Fleet, machine, make_tree, percentile, scrape_in_processes, ssl_client_context
+from discovery import figures as discovery_figures
 from fleet import ChildWatch, fleet_figures
 from load import attack, auth
 
@@ -392,6 +393,7 @@ def main() -> int:
         ("big", lambda: big_scrape_figures(args.big, work)),
         ("drift", lambda: drift_figures(work)),
         ("fleet", lambda: fleet_figures(_fresh(work, "fleet"), count=int(count), holes=int(holes), interval=interval)),
+        ("found", discovery_figures),
     ):
         try:
             got[name] = measure()
@@ -480,9 +482,11 @@ def _report(
     web: dict[str, dict[str, Any]],
     big: dict[str, float],
     scrapes_few: dict[str, float],
+    found: dict[str, float],
     fleet: dict[str, float],
 ) -> str:
     f = grow[base]
+    found_ratio = found["full"] / found["bare"]
     full_ratio, rescan_ratio = f["full"] / f["bare"], f["full"] / f["rescan"]
     vs_blackbox, vs_bare = ends["ours"] / ends["blackbox"], ends["ours"] / ends["bare"]
     lines = [
@@ -523,6 +527,9 @@ def _report(
         f"| {drift['seen'] / drift['interval']:.2f}x | - | |",
         f"| new leaf served, reload enabled (`after: 0s`) | {drift['served']:.2f} s | scan interval "
         f"{drift['interval']:.0f} s | {drift['served'] / drift['interval']:.2f}x | - | asgi worker |",
+        f"| one discovery pass, {found['processes']:,.0f} processes, {found['masters']:.0f} TLS masters "
+        f"({found['found']:.0f} found) | {found['full']:.0f} ms | bare `/proc/*/cmdline` loop {found['bare']:.0f} ms "
+        f"| {found_ratio:.2f}x | <= 3x, < 100 ms | {_verdict(found_ratio <= 3 and found['full'] < 100)} |",
         *_fleet_rows(fleet),
         "",
         "## The HTTP server under attack",

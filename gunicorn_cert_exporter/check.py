@@ -57,7 +57,11 @@ def rows(view: StatusView) -> list[Row]:
     out = [r for source in view.sources for r in _source_rows(source)]
     for target in view.targets:
         note = "; ".join(target.problems) or "in sync"
-        out.append(Row(target.severity, f"gunicorn {target.name}", "", "", "", "", note))
+        found = " (discovered)" if target.source == "discovery" else ""
+        out.append(Row(target.severity, f"gunicorn {target.name}{found}", "", "", "", "", note))
+    for error in view.discovery_errors:
+        note = f"not watched: {error.reason}: {error.detail}"
+        out.append(Row(error.severity, f"gunicorn {error.target} (discovered)", "", "", "", "", note))
     # Worst state first; within it failures (no date) before the soonest expiry.
     return sorted(out, key=lambda r: (-r.status.rank, r.expires_at if r.expires_at is not None else float("-inf")))
 

@@ -233,6 +233,14 @@ class GunicornTarget(_Frozen):
         )
 
 
+class DiscoveryConfig(_Frozen):
+    """Which processes on this host become Gunicorn targets by themselves (absent: none)."""
+
+    gunicorn: bool = False
+    forget_after: Duration = 3600.0  # a discovered master that exited stays listed (master_up 0) this long
+    reload: ReloadConfig = ReloadConfig()  # the reload policy of every discovered target
+
+
 class ProbeConfig(_Frozen):
     """What ``/probe?target=`` may reach: ``host-glob:port`` or ``cidr:port`` patterns, nothing else."""
 
@@ -290,6 +298,7 @@ class Config(_Frozen):
     files: list[FileSource] = []
     endpoints: list[EndpointConfig] = []
     gunicorn: list[GunicornTarget] = []
+    discovery: DiscoveryConfig = DiscoveryConfig()
     probe: ProbeConfig = ProbeConfig()
     acme: AcmeConfig = AcmeConfig()
 
@@ -341,7 +350,10 @@ def _anchor(path: str | None, base: str) -> str | None:
 def without_reloads(config: Config) -> Config:
     """Return the config with every target's reload disabled: what a one-off scan (``check``) may do."""
     targets = [t.model_copy(update={"reload": t.reload.model_copy(update={"enabled": False})}) for t in config.gunicorn]
-    return config.model_copy(update={"gunicorn": targets})
+    discovery = config.discovery.model_copy(
+        update={"reload": config.discovery.reload.model_copy(update={"enabled": False})}
+    )
+    return config.model_copy(update={"gunicorn": targets, "discovery": discovery})
 
 
 def anchored(config: Config, base: str) -> Config:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from gunicorn_cert_exporter.file_parts import CrlFacts, EntryProblem
 from gunicorn_cert_exporter.file_parts import Parsed as Parsed  # noqa: PLC0414  (re-exported for the parsers)
@@ -287,6 +287,28 @@ def clamp_to_now(value: float | None, *, now: float) -> float | None:
     return min(value, now)
 
 
+TargetSource = Literal["config", "discovery"]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryError:
+    """A Gunicorn master that is no target because what it was told can't be read: the series discovery_error."""
+
+    target: str  # the name it would have
+    reason: str  # a gunicorn_settings.Problem value, or permission_denied
+    detail: str
+    file: str = ""  # the config file it would need
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryReport:
+    """What the last gunicorn scan's discovery found: how many masters, and those that can't be targets."""
+
+    enabled: bool = False
+    masters: int = 0
+    errors: tuple[DiscoveryError, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class TargetState:
     """Everything known about one Gunicorn target after a scan."""
@@ -309,6 +331,8 @@ class TargetState:
     next_window: float | None = None  # when reload.window next opens (now while open); None without a window
     previous_leaves: tuple[PreviousLeaf, ...] = ()  # oldest first: the leaves confirmed reloads replaced
     failure_reasons: tuple[tuple[str, int], ...] = ()  # reload failures per reason (runbook.FAILURE_REASONS)
+    source: TargetSource = "config"  # where the target comes from: the config, or discovery (never set in YAML)
+    worker_class: str = ""  # Gunicorn's worker class as discovery learned it; "" when unknown
 
     @property
     def file_leaf(self) -> CertFacts | None:
@@ -363,6 +387,7 @@ class Snapshot:
     scans: tuple[tuple[ScanKind, ScanStats], ...] = ()
     config_reload_successful: bool = True
     config_reload_at: float = 0.0
+    discovery: DiscoveryReport = DiscoveryReport()
     ari: tuple[AriResult, ...] = ()  # published by the ARI pool (scanning/renewals.py), never by a scan
 
     @property

@@ -123,6 +123,9 @@ class Service:
 
     def _warn_volatile(self, config: Config) -> None:
         enabled = [t.name for t in config.gunicorn if t.reload.enabled and not t.reload.dry_run]
+        policy = config.discovery.reload
+        if config.discovery.gunicorn and policy.enabled and not policy.dry_run:
+            enabled.append("(discovered)")
         if enabled and not self._history.persistent:
             _log.warning(
                 "reload history lives in memory: cooldown and max_per_hour reset when the exporter restarts; "
@@ -167,6 +170,7 @@ class Service:
         old = self._scheduler.scans
         scans = self._scans(new)
         scans.watcher.inherit(old.watcher)
+        scans.discovery.inherit(old.discovery)
         self._scheduler.replace(scans)
         self._renewals.configure(new)
         self._warn_volatile(new)

@@ -14,6 +14,7 @@ from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.model import (
     AddressResult,
     CertFacts,
+    DiscoveryError,
     EndpointResult,
     FileResult,
     MasterReason,
@@ -23,6 +24,7 @@ from gunicorn_cert_exporter.model import (
 )
 from gunicorn_cert_exporter.status_rows import (
     CertRow,
+    DiscoveryRow,
     DriftRow,
     DriftState,
     SourceRow,
@@ -57,13 +59,25 @@ def build(snap: Snapshot, *, now: float, thresholds: Thresholds | None = None) -
     sources = ari_view.apply(sources, snap.ari)  # the ACME server's renewal window (ARI), when asked
     sources.sort(key=_urgency)
     targets = tuple(_target_row(t) for t in snap.targets)
+    unseen = tuple(_discovery_row(e) for e in snap.discovery.errors)
     summary = _summary(sources, targets)
-    states = [s.severity for s in sources] + [t.severity for t in targets]
+    states = [s.severity for s in sources] + [t.severity for t in targets] + [d.severity for d in unseen]
     status = max(states, key=lambda s: s.rank, default=Severity.OK)
     scanned_at = min((stats.finished_at for _, stats in snap.scans), default=None)
     if scanned_at is None:  # nothing scanned yet: an empty page is not an all-clear
         status = Severity.UNKNOWN
-    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits)
+    return StatusView(now, scanned_at, status, summary, targets, tuple(sources), limits, unseen)
+
+
+# A config file that computes certfile/keyfile belongs to a master that serves TLS nobody watches: WARNING. The
+# other reasons hold as well for a plain-HTTP Gunicorn (its settings can't be seen at all), so they are shown,
+# never judged: a host must not turn yellow for a Gunicorn that may serve no TLS.
+_UNWATCHED_TLS = frozenset({"config_not_literal"})
+
+
+def _discovery_row(error: DiscoveryError) -> DiscoveryRow:
+    severity = Severity.WARNING if error.reason in _UNWATCHED_TLS else Severity.OK
+    return DiscoveryRow(error.target, error.reason, error.detail, error.file, severity)
 
 
 def _urgency(row: SourceRow) -> tuple[int, float, str, str]:
@@ -255,6 +269,8 @@ def _target_row(target: TargetState) -> TargetRow:
         reload_failures=target.reload_failures,
         decision_rule=target.decision_rule or "",
         runbook=runbook_row(target),
+        source=target.source,
+        worker_class=target.worker_class,
     )
 
 
@@ -311,4 +327,5 @@ def document(view: StatusView) -> dict[str, object]:
         "summary": asdict(view.summary),
         "targets": [plain(asdict(t)) for t in view.targets],
         "sources": [plain(asdict(s)) for s in view.sources],
+        "discovery_errors": [plain(asdict(d)) for d in view.discovery_errors],
     }

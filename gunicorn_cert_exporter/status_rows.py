@@ -98,6 +98,19 @@ class TargetRow:
     reload_failures: int
     decision_rule: str = ""
     runbook: RunbookRow = field(default_factory=RunbookRow)
+    source: str = "config"  # "discovery" for a target discovery found
+    worker_class: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryRow:
+    """A Gunicorn master discovery found but can't make a target: what it would be called and why not."""
+
+    target: str
+    reason: str
+    detail: str
+    file: str
+    severity: Severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +138,4 @@ class StatusView:
     targets: tuple[TargetRow, ...]
     sources: tuple[SourceRow, ...]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    discovery_errors: tuple[DiscoveryRow, ...] = ()

@@ -120,7 +120,8 @@ def test_default_config_serves_real_series_with_no_arguments() -> None:
         [*EXPORTER, "--web.listen-address", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        body = _wait_metrics(f"http://127.0.0.1:{port}/metrics", 'gunicorn_cert_master_up{target="app"}')
+        _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_discovered_masters")
+        body = _wait_metrics(f"http://127.0.0.1:{port}/metrics", "gunicorn_cert_file_not_after_timestamp_seconds")
         samples = {
             s.name + str(sorted(s.labels.items())): s.value
             for family in text_string_to_metric_families(body)
@@ -128,8 +129,16 @@ def test_default_config_serves_real_series_with_no_arguments() -> None:
         }
         trust_store = [k for k in samples if k.startswith("gunicorn_cert_file_not_after_timestamp_seconds")]
         assert len(trust_store) >= 10, "the embedded default reads the OS trust store"
-        # The example target is there and explained, and nothing pretends it is running.
-        assert samples["gunicorn_cert_master_up[('target', 'app')]"] == 0.0
+        # Nothing is red or yellow because of the example: no placeholder target, no example glob that matches nothing.
+        assert not [k for k in samples if "'app'" in k], "the placeholder target is only a commented example"
+        assert not [k for k in samples if k.startswith("gunicorn_cert_file_pattern_error")]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/status", timeout=5) as response:
+            document = json.loads(response.read())
+        examples = ("/etc/letsencrypt/", "/etc/nginx/ssl/", "/etc/gunicorn/tls/")
+        flagged = [s for s in document["sources"] if s["band"] != "ok" and s["source"].startswith(examples)]
+        assert flagged == [], "an example path of the default config is no finding"
+        # Discovery is on: the host's Gunicorns are found (what this machine runs is not this test's business).
+        assert samples["gunicorn_cert_discovered_masters[]"] >= 0
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -110,7 +110,19 @@ def test_config_is_frozen() -> None:
 def test_embedded_default_is_the_example_file_and_is_valid() -> None:
     assert config.default_text() == (ROOT / "config.example.yaml").read_text()
     loaded = config.load(config.default_text())
-    assert loaded.files and loaded.gunicorn and loaded.gunicorn[0].reload.enabled is False
+    assert loaded.files and not loaded.gunicorn  # the placeholder target is a commented example now
+    assert loaded.discovery.gunicorn and loaded.discovery.reload.enabled is False
+    assert all(source.optional for source in loaded.files if not source.trust_store)  # example globs: no warning
+
+
+def test_discovery_is_off_unless_configured_and_check_never_reloads() -> None:
+    assert config.load("files: []").discovery.gunicorn is False  # an upgrade changes nothing silently
+    loaded = config.load("discovery: {gunicorn: true, forget_after: 10m, reload: {enabled: true, after: 1m}}")
+    assert (loaded.discovery.forget_after, loaded.discovery.reload.after) == (600.0, 60.0)
+    assert config.without_reloads(loaded).discovery.reload.enabled is False
+    with pytest.raises(ConfigError) as caught:
+        config.load("discovery: {gunicorn: true, source: discovery}")
+    assert caught.value.problems == ["discovery.source: unknown key"]
 
 
 def test_web_config_problems_use_the_same_key_path_format(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ class Launched:
         env: dict[str, str] | None = None,
         conf: str | None = None,
         title: bool = False,
+        python: Path = Path(sys.executable),
+        app: str = APP,
     ) -> None:
         self.port = free_port()
         self.directory = directory
@@ -43,7 +45,7 @@ class Launched:
             (hide / "setproctitle.py").write_text("raise ImportError('hidden: run without setproctitle')\n")
             path.insert(0, str(hide))
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path), **(env or {})}
-        command = [sys.executable, "-m", "gunicorn", "-w", "1", *args, APP]
+        command = [str(python), "-m", "gunicorn", "-w", "1", *args, app]
         command = [part.replace("PORT", str(self.port)) for part in command]
         environment = {k: v.replace("PORT", str(self.port)) for k, v in environment.items()}
         with open(directory / "gunicorn.log", "wb") as log:

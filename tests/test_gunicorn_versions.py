@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,11 +22,17 @@ from tests.support import (
     REPO,
     Cell,
     Issued,
+    eventually,
+    free_port,
     gunicorn_python,
     gunicorn_versions,
+    parse_samples,
     rotate_under,
+    stop_process,
     version_tuple,
+    write_pair,
 )
+from tests.test_discovery import Launched
 
 
 def suite_cells() -> list[Cell]:
@@ -70,6 +78,66 @@ def test_rotation_drifts_and_reloads_as_the_worker_class_dictates(
         expected = () if cell.channel == "control_socket" else (signal.SIGHUP,)
         assert rotation.signals == expected and rotation.reload_signals_total == 1
         assert rotation.last_reload_moved
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("version", ["20.1.0", "27.0.1"])
+def test_the_run_command_discovers_tls_masters_told_by_flags_env_or_conf_file(
+    version: str, tmp_path: Path, pki: PKI, root: Issued
+) -> None:
+    """The README's run command (embedded default, no --config) watches the host's TLS Gunicorns by itself."""
+    leaf = pki.leaf(root)
+    python = gunicorn_python(version)
+    for name in ("flags", "env", "conf", "plain"):
+        (tmp_path / name).mkdir()
+        write_pair(leaf, tmp_path / name / "cert.pem", tmp_path / name / "key.pem")
+    tls = {
+        "flags": Launched(tmp_path / "flags", ["--certfile", "cert.pem", "--keyfile=key.pem", "-b", "127.0.0.1:PORT"],
+                          python=python),
+        "env": Launched(tmp_path / "env", [], python=python,
+                        env={"GUNICORN_CMD_ARGS": "--certfile cert.pem --keyfile key.pem -b 127.0.0.1:PORT"}),
+        "conf": Launched(tmp_path / "conf", [], python=python,
+                         conf='certfile = "cert.pem"\nkeyfile = "key.pem"\nbind = "127.0.0.1:PORT"\n'),
+    }  # fmt: skip
+    started = [*tls.values(), Launched(tmp_path / "plain", ["-b", "127.0.0.1:PORT"], python=python)]
+    port = free_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "--web.listen-address", f"127.0.0.1:{port}"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        names = {how: f"gunicorn-{g.port}" for how, g in tls.items()}
+
+        def scanned() -> dict[str, float] | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+                    samples = parse_samples(response.read().decode())
+            except OSError:
+                return None
+            drift = [f'gunicorn_cert_fingerprint_mismatch{{address="127.0.0.1",target="{n}"}}' for n in names.values()]
+            return samples if all(key in samples for key in drift) else None
+
+        samples = eventually(scanned, "the first gunicorn scan of the embedded default", timeout=90)
+        for how, name in names.items():
+            where = tmp_path / how
+            info = (
+                f'gunicorn_cert_target_info{{cert_file="{where}/cert.pem",key_file="{where}/key.pem",'
+                f'source="discovery",target="{name}",worker_class=""}}'
+            )
+            assert samples.get(info) == 1, how
+            assert samples[f'gunicorn_cert_master_up{{target="{name}"}}'] == 1, how
+            endpoint = f"127.0.0.1:{tls[how].port}"
+            probed = [v for k, v in samples.items() if k.startswith("gunicorn_cert_endpoint_up{") and endpoint in k]
+            assert probed == [1], how
+            assert samples[f'gunicorn_cert_fingerprint_mismatch{{address="127.0.0.1",target="{name}"}}'] == 0, how
+        plain = started[-1].port
+        assert not [k for k in samples if f"gunicorn-{plain}" in k or f":{plain}" in k], "plain HTTP is no target"
+    finally:
+        stop_process(exporter)
+        for gunicorn in started:
+            stop_process(gunicorn.process)
 
 
 def test_a_missing_environment_fails_under_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:

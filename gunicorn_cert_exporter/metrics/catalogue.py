@@ -327,6 +327,24 @@ CATALOGUE: tuple[Spec, ...] = (
         ("target",),
     ),
     Spec(
+        "gunicorn_cert_target_info",
+        "gauge",
+        "A Gunicorn target: where it comes from (config or discovery), its files and worker class; always 1.",
+        ("target", "source", "cert_file", "key_file", "worker_class"),
+    ),
+    Spec(
+        "gunicorn_cert_discovered_masters",
+        "gauge",
+        "Gunicorn masters the last discovery pass found on this host (targets or not); absent while discovery is off.",
+        (),
+    ),
+    Spec(
+        "gunicorn_cert_discovery_error",
+        "gauge",
+        "1 for a Gunicorn master that is no target because what it was told can't be read, with the reason.",
+        ("target", "reason"),
+    ),
+    Spec(
         "gunicorn_cert_exporter_build_info", "gauge", "Version of the exporter; always 1.", ("version", "pythonversion")
     ),
     Spec("gunicorn_cert_exporter_scan_duration_seconds", "gauge", "Duration of the last scan of this kind.", ("kind",)),

@@ -17,6 +17,7 @@ from gunicorn_cert_exporter.metrics.catalogue import BY_NAME, CATALOGUE, Spec
 from gunicorn_cert_exporter.model import (
     AriResult,
     CertFacts,
+    DiscoveryReport,
     EndpointReason,
     EndpointResult,
     FileResult,
@@ -111,7 +112,7 @@ def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
     if kind is ScanKind.ENDPOINTS:
         return snap.endpoints
     if kind is ScanKind.GUNICORN:
-        return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints))
+        return (snap.targets, frozenset((e.endpoint, e.server_name) for e in snap.endpoints), snap.discovery)
     if kind is ScanKind.ARI:
         return snap.ari
     return (snap.scans, snap.config_reload_successful, snap.config_reload_at)
@@ -157,6 +158,16 @@ def _add_gunicorn(out: Sink, snap: Snapshot) -> None:
             add_endpoint(out, target.endpoint)
     for target in snap.targets:
         add_target(out, target)
+    add_discovery(out, snap.discovery)
+
+
+def add_discovery(out: Sink, report: DiscoveryReport) -> None:
+    """Add what discovery found: the count of masters and those that can't be targets."""
+    if not report.enabled:
+        return
+    out.add("gunicorn_cert_discovered_masters", [], report.masters)
+    for error in report.errors:
+        out.add("gunicorn_cert_discovery_error", [label(error.target), error.reason], 1.0)
 
 
 class SnapshotCollector(Collector):
@@ -313,6 +324,8 @@ def add_target(out: Sink, target: TargetState) -> None:
     out.add("gunicorn_cert_reload_failures", name, target.reload_failures)
     out.add("gunicorn_cert_reload_history_error", name, 1.0 if target.history_problem else 0.0)
     add_runbook(out, target)
+    files = [label(target.cert.path), label(target.key.path)]
+    out.add("gunicorn_cert_target_info", [target.name, target.source, *files, label(target.worker_class)], 1.0)
 
 
 def add_runbook(out: Sink, target: TargetState) -> None:

@@ -7,17 +7,26 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
-from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
+from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource, GunicornTarget
+from gunicorn_cert_exporter.model import (
+    DiscoveryReport,
+    EndpointResult,
+    FileResult,
+    PatternResult,
+    ScanStats,
+    TargetSource,
+    TargetState,
+)
 from gunicorn_cert_exporter.scanning.coverage import coverage, slow_timeouts
 from gunicorn_cert_exporter.scanning.renewals import lineage_sources
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import files, globs, gunicorn
+from gunicorn_cert_exporter.sources import discovery, files, globs, gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
+from gunicorn_cert_exporter.targets.discover import Discovery
 from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
@@ -69,6 +78,7 @@ class Scans:
         logger: logging.Logger | None = None,
         sender: gunicorn.SignalSender = gunicorn.send_signal,
         history: History | None = None,
+        find_masters: Callable[[], Sequence[discovery.FoundMaster]] = discovery.find_masters,
     ) -> None:
         self.config = config
         self._retired = False
@@ -98,6 +108,11 @@ class Scans:
             on_observed=self._observed,
             history=history,
         )
+        self.discovery = Discovery(forget_after=config.discovery.forget_after, reload=config.discovery.reload)
+        self._find_masters = find_masters
+        self._discovery_lock = threading.Lock()  # two targets runs may overlap: one pass at a time
+        self._discovered: tuple[GunicornTarget, ...] = ()  # the last pass's targets: their files are scanned too
+        self._origins: dict[str, tuple[TargetSource, str]] = {}  # target name -> (source, worker class)
 
     def _file_tools(self) -> tuple[FileScanner, globs.Finder]:
         scan = self.config.scan
@@ -111,7 +126,7 @@ class Scans:
         token, started = self._begin(ScanKind.FILES), time.monotonic()
         deadline = started + self.config.scan.deadline
         sources = list(self.config.files)
-        for target in self.config.gunicorn:
+        for target in (*self.config.gunicorn, *self._discovered):
             sources.append(FileSource(paths=[target.cert_file, target.key_file]))
         sources += lineage_sources(self.config)  # certbot's lineages, when ARI asks about them
         scanner, finder = self._scanner, self._finder
@@ -155,15 +170,40 @@ class Scans:
             # Asked just before each reload: a replaced config, a newer run or a passed deadline sends nothing.
             return self._owns(ScanKind.GUNICORN, token) and time.monotonic() < deadline
 
-        targets, concurrency = self.config.gunicorn, self.config.scan.concurrency
-        results = self.watcher.scan(targets, concurrency=concurrency, may_act=may_act, deadline=deadline)
+        targets, report = self._discover()
+        concurrency = self.config.scan.concurrency
+        scanned = self.watcher.scan(targets, concurrency=concurrency, may_act=may_act, deadline=deadline)
+        results = tuple(self._stamped(state) for state in scanned)
         self._publish(
             ScanKind.GUNICORN,
             token,
             started,
-            lambda stats: self._store.record_targets(stats, targets=results),
+            lambda stats: self._store.record_targets(stats, targets=results, discovery=report),
             covered=coverage(results),
         )
+
+    def _discover(self) -> tuple[list[GunicornTarget], DiscoveryReport]:
+        """Return the configured targets and, when discovery is on, the masters found on this host."""
+        configured = list(self.config.gunicorn)
+        if not self.config.discovery.gunicorn:
+            return configured, DiscoveryReport()
+        with self._discovery_lock:
+            found = self._find_masters()
+            result = self.discovery.update(
+                found, configured=configured, now=self._clock(), server_name=discovery.first_dns_name
+            )
+        classes = dict(result.worker_classes)
+        origins: dict[str, tuple[TargetSource, str]] = {
+            t.name: ("discovery", classes.get(t.name, "")) for t in result.targets
+        }
+        self._origins, self._discovered = origins, result.targets
+        report = DiscoveryReport(enabled=True, masters=result.masters, errors=result.errors)
+        return [*configured, *result.targets], report
+
+    def _stamped(self, state: TargetState) -> TargetState:
+        """Mark a target's state with where the target comes from (the config unless discovery found it)."""
+        origin = self._origins.get(state.name)
+        return state if origin is None else replace(state, source=origin[0], worker_class=origin[1])
 
     def job(self, kind: ScanKind) -> Callable[[], None]:
         """Return the scan of one kind."""
@@ -176,6 +216,8 @@ class Scans:
 
     def run_all(self) -> None:
         """Run each scan once, in order (used by `check` and at start-up)."""
+        if self.config.discovery.gunicorn:
+            self._discover()  # so that this files scan reads the discovered targets' files too
         for kind in SCANNED:
             self.job(kind)()
 
@@ -210,7 +252,7 @@ class Scans:
 
     def _observed(self, state: TargetState) -> None:
         if not self._retired:
-            self._store.update_target(state)
+            self._store.update_target(self._stamped(state))
 
     def retire(self) -> None:
         """Stop publishing and reloading: a scan of a replaced config that ends late must not act on old rules."""

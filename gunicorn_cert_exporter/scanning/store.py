@@ -7,7 +7,15 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, Snapshot, TargetState
+from gunicorn_cert_exporter.model import (
+    DiscoveryReport,
+    EndpointResult,
+    FileResult,
+    PatternResult,
+    ScanStats,
+    Snapshot,
+    TargetState,
+)
 from gunicorn_cert_exporter.vocabulary import ScanKind
 
 
@@ -62,11 +70,16 @@ class Store:
             self._snapshot = replace(snap, scans=_timed(snap, ScanKind.ENDPOINTS, stats), endpoints=endpoints)
         self._published()
 
-    def record_targets(self, stats: ScanStats, *, targets: tuple[TargetState, ...]) -> None:
-        """Publish a Gunicorn targets scan with its timing."""
+    def record_targets(
+        self, stats: ScanStats, *, targets: tuple[TargetState, ...], discovery: DiscoveryReport | None = None
+    ) -> None:
+        """Publish a Gunicorn targets scan (and what its discovery found) with its timing."""
         with self._lock:
             snap = self._snapshot
-            self._snapshot = replace(snap, scans=_timed(snap, ScanKind.GUNICORN, stats), targets=targets)
+            found = snap.discovery if discovery is None else discovery
+            self._snapshot = replace(
+                snap, scans=_timed(snap, ScanKind.GUNICORN, stats), targets=targets, discovery=found
+            )
         self._published()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import psutil
 
 from gunicorn_cert_exporter.safe_read import read_regular
-from gunicorn_cert_exporter.sources import gunicorn, listeners
+from gunicorn_cert_exporter.sources import certs, gunicorn, listeners
 from gunicorn_cert_exporter.sources.gunicorn_settings import Learned, learn
 from gunicorn_cert_exporter.sources.listeners import Listener
 
@@ -53,7 +53,7 @@ def gunicorn_processes(proc: str = "/proc") -> list[Candidate]:
         if count >= _MAX_PROCESSES:
             break
         try:
-            raw = read_regular(f"{proc}/{name}/cmdline", _CMDLINE_CAP)
+            raw = _read_proc(f"{proc}/{name}/cmdline", _CMDLINE_CAP)
         except OSError:
             continue  # gone, or hidden
         if b"gunicorn" not in raw:
@@ -67,6 +67,22 @@ def gunicorn_processes(proc: str = "/proc") -> list[Candidate]:
             continue
         found.append(Candidate(pid=int(name), ppid=ppid, cmdline=cmdline))
     return found
+
+
+def _read_proc(path: str, cap: int) -> bytes:
+    """Read at most ``cap`` bytes of a /proc file: never a FIFO or a device, so no fstat (the walk's hot path)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks, left = [], cap
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _pids(proc: str) -> Iterator[str]:
@@ -86,24 +102,31 @@ def masters_among(candidates: list[Candidate]) -> list[Candidate]:
 def find_masters(proc: str = "/proc") -> tuple[FoundMaster, ...]:
     """Find the Gunicorn masters this process can see, and read what each was told."""
     out = []
+    tables: dict[str, list[Listener]] = {}  # the listening sockets of each network namespace, read once per pass
     for candidate in masters_among(gunicorn_processes(proc)):
         try:
             start_time = psutil.Process(candidate.pid).create_time()
         except psutil.Error:
             continue
-        found = _describe(candidate, start_time, proc)
+        found = _describe(candidate, start_time, proc, tables)
         if found is not None:
             out.append(found)
     return tuple(out)
 
 
-def _describe(candidate: Candidate, start_time: float, proc: str) -> FoundMaster | None:
+def _describe(
+    candidate: Candidate, start_time: float, proc: str, tables: dict[str, list[Listener]]
+) -> FoundMaster | None:
     pid = candidate.pid
     try:
         cwd = os.readlink(f"{proc}/{pid}/cwd")
-        environment = _cmd_args(read_regular(f"{proc}/{pid}/environ", _ENVIRON_CAP))
+        environment = _cmd_args(_read_proc(f"{proc}/{pid}/environ", _ENVIRON_CAP))
         held = listeners.socket_inodes(pid)
-        listening = tuple(entry for entry in listeners.listening(pid) if entry.inode in held)
+        # /proc/PID/net/tcp is the whole namespace's table, often the costliest read of the pass: once per namespace.
+        namespace = _namespace(proc, pid)
+        if namespace not in tables:
+            tables[namespace] = listeners.listening(pid)
+        listening = tuple(entry for entry in tables[namespace] if entry.inode in held)
     except PermissionError:
         return FoundMaster(pid=pid, start_time=start_time, denied=f"can't read /proc/{pid} (another user's?)")
     except OSError:
@@ -112,6 +135,13 @@ def _describe(candidate: Candidate, start_time: float, proc: str) -> FoundMaster
         return None  # a script named gunicorn is not Gunicorn
     learned = learn(cmdline=candidate.cmdline, environment=environment, cwd=cwd, read_config=_read_config)
     return FoundMaster(pid=pid, start_time=start_time, listeners=listening, learned=learned)
+
+
+def _namespace(proc: str, pid: int) -> str:
+    try:
+        return os.readlink(f"{proc}/{pid}/ns/net")
+    except FileNotFoundError:
+        return f"pid {pid}"  # a kernel without network namespaces: read this process's table on its own
 
 
 def _cmd_args(environ: bytes) -> str | None:
@@ -142,3 +172,17 @@ def told(pid: int, proc: str = "/proc") -> Learned | None:
         return None  # gone, another user's (no root), or another PID namespace
     cmdline = tuple(part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0"))
     return learn(cmdline=cmdline, environment=environment, cwd=cwd, read_config=_read_config)
+
+
+_CERT_CAP = 1024 * 1024
+
+
+def first_dns_name(cert_file: str) -> str | None:
+    """Return the first DNS name of the leaf in a cert file (a discovered target's SNI); None if it has none."""
+    try:
+        data = read_regular(cert_file, _CERT_CAP)
+    except OSError:
+        return None  # the target's own file scan reports why
+    parsed = certs.parse(data, name=cert_file)
+    sans = parsed.certs[0].sans if parsed.certs else ()
+    return next((name[4:] for name in sans if name.startswith("DNS:")), None)

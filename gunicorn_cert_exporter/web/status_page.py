@@ -174,7 +174,7 @@ def _target(target: TargetRow, now: float) -> str:
     problems = "; ".join(target.problems) or "in sync"
     return (
         f"<tr class='row {_CSS[target.severity]}'><td data-label=state>{_badge(target.severity)}</td>"
-        f"<td data-label=target><b>{_t(target.name)}</b><br><code>{_t(target.endpoint)}</code>"
+        f"<td data-label=target><b>{_t(target.name)}</b>{_origin(target)}<br><code>{_t(target.endpoint)}</code>"
         f"<br><span class=muted>{_t(problems)}</span></td>"
         f"<td data-label=drift><ul class=plain>{''.join(drift)}</ul></td><td data-label='key matches'>{key}</td>"
         f"<td data-label=master>{_t(master)}<br><span class=muted>{_t(runbook_text(target.runbook))}</span></td>"
@@ -182,6 +182,24 @@ def _target(target: TargetRow, now: float) -> str:
         f"<td data-label='last decision'>{_t(decision)}</td>"
         f"<td data-label='signals / failures' class=num>{target.reload_signals} / {target.reload_failures}</td></tr>"
     )
+
+
+def _origin(target: TargetRow) -> str:
+    if target.source != "discovery":
+        return ""
+    kind = f" · {_t(target.worker_class)}" if target.worker_class else ""
+    return f" <span class=muted>discovered{kind}</span>"
+
+
+def _unwatched(view: StatusView) -> str:
+    """List the masters discovery found but can't watch, and why."""
+    if not view.discovery_errors:
+        return ""
+    items = "".join(
+        f"<li>{_badge(row.severity)} <b>{_t(row.target)}</b> <code>{_t(row.reason)}</code> {_t(row.detail)}</li>"
+        for row in view.discovery_errors
+    )
+    return f"<h2>Gunicorn masters discovered but not watched</h2><ul id=unwatched class=plain>{items}</ul>"
 
 
 def _cert(cert: CertRow) -> str:
@@ -291,7 +309,7 @@ def render_view(view: StatusView, *, query: str = "") -> str:
         f"{_summary(view)}"
         "<form id=filter method=get role=search><label class=muted for=q>Filter</label>"
         f"<input id=q type=search name=q value='{_t(query)}' placeholder='path, subject, address, reason'>"
-        f"<button>Filter</button></form>{target_table}"
+        f"<button>Filter</button></form>{target_table}{_unwatched(view)}"
         f"<h2>Certificates and endpoints, most urgent first{_t(shown)}</h2><table id=sources class=rows><thead><tr>"
         "<th>state</th><th>source</th><th>certificate</th><th>expires (UTC)</th><th>days left</th>"
         "<th>lifetime left</th><th>notes</th></tr>"

@@ -12,20 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from gunicorn_cert_exporter.config import GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.model import DiscoveryError
 from gunicorn_cert_exporter.sources.discovery import FoundMaster
 from gunicorn_cert_exporter.sources.listeners import Listener
 
 PERMISSION_DENIED = "permission_denied"
-
-
-@dataclass(frozen=True, slots=True)
-class DiscoveryError:
-    """A master that is no target because what it was told can't be read: the series discovery_error."""
-
-    target: str  # the name it would have
-    reason: str  # a gunicorn_settings.Problem value, or permission_denied
-    detail: str
-    file: str = ""  # the config file it would need
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +26,14 @@ class Discovered:
     targets: tuple[GunicornTarget, ...] = ()
     errors: tuple[DiscoveryError, ...] = ()
     masters: int = 0
+    worker_classes: tuple[tuple[str, str], ...] = ()  # (target name, Gunicorn's worker class) where it is known
 
 
 @dataclass
 class _Seen:
     target: GunicornTarget
     last_seen: float
+    worker_class: str = ""
 
 
 @dataclass
@@ -50,6 +43,13 @@ class Discovery:
     forget_after: float
     reload: ReloadConfig = field(default_factory=ReloadConfig)
     _seen: dict[tuple[int, float], _Seen] = field(default_factory=dict)
+
+    def inherit(self, other: Discovery) -> None:
+        """Keep the masters another Discovery knew (across a config reload), under this one's reload policy."""
+        self._seen = {
+            key: _Seen(seen.target.model_copy(update={"reload": self.reload}), seen.last_seen, seen.worker_class)
+            for key, seen in other._seen.items()
+        }
 
     def update(
         self,
@@ -74,12 +74,20 @@ class Discovery:
             outcome = self._target(master, taken=taken, server_name=server_name)
             if isinstance(outcome, DiscoveryError):
                 errors.append(outcome)
+                taken.add(outcome.target)  # one series per master: another can't take its name
             elif outcome is not None:
-                self._seen[key] = _Seen(outcome, now)
+                learned = master.learned
+                worker_class = (learned.settings.worker_class if learned is not None else None) or ""
+                self._seen[key] = _Seen(outcome, now, worker_class)
                 taken.add(outcome.name)
         self._seen = {k: s for k, s in self._seen.items() if now - s.last_seen < self.forget_after}
-        targets = tuple(s.target for s in self._seen.values() if s.target.binding()[1] not in configured_ports)
-        return Discovered(targets=targets, errors=tuple(errors), masters=len(found))
+        kept = [s for s in self._seen.values() if s.target.binding()[1] not in configured_ports]
+        return Discovered(
+            targets=tuple(s.target for s in kept),
+            errors=tuple(errors),
+            masters=len(found),
+            worker_classes=tuple((s.target.name, s.worker_class) for s in kept if s.worker_class),
+        )
 
     def _target(
         self, master: FoundMaster, *, taken: set[str], server_name: Callable[[str], str | None]
@@ -112,11 +120,12 @@ def _lowest_port(master: FoundMaster) -> int:
 
 
 def _name(master: FoundMaster, listener: Listener | None, taken: set[str]) -> str:
-    port = listener.port if listener is not None else 0
+    if listener is None:  # its sockets can't be seen (another user's): its pid tells it from the others
+        return f"gunicorn-pid-{master.pid}"
     learned = master.learned
     proc_name = learned.settings.proc_name if learned is not None else None
-    name = _safe(proc_name) if proc_name else f"gunicorn-{port}"
-    return f"{name}-{port}" if name in taken else name
+    name = _safe(proc_name) if proc_name else f"gunicorn-{listener.port}"
+    return f"{name}-{listener.port}" if name in taken else name
 
 
 def _safe(name: str) -> str:
