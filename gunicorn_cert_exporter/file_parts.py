@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # model imports this module; the enum is needed for annotations only
-    from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts
+    from gunicorn_cert_exporter.model import CertFacts, KeyFacts
+    from gunicorn_cert_exporter.reasons import FileReason
 
 
 class Revoked(NamedTuple):

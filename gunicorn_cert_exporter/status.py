@@ -17,11 +17,10 @@ from gunicorn_cert_exporter.model import (
     DiscoveryError,
     EndpointResult,
     FileResult,
-    MasterReason,
-    PatternReason,
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import MasterReason, PatternReason
 from gunicorn_cert_exporter.status_rows import (
     CertRow,
     DiscoveryRow,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from gunicorn_cert_exporter.bands import Band, Severity, Thresholds
-from gunicorn_cert_exporter.model import EndpointReason, FileReason
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason
 from gunicorn_cert_exporter.status_runbook import RunbookRow
 from gunicorn_cert_exporter.vocabulary import Action
 

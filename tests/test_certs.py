@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import certs, pfx
 from tests.support import DAY, NOW, PKI, Issued, require_tool, write_pair
 

@@ -15,15 +15,8 @@ from cryptography import x509
 from gunicorn_cert_exporter import check as nagios
 from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.bands import Severity
-from gunicorn_cert_exporter.model import (
-    AddressResult,
-    EndpointReason,
-    EndpointResult,
-    FileReason,
-    FileResult,
-    ScanStats,
-    Snapshot,
-)
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult, FileResult, ScanStats, Snapshot
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import DAY, LIFETIMES, NOW, PKI, Issued, TLSServer, free_port, lifetime_files, server_context

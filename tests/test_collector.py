@@ -13,18 +13,15 @@ from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import (
     AddressResult,
-    EndpointReason,
     EndpointResult,
-    FileReason,
     FileResult,
-    MasterReason,
     MasterState,
     ScanStats,
     Snapshot,
     TargetState,
-    VerifyReason,
     down_at,
 )
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason, MasterReason, VerifyReason
 from gunicorn_cert_exporter.scanning.coverage import coverage
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import MasterReason
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.sources import control_socket
 from gunicorn_cert_exporter.sources.control_socket import ControlError
 from gunicorn_cert_exporter.sources.endpoints import Prober

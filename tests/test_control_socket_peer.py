@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig, GunicornTarget, ReloadConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointResult, MasterReason
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.sources import certs, control_socket
 from gunicorn_cert_exporter.sources.control_socket import ControlError, Peer, check_peer
 from gunicorn_cert_exporter.sources.endpoints import Prober

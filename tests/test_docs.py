@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
-from gunicorn_cert_exporter.model import EndpointReason, FileReason, MasterReason, PatternReason, VerifyReason
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason, MasterReason, PatternReason, VerifyReason
 
 ROOT = Path(__file__).resolve().parent.parent
 

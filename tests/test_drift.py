@@ -11,15 +11,13 @@ from gunicorn_cert_exporter.config import ReloadConfig
 from gunicorn_cert_exporter.model import (
     AddressDrift,
     AddressResult,
-    EndpointReason,
     EndpointResult,
-    FileReason,
     FileResult,
-    MasterReason,
     MasterState,
     ProcessInfo,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason, MasterReason
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.targets import drift, policy
 from gunicorn_cert_exporter.vocabulary import Action

@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult
+from gunicorn_cert_exporter.reasons import EndpointReason, VerifyReason
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.endpoints import MAX_CONTEXTS, Prober, system_resolver
 from tests.support import (

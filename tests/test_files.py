@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
 from gunicorn_cert_exporter.logs import LogfmtFormatter
-from gunicorn_cert_exporter.model import FileReason, Parsed, PatternReason
+from gunicorn_cert_exporter.model import Parsed
+from gunicorn_cert_exporter.reasons import FileReason, PatternReason
 from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs, globs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted

@@ -12,7 +12,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import der, formats, keystore
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import DAY, NOW, PKI, StartExporter, TLSServer, server_context

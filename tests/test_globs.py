@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import PatternReason
+from gunicorn_cert_exporter.reasons import PatternReason
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.text import printable

@@ -13,7 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gunicorn_cert_exporter.model import MasterReason, MasterState
+from gunicorn_cert_exporter.model import MasterState
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.sources import gunicorn, listeners
 from gunicorn_cert_exporter.sources.listeners import Binding
 from tests.support import PKI, Gunicorn, Issued, free_port, write_chain

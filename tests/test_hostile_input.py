@@ -13,7 +13,8 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gunicorn_cert_exporter.model import FileReason, Parsed
+from gunicorn_cert_exporter.model import Parsed
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted

@@ -23,7 +23,6 @@ from gunicorn_cert_exporter.model import (
     AddressDrift,
     AddressResult,
     EndpointResult,
-    FileReason,
     FileResult,
     MasterState,
     ProcessInfo,
@@ -31,6 +30,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.service import ProbeOutcome
 from gunicorn_cert_exporter.sources import certs
 from gunicorn_cert_exporter.vocabulary import ScanKind

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason
+from gunicorn_cert_exporter.model import AddressResult
+from gunicorn_cert_exporter.reasons import EndpointReason
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from tests.support.pki import PKI, Issued
 from tests.support.tls import TLSServer, server_context

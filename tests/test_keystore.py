@@ -11,7 +11,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import BestAvailableEncryption, pkcs12
 
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import formats, keystore
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import DAY, NOW, PKI, Issued, require_tool

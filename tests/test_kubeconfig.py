@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter import check, status
-from gunicorn_cert_exporter.model import FileReason, FileResult, Snapshot
+from gunicorn_cert_exporter.model import FileResult, Snapshot
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import PKI, Issued, require_tool

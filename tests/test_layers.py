@@ -16,10 +16,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("targets", "discovered", "status", "ari_view", "revocation", "check"),
     ("sources",),
     (
-        "model", "file_parts", "vocabulary", "boundary", "status_rows", "bands", "renewal", "window", "config",
-        "config_values", "allow_patterns", "allowlist", "safe_read", "escapes", "text", "logs", "demo_app", "runbook",
-        "config_runbook", "status_runbook",
-        "__init__",
+        "model", "reasons", "file_parts", "vocabulary", "boundary", "status_rows", "bands", "renewal", "window",
+        "config", "config_parts", "config_values", "allow_patterns", "allowlist", "safe_read", "escapes", "text",
+        "logs", "demo_app", "runbook", "config_runbook", "status_runbook", "__init__",
     ),
 )  # fmt: skip
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

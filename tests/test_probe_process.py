@@ -21,7 +21,8 @@ import pytest
 
 from gunicorn_cert_exporter import config
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult
+from gunicorn_cert_exporter.reasons import EndpointReason
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import probe_child, probe_process

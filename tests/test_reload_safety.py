@@ -17,7 +17,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from gunicorn_cert_exporter.config import Config, GunicornTarget
-from gunicorn_cert_exporter.model import MasterReason, MasterState, TargetState
+from gunicorn_cert_exporter.model import MasterState, TargetState
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import gunicorn

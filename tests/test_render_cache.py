@@ -18,9 +18,7 @@ from gunicorn_cert_exporter.metrics.exposition import FORMATS, Format
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache
 from gunicorn_cert_exporter.model import (
     CertFacts,
-    EndpointReason,
     EndpointResult,
-    FileReason,
     FileResult,
     MasterState,
     PatternResult,
@@ -28,6 +26,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason
 from gunicorn_cert_exporter.vocabulary import ScanKind
 
 

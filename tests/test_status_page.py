@@ -23,11 +23,11 @@ from gunicorn_cert_exporter.model import (
     AddressResult,
     EndpointResult,
     FileResult,
-    MasterReason,
     MasterState,
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.sources import certs
 from tests.support import (
     DAY,

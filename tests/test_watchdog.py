@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.config import EndpointConfig, load
-from gunicorn_cert_exporter.model import EndpointResult, FileReason, FileResult
+from gunicorn_cert_exporter.model import EndpointResult, FileResult
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store

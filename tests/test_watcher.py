@@ -15,9 +15,11 @@ from prometheus_client import CollectorRegistry
 
 from gunicorn_cert_exporter import status
 from gunicorn_cert_exporter.bands import Severity, Thresholds
-from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig, ScanConfig
+from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter.config_parts import ScanConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, MasterReason, TargetState
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
+from gunicorn_cert_exporter.reasons import EndpointReason, MasterReason
 from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store

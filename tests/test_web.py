@@ -14,7 +14,8 @@ import bcrypt
 import pytest
 
 from gunicorn_cert_exporter import allowlist as probe
-from gunicorn_cert_exporter.config import ConfigError, ProbeConfig
+from gunicorn_cert_exporter.config import ConfigError
+from gunicorn_cert_exporter.config_parts import ProbeConfig
 from gunicorn_cert_exporter.web import webconfig
 from tests.support import (
     PKI,

@@ -18,7 +18,6 @@ from gunicorn_cert_exporter.model import (
     AriResult,
     CertFacts,
     DiscoveryReport,
-    EndpointReason,
     EndpointResult,
     FileResult,
     PatternResult,
@@ -26,6 +25,7 @@ from gunicorn_cert_exporter.model import (
     Snapshot,
     TargetState,
 )
+from gunicorn_cert_exporter.reasons import EndpointReason
 from gunicorn_cert_exporter.sources.access import Access
 from gunicorn_cert_exporter.vocabulary import ScanKind
 

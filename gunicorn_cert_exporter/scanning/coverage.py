@@ -5,14 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gunicorn_cert_exporter.config import Config
-from gunicorn_cert_exporter.model import (
-    EndpointReason,
-    EndpointResult,
-    FileReason,
-    FileResult,
-    MasterReason,
-    TargetState,
-)
+from gunicorn_cert_exporter.model import EndpointResult, FileResult, TargetState
+from gunicorn_cert_exporter.reasons import EndpointReason, FileReason, MasterReason
 
 _NOT_LOOKED_AT = frozenset({EndpointReason.SCAN_DEADLINE, EndpointReason.SCAN_FAILED})
 _MASTER_NOT_LOOKED_AT = frozenset({MasterReason.SCAN_DEADLINE, MasterReason.SCAN_FAILED})

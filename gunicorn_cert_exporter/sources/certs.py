@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import types
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
-from gunicorn_cert_exporter.model import CertFacts, FileReason, KeyFacts, Parsed
+from gunicorn_cert_exporter.model import CertFacts, KeyFacts, Parsed
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import der as tlv
 from gunicorn_cert_exporter.sources import keys as key_info
 from gunicorn_cert_exporter.sources import pfx

@@ -26,7 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gunicorn_cert_exporter.boundary import Count, Pid, Seconds, brief
-from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
+from gunicorn_cert_exporter.model import MasterState, ProcessInfo
+from gunicorn_cert_exporter.reasons import MasterReason
 
 _REPLY_CAP = 1024 * 1024
 _RETRY_SECONDS = 0.05

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.config_values import split_host_port
-from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, VerifyReason, down_at
+from gunicorn_cert_exporter.model import AddressResult, EndpointResult, down_at
+from gunicorn_cert_exporter.reasons import EndpointReason, VerifyReason
 from gunicorn_cert_exporter.sources import certs, starttls
 
 Resolver = Callable[[str, int], Sequence[tuple[int, str]]]

@@ -11,13 +11,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from gunicorn_cert_exporter.model import (
-    CertFacts,
-    FileIdentity,
-    FileReason,
-    FileResult,
-    Parsed,
-)
+from gunicorn_cert_exporter.model import CertFacts, FileIdentity, FileResult, Parsed
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs, crl, formats
 

@@ -9,7 +9,8 @@ import os
 from dataclasses import replace
 
 from gunicorn_cert_exporter.file_parts import EntryProblem, Parsed
-from gunicorn_cert_exporter.model import CertFacts, FileReason
+from gunicorn_cert_exporter.model import CertFacts
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import certs, crl, keystore, kubeconfig
 
 Format = certs.Format

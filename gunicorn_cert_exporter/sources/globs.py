@@ -13,7 +13,8 @@ from functools import lru_cache
 from itertools import islice, zip_longest
 
 from gunicorn_cert_exporter.config import FileSource
-from gunicorn_cert_exporter.model import PatternProblem, PatternReason, PatternResult
+from gunicorn_cert_exporter.model import PatternProblem, PatternResult
+from gunicorn_cert_exporter.reasons import PatternReason
 from gunicorn_cert_exporter.sources.files import Wanted
 from gunicorn_cert_exporter.text import printable
 

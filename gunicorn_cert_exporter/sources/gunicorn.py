@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from gunicorn_cert_exporter.model import MasterReason, MasterState, ProcessInfo
+from gunicorn_cert_exporter.model import MasterState, ProcessInfo
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.safe_read import read_regular
 from gunicorn_cert_exporter.sources import listeners
 from gunicorn_cert_exporter.sources.listeners import Binding

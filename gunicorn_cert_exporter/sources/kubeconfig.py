@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.reasons import FileReason
 
 _SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _KIND_CONFIG = re.compile(rb"^[\"']?kind[\"']?\s*:\s*[\"']?Config[\"']?\s*,?\s*$", re.MULTILINE)

@@ -23,7 +23,8 @@ from multiprocessing.connection import Connection
 
 from gunicorn_cert_exporter import logs
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import EndpointReason, EndpointResult
+from gunicorn_cert_exporter.model import EndpointResult
+from gunicorn_cert_exporter.reasons import EndpointReason
 from gunicorn_cert_exporter.sources.endpoints import Prober, series_key
 
 PATIENCE = 0.5

@@ -32,7 +32,8 @@ from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from gunicorn_cert_exporter.config import EndpointConfig
-from gunicorn_cert_exporter.model import EndpointReason, EndpointResult, down_at
+from gunicorn_cert_exporter.model import EndpointResult, down_at
+from gunicorn_cert_exporter.reasons import EndpointReason
 from gunicorn_cert_exporter.sources import probe_child
 from gunicorn_cert_exporter.sources.endpoints import series_key
 

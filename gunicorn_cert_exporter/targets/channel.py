@@ -13,7 +13,8 @@ from typing import Protocol
 
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.config_values import parse_ip
-from gunicorn_cert_exporter.model import MasterReason, MasterState
+from gunicorn_cert_exporter.model import MasterState
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.sources import control_socket, gunicorn
 from gunicorn_cert_exporter.sources.gunicorn import MasterIdentity
 from gunicorn_cert_exporter.sources.listeners import Binding

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState, TargetState
+from gunicorn_cert_exporter.model import AddressDrift, MasterState, TargetState
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.vocabulary import Action, Rule
 

@@ -7,15 +7,14 @@ from collections.abc import Callable
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.model import (
     AddressDrift,
-    EndpointReason,
     EndpointResult,
     FileResult,
-    MasterReason,
     MasterState,
     TargetState,
     clamp_to_now,
     down_at,
 )
+from gunicorn_cert_exporter.reasons import EndpointReason, MasterReason
 from gunicorn_cert_exporter.runbook import FAILURE_REASONS
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.targets import drift, policy

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gunicorn_cert_exporter.config import ReloadConfig
-from gunicorn_cert_exporter.model import MasterReason, TargetState
+from gunicorn_cert_exporter.model import TargetState
+from gunicorn_cert_exporter.reasons import MasterReason
 from gunicorn_cert_exporter.vocabulary import Action, Rule
 
 HOUR = 3600.0

@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import EndpointReason, MasterReason, TargetState
+from gunicorn_cert_exporter.model import TargetState
+from gunicorn_cert_exporter.reasons import EndpointReason, MasterReason
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner

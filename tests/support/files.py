@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from gunicorn_cert_exporter import config
-from gunicorn_cert_exporter.model import FileReason
+from gunicorn_cert_exporter.reasons import FileReason
 from gunicorn_cert_exporter.sources import globs
 from gunicorn_cert_exporter.sources.files import FileScanner
 
