@@ -6,9 +6,10 @@ import pytest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE, Spec
+from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.metrics.collector import empty_family
 from gunicorn_cert_exporter.metrics.exposition import FORMATS, HEADERS, encode, sample_line
+from gunicorn_cert_exporter.metrics.spec import Spec
 
 _VALUES = ["plain", 'quote " and \\ backslash', "new\nline and \r return", "caf\u00e9 \\udcff", ""]
 

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from gunicorn_cert_exporter.metrics import collector
+from gunicorn_cert_exporter.metrics import collector, samples
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.metrics.exposition import FORMATS, Format
 from gunicorn_cert_exporter.metrics.render_cache import RenderCache
@@ -153,7 +153,7 @@ def test_one_changed_file_among_many_renders_that_file_only(monkeypatch: pytest.
     rendered: list[str] = []
     real = collector.add_file
 
-    def add_file(out: collector.Sink, result: FileResult) -> None:
+    def add_file(out: samples.Sink, result: FileResult) -> None:
         rendered.append(result.path)
         real(out, result)
 

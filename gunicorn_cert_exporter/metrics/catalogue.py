@@ -2,97 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """One metric family: name, type, help text and label names."""
-
-    name: str
-    kind: Literal["gauge", "counter"]
-    help: str
-    labels: tuple[str, ...]
-
-
-_CERT = (
-    "fingerprint_sha256",
-    "serial",
-    "subject_cn",
-    "issuer_cn",
-    "key_type",
-    "key_bits",
-    "signature_algorithm",
-    "is_ca",
-    "self_signed",
-)
-_FILE = ("path", "index", "entry")  # entry: the kubeconfig cluster/user or keystore alias, "" in a plain file
-_CRL = ("path", "index")  # index: the CRL's position among the file's CRLs
-_REVOKED = ("path", "entry", "endpoint", "server_name", "address", "index")  # a file's or a served chain's cert
-_ADDR = ("endpoint", "server_name", "address")
-_CHAIN = (*_ADDR, "index")
-
-_ARI = ("kind", "source", "serial")
-ARI: tuple[Spec, ...] = (
-    Spec(
-        "gunicorn_cert_ari_window_start_timestamp_seconds",
-        "gauge",
-        "Start of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
-        _ARI,
-    ),
-    Spec(
-        "gunicorn_cert_ari_window_end_timestamp_seconds",
-        "gauge",
-        "End of the renewal window the ACME server suggests for this certificate (ARI, RFC 9773).",
-        _ARI,
-    ),
-    Spec(
-        "gunicorn_cert_ari_info",
-        "gauge",
-        "The ACME directory asked and the CA's explanation URL of the window (empty if none); always 1.",
-        (*_ARI, "directory", "explanation_url"),
-    ),
-    Spec(
-        "gunicorn_cert_ari_renewal_overdue",
-        "gauge",
-        "1 while the ACME window has ended and this certificate is still on disk or served, else 0.",
-        _ARI,
-    ),
-    Spec(
-        "gunicorn_cert_ari_renewal_requested",
-        "gauge",
-        "1 while the CA asks for renewal now (an early window, or one moved earlier), else 0.",
-        _ARI,
-    ),
-    Spec(
-        "gunicorn_cert_ari_error",
-        "gauge",
-        "1 while the last ARI request for this certificate failed, with the reason.",
-        (*_ARI, "reason"),
-    ),
-    Spec(
-        "gunicorn_cert_ari_last_check_timestamp_seconds",
-        "gauge",
-        "When the ACME server was last asked about this certificate.",
-        _ARI,
-    ),
-)
+from gunicorn_cert_exporter.metrics.catalogue_more import ARI, CRL_AND_REVOCATION
+from gunicorn_cert_exporter.metrics.spec import ADDR, CERT, CHAIN, FILE, Spec
 
 CATALOGUE: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_file_not_after_timestamp_seconds",
         "gauge",
         "When the certificate at this position of the file expires (notAfter).",
-        _FILE,
+        FILE,
     ),
     Spec(
         "gunicorn_cert_file_not_before_timestamp_seconds",
         "gauge",
         "When the certificate at this position of the file becomes valid (notBefore).",
-        _FILE,
+        FILE,
     ),
-    Spec("gunicorn_cert_file_info", "gauge", "Identity of a certificate in a file; always 1.", (*_FILE, *_CERT)),
+    Spec("gunicorn_cert_file_info", "gauge", "Identity of a certificate in a file; always 1.", (*FILE, *CERT)),
     Spec("gunicorn_cert_file_up", "gauge", "1 if the file was read and fully understood, else 0.", ("path",)),
     Spec("gunicorn_cert_file_error", "gauge", "1 while the file fails, with the reason.", ("path", "reason")),
     Spec(
@@ -110,55 +36,7 @@ CATALOGUE: tuple[Spec, ...] = (
         ("path", "entry", "reason"),
     ),
     Spec("gunicorn_cert_file_secret_keys", "gauge", "Number of JCEKS secret-key entries (never read).", ("path",)),
-    Spec(
-        "gunicorn_cert_file_crl_this_update_timestamp_seconds",
-        "gauge",
-        "When the CRL at this position of the file was issued (thisUpdate).",
-        _CRL,
-    ),
-    Spec(
-        "gunicorn_cert_file_crl_next_update_timestamp_seconds",
-        "gauge",
-        "When the CRL at this position of the file must be replaced (nextUpdate); relying servers refuse after it.",
-        _CRL,
-    ),
-    Spec("gunicorn_cert_file_crl_revoked_entries", "gauge", "Number of certificates the CRL lists as revoked.", _CRL),
-    Spec(
-        "gunicorn_cert_file_crl_info",
-        "gauge",
-        "Identity of a CRL in a file; always 1.",
-        (*_CRL, "issuer", "issuer_cn", "crl_number", "fingerprint_sha256", "signature_algorithm"),
-    ),
-    Spec(
-        "gunicorn_cert_file_crl_verified",
-        "gauge",
-        "1 if the CRL's signature verifies against an issuer certificate the exporter sees, else 0.",
-        _CRL,
-    ),
-    Spec(
-        "gunicorn_cert_file_crl_verify_error",
-        "gauge",
-        "1 while the CRL's signature can't be verified, with why (issuer_unknown, bad_signature).",
-        (*_CRL, "reason"),
-    ),
-    Spec(
-        "gunicorn_cert_revoked",
-        "gauge",
-        "1 if a verified CRL lists this certificate, 0 if it does not; absent when no verified CRL answers.",
-        _REVOKED,
-    ),
-    Spec(
-        "gunicorn_cert_revocation_time_seconds",
-        "gauge",
-        "When the certificate was revoked, as the CRL says.",
-        _REVOKED,
-    ),
-    Spec(
-        "gunicorn_cert_revocation_status",
-        "gauge",
-        "The revocation answer for a certificate, by method (crl_file), status and reason; always 1.",
-        (*_REVOKED, "method", "status", "reason"),
-    ),
+    *CRL_AND_REVOCATION,
     Spec(
         "gunicorn_cert_file_trust_store",
         "gauge",
@@ -181,46 +59,46 @@ CATALOGUE: tuple[Spec, ...] = (
         "gunicorn_cert_endpoint_up",
         "gauge",
         "1 if a TLS handshake with this address completed, verified or not.",
-        _ADDR,
+        ADDR,
     ),
-    Spec("gunicorn_cert_endpoint_error", "gauge", "1 while the address fails, with the reason.", (*_ADDR, "reason")),
+    Spec("gunicorn_cert_endpoint_error", "gauge", "1 while the address fails, with the reason.", (*ADDR, "reason")),
     Spec(
         "gunicorn_cert_endpoint_verified",
         "gauge",
         "1 if the served chain verified against the trust store and the server name.",
-        _ADDR,
+        ADDR,
     ),
     Spec(
         "gunicorn_cert_endpoint_verify_error",
         "gauge",
         "1 while the served chain fails verification, with why.",
-        (*_ADDR, "reason"),
+        (*ADDR, "reason"),
     ),
     Spec(
         "gunicorn_cert_endpoint_tls_info",
         "gauge",
         "Negotiated TLS version and cipher; always 1.",
-        (*_ADDR, "version", "cipher"),
+        (*ADDR, "version", "cipher"),
     ),
     Spec(
         "gunicorn_cert_endpoint_handshake_duration_seconds",
         "gauge",
         "Time to connect and complete the TLS handshake.",
-        _ADDR,
+        ADDR,
     ),
     Spec(
         "gunicorn_cert_endpoint_not_after_timestamp_seconds",
         "gauge",
         "When the served certificate at this chain position expires (index 0 is the leaf).",
-        _CHAIN,
+        CHAIN,
     ),
     Spec(
         "gunicorn_cert_endpoint_not_before_timestamp_seconds",
         "gauge",
         "When the served certificate at this chain position becomes valid.",
-        _CHAIN,
+        CHAIN,
     ),
-    Spec("gunicorn_cert_endpoint_info", "gauge", "Identity of a served certificate; always 1.", (*_CHAIN, *_CERT)),
+    Spec("gunicorn_cert_endpoint_info", "gauge", "Identity of a served certificate; always 1.", (*CHAIN, *CERT)),
     Spec(
         "gunicorn_cert_endpoint_addresses",
         "gauge",

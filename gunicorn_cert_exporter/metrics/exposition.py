@@ -20,8 +20,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE, Spec
+from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.metrics.collector import empty_family
+from gunicorn_cert_exporter.metrics.spec import Spec
 
 Format = Literal["text", "openmetrics"]
 FORMATS: tuple[Format, ...] = ("text", "openmetrics")
