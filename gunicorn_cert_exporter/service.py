@@ -20,6 +20,7 @@ from gunicorn_cert_exporter.config_reloads import ConfigReloads
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
 from gunicorn_cert_exporter.scanning.renewals import Renewals
+from gunicorn_cert_exporter.scanning.revocation_pool import RevocationPool
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
@@ -101,6 +102,10 @@ class Service:
         self._renewals = Renewals(store=store, storage_path=storage_path, clock=clock)
         self._renewals.configure(config)
         store.subscribe(self._renewals.observe)
+        # Revocation too (CRLs, OCSP): its own bounded pool beside ARI's, woken by published scans.
+        self._revocations = RevocationPool(store=store, clock=clock)
+        self._revocations.configure(config)
+        store.subscribe(self._revocations.observe)
         store.update(config_reload_successful=True, config_reload_at=clock())
 
     @property
@@ -134,12 +139,14 @@ class Service:
         """Run each scan of the config in force once, in this thread, then ask ARI what is due and wait for it."""
         self._scheduler.scans.run_all()
         self._renewals.settle()
+        self._revocations.settle()
 
     def stop(self) -> None:
         """Stop scheduling scans, applying reloads and asking ACME servers."""
         self._scheduler.shutdown()
         self.reloads.close()
         self._renewals.stop()
+        self._revocations.stop()
 
     def _scans(self, config: Config) -> Scans:
         return Scans(
@@ -169,6 +176,7 @@ class Service:
         scans.watcher.inherit(old.watcher)
         self._scheduler.replace(scans)
         self._renewals.configure(new)
+        self._revocations.configure(new)
         self._warn_volatile(new)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")

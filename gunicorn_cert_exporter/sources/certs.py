@@ -9,7 +9,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -138,7 +138,39 @@ def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> Cer
         ca_issuers=ca_issuers,
         authority_key_id=_authority_key_id(cert),
         public_key_der=key_info.spki(public_key) if public_key is not None and (is_ca or subject == issuer) else b"",
+        **_revocation_pointers(cert),
     )
+
+
+def _revocation_pointers(cert: x509.Certificate) -> dict[str, Any]:
+    """Read where revocation is published: CRL Distribution Points, AIA OCSP, and the issuer name's DER."""
+    crl_urls: list[str] = []
+    ocsp_urls: list[str] = []
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        crl_urls = [
+            str(name.value)
+            for point in points
+            for name in point.full_name or ()
+            if isinstance(name, x509.UniformResourceIdentifier)
+        ]
+    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
+        pass
+    try:
+        access = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        ocsp_urls = [
+            str(d.access_location.value)
+            for d in access
+            if d.access_method == x509.oid.AuthorityInformationAccessOID.OCSP
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)
+        ]
+    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
+        pass
+    try:
+        issuer_der = cert.issuer.public_bytes()
+    except _DECODE_ERRORS:
+        issuer_der = b""
+    return {"crl_urls": tuple(crl_urls), "ocsp_urls": tuple(ocsp_urls), "issuer_name_der": issuer_der}
 
 
 def _authority_key_id(cert: x509.Certificate) -> str:
