@@ -46,6 +46,7 @@ class RevocationPool:
         self._settings = RevocationConfig()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
         self._lock = threading.Lock()
+        self._passing = threading.Lock()  # one pass at a time: a pass that read older answers never publishes last
         self._crls: dict[str, judge.CrlFetch] = {}
         self._answers: dict[str, tuple[str, float, ocsp.Answer]] = {}  # key -> (url, next_at, answer)
         self._issuers: dict[str, tuple[float, CertFacts | None]] = {}  # caIssuers URL -> (next_at, certificate)
@@ -126,6 +127,10 @@ class RevocationPool:
         self.wake()  # publish what was learnt, judged against the latest snapshot
 
     def _pass(self) -> None:
+        with self._passing:
+            self._judge_and_publish()
+
+    def _judge_and_publish(self) -> None:
         with self._lock:
             self._queued = False
         settings = self._settings
