@@ -237,7 +237,13 @@ def ocsp_signer(ca: Issued, *, ocsp_signing: bool = True) -> Issued:
     return Issued(builder.sign(ca.key, hashes.SHA256()), issued.key)
 
 
-def config(tmp_path: Path, *, files: Sequence[Path] = (), endpoints: Sequence[str] = (), **revocation: object) -> Path:
+def config(
+    tmp_path: Path,
+    *,
+    files: Sequence[Path] = (),
+    endpoints: Sequence[str] = (),
+    revocation: dict[str, object] | None = None,
+) -> Path:
     """Write a config with revocation on (loopback 127.0.0.1 allowed) and the files and endpoints given."""
     settings = {"enabled": True, "allow": ["127.0.0.1"], "interval": "1h", "timeout": "10s", **(revocation or {})}
     text = "scan: {interval: 1s}\n"

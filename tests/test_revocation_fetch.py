@@ -45,18 +45,22 @@ def _files(tmp_path: Path, ca: Issued, *leaves: tuple[str, Issued]) -> list[Path
 
 
 def _serve(tmp_path: Path, ca: Issued, *leaves: tuple[str, Issued], **revocation: object) -> RunningExporter:
-    exporter = start_exporter(config(tmp_path, files=_files(tmp_path, ca, *leaves), revocation=revocation))
+    exporter = start_exporter(config(tmp_path, files=_files(tmp_path, ca, *leaves), revocation=dict(revocation)))
     exporter.scan_now()
     return exporter
 
 
+_LAST: list[object] = []
+
+
 def _samples(exporter: RunningExporter, name: str) -> dict[str, float]:
+    _LAST[:] = [exporter.service.snapshot().revocation, exporter.service.snapshot().revocation_urls]
     return {k: v for k, v in exporter.metrics().items() if k.startswith(name + "{")}
 
 
 def _one(samples: dict[str, float], *needles: str) -> float:
     found = [v for k, v in samples.items() if all(n in k for n in needles)]
-    assert len(found) == 1, (needles, samples)
+    assert len(found) == 1, (needles, samples, _LAST)
     return found[0]
 
 
