@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +18,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.scanning.scheduler import MAX_ABANDONED
+from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.revocation_support import Publisher, config, crl_der, leaf, ocsp_signer, responder, utc_now
-from tests.support import PKI, Issued, RunningExporter, start_exporter
+from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
 
 REASON = x509.ReasonFlags.key_compromise
 HOUR = dt.timedelta(hours=1)
@@ -304,4 +310,69 @@ def test_an_ocsp_answer_signed_by_another_key_is_bad_signature(
         assert _samples(exporter, "gunicorn_cert_revoked") == {}
         assert _one(_samples(exporter, "gunicorn_cert_ocsp_error"), url, 'reason="bad_signature"') == 1.0
     finally:
+        exporter.close()
+
+
+def test_a_revoked_leaf_on_a_live_endpoint_is_revoked(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
+    url = publisher.url("/ca.crl")
+    bad = leaf(ca, "bad.test", crl=url)
+    publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: x509.ReasonFlags.superseded}))
+    server = TLSServer("127.0.0.1", context=server_context((bad, ca)))
+    try:
+        exporter = start_exporter(config(tmp_path, endpoints=[server.address]))
+        try:
+            exporter.scan_now()
+            revoked = _samples(exporter, "gunicorn_cert_revoked")
+            assert _one(revoked, f'endpoint="{server.address}"', 'index="0"') == 1.0
+            status = _samples(exporter, "gunicorn_cert_revocation_status")
+            assert _one(status, server.address, 'method="crl"', 'reason="superseded"') == 1.0
+            assert _rows(exporter)["bad.test"]["band"] == "critical"
+        finally:
+            exporter.close()
+    finally:
+        server.close()
+
+
+def test_check_says_critical_with_the_reason_and_time(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
+    url = publisher.url("/ca.crl")
+    bad = leaf(ca, "bad.test", crl=url)
+    publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: REASON}))
+    path = config(tmp_path, files=_files(tmp_path, ca, ("bad", bad)))
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn_cert_exporter", "check", "--config", str(path), "--problems"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if "bad.test" in line)
+    assert line.startswith("CRITICAL") and "key_compromise" in line and " on 20" in line and url in line
+
+
+def test_a_responder_that_never_answers_never_delays_a_scan(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
+    """While the CRL server holds its answer, files scans keep finishing and /metrics answers (counted, not timed).
+
+    A scan whose thread waited for the fetch would stall; the scheduler skips a kind once MAX_ABANDONED of its
+    threads are stuck: more scans than that while the request is held prove none waited.
+    """
+    url = publisher.url("/hold/ca.crl")
+    publisher.state.hold = threading.Event()
+    publisher.route("/hold/ca.crl", crl_der(ca))
+    path = config(tmp_path, files=_files(tmp_path, ca, ("slow", leaf(ca, "slow.test", crl=url))),
+                  revocation={"timeout": "300s"})  # fmt: skip
+    exporter = start_exporter(path, schedule=True)
+    finished: list[float] = []
+
+    def count(snap: Snapshot) -> None:
+        stats = dict(snap.scans).get(ScanKind.FILES)
+        if stats is not None and (not finished or finished[-1] != stats.finished_at):
+            finished.append(stats.finished_at)
+
+    exporter.service.subscribe(count)
+    try:
+        eventually(lambda: publisher.state.held >= 1, "the CRL server holding a request")
+        enough = len(finished) + MAX_ABANDONED + 2
+        eventually(lambda: len(finished) >= enough, "more files scans than stuck threads allowed, while held")
+        assert "gunicorn_cert_file_not_after_timestamp_seconds" in exporter.get("/metrics")[1].decode()
+        assert publisher.state.held >= 1 and not publisher.state.hold.is_set()
+    finally:
+        publisher.state.hold.set()
         exporter.close()
