@@ -225,3 +225,18 @@ gunicorn: [{{name: api, cert_file: a, key_file: b, endpoint: "h:1", pid: 10, rel
         "scan.interval",
     ]
     assert all(why in p for p in found)
+
+
+def test_revocation_is_off_by_default_and_reads_sizes() -> None:
+    defaults = config.load("{}").revocation
+    assert (defaults.enabled, defaults.methods, defaults.interval, defaults.timeout) == (
+        False,
+        ["crl", "ocsp"],
+        3600.0,
+        10.0,
+    )
+    assert defaults.max_crl_size == 20 * 1024 * 1024 and defaults.allow == []
+    assert config.load("revocation: {max_crl_size: 512KiB}").revocation.max_crl_size == 512 * 1024
+    for bad in ("revocation: {max_crl_size: lots}", "revocation: {methods: [carrier_pigeon]}", "revocation: {x: 1}"):
+        with pytest.raises(config.ConfigError):
+            config.load(bad)
