@@ -103,7 +103,7 @@ class Service:
         self._renewals.configure(config)
         store.subscribe(self._renewals.observe)
         # Revocation too (CRLs, OCSP): its own bounded pool beside ARI's, woken by published scans.
-        self._revocations = RevocationPool(store=store, clock=clock)
+        self._revocations = RevocationPool(store=store, storage_path=storage_path, clock=clock)
         self._revocations.configure(config)
         store.subscribe(self._revocations.observe)
         store.update(config_reload_successful=True, config_reload_at=clock())

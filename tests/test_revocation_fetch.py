@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +19,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from gunicorn_cert_exporter.config import load as load_config
 from gunicorn_cert_exporter.model import Snapshot
+from gunicorn_cert_exporter.scanning.revocation_pool import RevocationPool
 from gunicorn_cert_exporter.scanning.scheduler import MAX_ABANDONED
+from gunicorn_cert_exporter.scanning.store import Store
+from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.revocation_support import Publisher, config, crl_der, leaf, ocsp_signer, responder, utc_now
 from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
@@ -376,3 +381,33 @@ def test_a_responder_that_never_answers_never_delays_a_scan(tmp_path: Path, publ
     finally:
         publisher.state.hold.set()
         exporter.close()
+
+
+def _pool_over(tmp_path: Path, ca: Issued, storage: Path, *leaves: tuple[str, Issued]) -> tuple[Store, RevocationPool]:
+    """A store holding a files scan of the leaves, and a revocation pool over it keeping its state in ``storage``."""
+    store = Store()
+    wanted = [Wanted(str(p)) for p in _files(tmp_path, ca, *leaves)]
+    store.update(files=tuple(FileScanner(clock=time.time, max_size=1 << 20).scan(wanted)))
+    pool = RevocationPool(store=store, storage_path=str(storage))
+    pool.configure(load_config(config(tmp_path).read_text()))
+    return store, pool
+
+
+def test_a_restart_reads_the_kept_crl_instead_of_fetching_it_again(
+    tmp_path: Path, publisher: Publisher, ca: Issued
+) -> None:
+    url = publisher.url("/ca.crl")
+    bad = leaf(ca, "bad.test", crl=url)
+    publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: REASON}))
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    for _ in range(2):  # the first process fetches; the second reads what the first kept
+        store, pool = _pool_over(tmp_path, ca, storage, ("bad", bad))
+        try:
+            pool.settle()
+            (answer,) = store.snapshot.revocation
+            assert (answer.method, answer.status, answer.reason) == ("crl", "revoked", "key_compromise")
+        finally:
+            pool.stop()
+    assert publisher.asked("/ca.crl") == 1
+    assert len(list((storage / "revocation").glob("*.crl"))) == 1

@@ -19,6 +19,7 @@ from gunicorn_cert_exporter import revocation_judge as judge
 from gunicorn_cert_exporter.config import Config
 from gunicorn_cert_exporter.model import CertFacts, LeafRevocation, Snapshot
 from gunicorn_cert_exporter.revocation_config import RevocationConfig
+from gunicorn_cert_exporter.scanning.revocation_state import CrlMemory
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, crl, crl_fetched, ocsp
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, Resolver, resolve
@@ -35,6 +36,7 @@ class RevocationPool:
         self,
         *,
         store: Store,
+        storage_path: str | None = None,
         clock: Callable[[], float] = time.time,
         resolver: Resolver = resolve,
         workers: int = WORKERS,
@@ -47,7 +49,8 @@ class RevocationPool:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
         self._lock = threading.Lock()
         self._passing = threading.Lock()  # one pass at a time: a pass that read older answers never publishes last
-        self._crls: dict[str, judge.CrlFetch] = {}
+        self._memory = CrlMemory(storage_path)
+        self._crls: dict[str, judge.CrlFetch] = self._memory.load()  # a restart does not refetch every CRL
         self._answers: dict[str, tuple[str, float, ocsp.Answer]] = {}  # key -> (url, next_at, answer)
         self._issuers: dict[str, tuple[float, CertFacts | None]] = {}  # caIssuers URL -> (next_at, certificate)
         self._in_flight: dict[str, Future[None]] = {}
@@ -169,9 +172,10 @@ class RevocationPool:
     ) -> Iterator[LeafRevocation]:
         for url in urls:
             fetched = self._crls.get(url)
-            unverified = fetched is not None and fetched.crl is not None and fetched.crl.verified is None and issuers
-            if fetched is None or now >= fetched.next_at or unverified:
+            if fetched is None or now >= fetched.next_at:
                 self._submit(f"crl {url}", self._fetch_crl, url, issuers, self._settings)
+            elif fetched.crl is not None and fetched.crl.verified is None and issuers:  # kept across a restart
+                self._submit(f"crl {url}", self._verify_crl, url, issuers)
             answer = judge.crl_answer(leaf, fetched, now=now)
             if answer is not None:
                 yield answer
@@ -213,6 +217,17 @@ class RevocationPool:
             fetched = judge.CrlFetch(url, now, next_at, verified, "")
         with self._lock:
             self._crls[url] = fetched
+            crls = dict(self._crls)
+        self._memory.save(crls, changed=fetched if fetched.crl is not kept else None)
+
+    def _verify_crl(self, url: str, issuers: list[CertFacts]) -> None:
+        with self._lock:
+            fetched = self._crls.get(url)
+        if fetched is None or fetched.crl is None:
+            return
+        verified = crl.verify(fetched.crl, issuers)
+        with self._lock:
+            self._crls[url] = judge.CrlFetch(url, fetched.checked_at, fetched.next_at, verified, fetched.error)
 
     def _ask_ocsp(self, key: str, url: str, leaf: CertFacts, issuer: CertFacts, settings: RevocationConfig) -> None:
         body = ocsp.request(leaf=leaf, issuer=issuer, algorithm=settings.ocsp_hash)
