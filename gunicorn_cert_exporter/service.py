@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gunicorn_cert_exporter import allowlist
+from gunicorn_cert_exporter import allowlist, revocation_probe
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.config_reloads import ConfigReloads
@@ -50,13 +50,14 @@ class ProbeOutcome:
 class _ProbeCollector(Collector):
     """The series of one /probe request, in its own registry."""
 
-    def __init__(self, result: EndpointResult, duration: float) -> None:
-        self._result, self._duration = result, duration
+    def __init__(self, result: EndpointResult, duration: float, revoked: Iterable[Metric] = ()) -> None:
+        self._result, self._duration, self._revoked = result, duration, list(revoked)
 
     def collect(self) -> Iterable[Metric]:
         out = Families()
         add_endpoint(out, self._result)
         yield from out
+        yield from self._revoked  # with revocation=1: the chain's revocation series
         success = self._result.error is None and any(a.up for a in self._result.addresses)
         yield GaugeMetricFamily(
             "gunicorn_cert_probe_success",
@@ -182,8 +183,8 @@ class Service:
         _log.info("config reloaded")
         return []
 
-    def probe(self, targets: list[str], server_names: list[str]) -> ProbeOutcome:
-        """Probe one target if ``probe.allow`` permits it; refuse a malformed or disallowed request."""
+    def probe(self, targets: list[str], server_names: list[str], *, revocation: bool = False) -> ProbeOutcome:
+        """Probe one target if ``probe.allow`` permits it (its revocation too, if asked and enabled); else refuse."""
         if len(targets) != 1 or len(server_names) > 1:
             return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="exactly one target=host:port is required")
         target, server_name = targets[0], (server_names[0] if server_names else None)
@@ -194,10 +195,13 @@ class Service:
         allow = self.config.probe
         if not allowlist.allowed(target, allow.allow):
             return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="target not allowed by probe.allow")
+        if revocation and not self.config.revocation.enabled:
+            return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="revocation=1 needs revocation.enabled")
         started = time.monotonic()
         result = self._prober.probe(EndpointConfig(address=target, server_name=server_name, timeout=allow.timeout))
+        revoked = revocation_probe.series(result, config=self.config) if revocation else ()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_ProbeCollector(result, time.monotonic() - started))
+        registry.register(_ProbeCollector(result, time.monotonic() - started, revoked))
         return ProbeOutcome(registry=registry)
 
 

@@ -27,7 +27,16 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.revocation_support import Publisher, config, crl_der, leaf, ocsp_signer, responder, utc_now
-from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
+from tests.support import (
+    PKI,
+    Issued,
+    RunningExporter,
+    TLSServer,
+    eventually,
+    parse_samples,
+    server_context,
+    start_exporter,
+)
 
 REASON = x509.ReasonFlags.key_compromise
 HOUR = dt.timedelta(hours=1)
@@ -411,3 +420,24 @@ def test_a_restart_reads_the_kept_crl_instead_of_fetching_it_again(
             pool.stop()
     assert publisher.asked("/ca.crl") == 1
     assert len(list((storage / "revocation").glob("*.crl"))) == 1
+
+
+def test_probe_with_revocation_checks_the_targets_chain(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
+    url = publisher.url("/ocsp")
+    bad = leaf(ca, "bad.test", ocsp_url=url)
+    publisher.route("/ocsp", responder(ca, {bad.cert.serial_number: ("revoked", REASON)}))
+    server = TLSServer("127.0.0.1", context=server_context((bad, ca)))
+    path = config(tmp_path)
+    path.write_text(path.read_text() + 'probe: {allow: ["127.0.0.1:*"]}\n')
+    exporter = start_exporter(path)
+    try:
+        code, plain = exporter.get(f"/probe?target={server.address}")
+        assert code == 200 and b"gunicorn_cert_revoked" not in plain and publisher.asked("/ocsp") == 0
+        code, body = exporter.get(f"/probe?target={server.address}&revocation=1")
+        assert code == 200, body
+        samples = parse_samples(body.decode())
+        assert _one({k: v for k, v in samples.items() if k.startswith("gunicorn_cert_revoked{")}, server.address) == 1
+        assert publisher.asked("/ocsp") == 1
+    finally:
+        exporter.close()
+        server.close()
