@@ -356,6 +356,7 @@ class LeafRevocation:
     reason: str  # revoked: the CRL/OCSP reason ("" if none given); unknown: why (issuer_unknown, a fetch's reason)
     revoked_at: float | None = None
     url: str = ""
+    fingerprint_sha256: str = ""  # the certificate answered for (a reload policy asks by fingerprint)
 
 
 @dataclass(frozen=True, slots=True)

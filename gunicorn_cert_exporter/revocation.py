@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gunicorn_cert_exporter.bands import Band
 from gunicorn_cert_exporter.file_parts import CrlFacts
-from gunicorn_cert_exporter.model import CertFacts, Snapshot
+from gunicorn_cert_exporter.model import CertFacts, Snapshot, TargetState
 from gunicorn_cert_exporter.sources import crl
 
 METHOD_CRL_FILE = "crl_file"
@@ -36,6 +36,7 @@ class Verdict:
     crl_issuer: str
     method: str = METHOD_CRL_FILE  # crl_file, or from the revocation pool: crl (a fetched CDP) or ocsp
     url: str = ""  # the distribution point or responder that answered (fetched methods)
+    fingerprint_sha256: str = ""
 
     @property
     def by(self) -> str:
@@ -72,7 +73,7 @@ def _fetched(snap: Snapshot) -> Iterator[Verdict]:
         path, entry, endpoint, server_name, address, index = answer.where
         yield Verdict(
             path, entry, endpoint, server_name, address, int(index), answer.status, answer.reason,
-            answer.revoked_at, "", answer.method, answer.url,
+            answer.revoked_at, "", answer.method, answer.url, answer.fingerprint_sha256,
         )  # fmt: skip
 
 
@@ -116,6 +117,7 @@ def _answer(crls: dict[str, CrlFacts], cert: CertFacts, where: tuple[str, ...], 
         "" if entry is None else entry.reason,
         None if entry is None else entry.revoked_at,
         found.issuer,
+        fingerprint_sha256=cert.fingerprint_sha256,
     )
 
 
@@ -149,3 +151,14 @@ def when(verdict: Verdict) -> str:
         return ""
     moment = datetime.datetime.fromtimestamp(verdict.revoked_at, tz=datetime.timezone.utc)
     return f" on {moment:%Y-%m-%d %H:%M:%SZ}"
+
+
+def revoked_fingerprints(snap: Snapshot) -> frozenset[str]:
+    """Return the fingerprints of the certificates a verified answer says are revoked."""
+    return frozenset(v.fingerprint_sha256 for v in verdicts(snap) if v.status == "revoked" and v.fingerprint_sha256)
+
+
+def served_leaf_revoked(state: TargetState, revoked: frozenset[str]) -> bool:
+    """Tell whether a target serves a revoked leaf while its cert_file's leaf is not revoked (reload at once)."""
+    served = any(a.leaf is not None and a.leaf.fingerprint_sha256 in revoked for a in state.endpoint.addresses)
+    return served and state.file_leaf is not None and state.file_leaf.fingerprint_sha256 not in revoked

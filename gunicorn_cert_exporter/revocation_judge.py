@@ -30,6 +30,11 @@ class Leaf:
     where: Where  # path, entry, endpoint, server_name, address, index
     cert: CertFacts
 
+    @property
+    def fingerprint(self) -> str:
+        """Return the leaf's SHA-256 fingerprint."""
+        return self.cert.fingerprint_sha256
+
 
 @dataclass(frozen=True, slots=True)
 class CrlFetch:
@@ -43,7 +48,8 @@ class CrlFetch:
 
 
 def leaves(snap: Snapshot) -> list[Leaf]:
-    """Return every leaf the exporter reports: files' end-entity certificates and each address's served leaf."""
+    """Return every leaf the exporter reports: files' end-entity certificates, Gunicorn targets' cert_file leaves
+    and each address's served leaf (each place once)."""
     found = [
         Leaf((result.path, result.entry(index), "", "", "", str(index)), cert)
         for result in snap.files
@@ -55,7 +61,13 @@ def leaves(snap: Snapshot) -> list[Leaf]:
             if address.chain and not address.chain[0].self_signed:
                 where = ("", "", endpoint.endpoint, endpoint.server_name, address.address, "0")
                 found.append(Leaf(where, address.chain[0]))
-    return found
+    for target in snap.targets:  # a cert_file no files entry lists: a reload may hinge on its answer
+        if target.file_leaf is not None and not target.file_leaf.self_signed:
+            found.append(Leaf((target.cert.path, "", "", "", "", "0"), target.file_leaf))
+    unique: dict[Where, Leaf] = {}
+    for leaf in found:
+        unique.setdefault(leaf.where, leaf)
+    return list(unique.values())
 
 
 def issuers(snap: Snapshot, extra: Iterable[CertFacts] = ()) -> dict[str, list[CertFacts]]:
@@ -87,22 +99,32 @@ def crl_answer(leaf: Leaf, fetched: CrlFetch | None, *, now: float) -> LeafRevoc
     found = fetched.crl
     if found is None or not found.verified:
         why = (found.verify_error if found is not None else "") or fetched.error or "bad_signature"
-        return LeafRevocation(leaf.where, METHOD_CRL, "unknown", why, url=fetched.url)
+        return LeafRevocation(
+            leaf.where, METHOD_CRL, "unknown", why, url=fetched.url, fingerprint_sha256=leaf.fingerprint
+        )
     if found.issuer != leaf.cert.issuer:
-        return LeafRevocation(leaf.where, METHOD_CRL, "unknown", "unsupported", url=fetched.url)
+        return LeafRevocation(
+            leaf.where, METHOD_CRL, "unknown", "unsupported", url=fetched.url, fingerprint_sha256=leaf.fingerprint
+        )
     if crl.stale(found, now=now):
-        return LeafRevocation(leaf.where, METHOD_CRL, "unknown", "stale", url=fetched.url)
+        return LeafRevocation(
+            leaf.where, METHOD_CRL, "unknown", "stale", url=fetched.url, fingerprint_sha256=leaf.fingerprint
+        )
     entry = crl.lookup(found, int(leaf.cert.serial, 16))
     if entry is None:
-        return LeafRevocation(leaf.where, METHOD_CRL, "good", "", url=fetched.url)
-    return LeafRevocation(leaf.where, METHOD_CRL, "revoked", entry.reason, entry.revoked_at, fetched.url)
+        return LeafRevocation(leaf.where, METHOD_CRL, "good", "", url=fetched.url, fingerprint_sha256=leaf.fingerprint)
+    return LeafRevocation(
+        leaf.where, METHOD_CRL, "revoked", entry.reason, entry.revoked_at, fetched.url, leaf.fingerprint
+    )
 
 
 def ocsp_answer(leaf: Leaf, url: str, answer: Answer | None) -> LeafRevocation | None:
     """Judge one leaf by its responder's last answer (None: not asked yet)."""
     if answer is None:
         return None
-    return LeafRevocation(leaf.where, METHOD_OCSP, answer.status, answer.reason, answer.revoked_at, url)
+    return LeafRevocation(
+        leaf.where, METHOD_OCSP, answer.status, answer.reason, answer.revoked_at, url, leaf.fingerprint
+    )
 
 
 def decisive(answers: Iterable[LeafRevocation]) -> Iterator[LeafRevocation]:

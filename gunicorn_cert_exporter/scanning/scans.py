@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gunicorn_cert_exporter import revocation
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
 from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
 from gunicorn_cert_exporter.scanning.renewals import lineage_sources
@@ -87,6 +88,7 @@ class Scans:
             sender=sender,
             on_observed=self._observed,
             history=history,
+            revoked=lambda: revocation.revoked_fingerprints(store.snapshot),
         )
 
     def _file_tools(self) -> tuple[FileScanner, globs.Finder]:
