@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from gunicorn_cert_exporter.file_parts import CrlFacts
 from gunicorn_cert_exporter.model import CertFacts, LeafRevocation, RevocationUrl, Snapshot
-from gunicorn_cert_exporter.sources import crl
+from gunicorn_cert_exporter.sources import crl, crl_index
+from gunicorn_cert_exporter.sources.crl_index import SerialIndex
 from gunicorn_cert_exporter.sources.ocsp import Answer
 
 METHOD_CRL = "crl"
@@ -45,6 +46,7 @@ class CrlFetch:
     next_at: float
     crl: CrlFacts | None = None  # verified (or not) with the leaf's issuer when fetched
     error: str = ""  # the last fetch's reason, or bad_signature / issuer_unknown / unsupported / idp_mismatch
+    index: SerialIndex | None = None  # the serials ``crl`` lists
 
 
 def leaves(snap: Snapshot) -> list[Leaf]:
@@ -110,7 +112,7 @@ def crl_answer(leaf: Leaf, fetched: CrlFetch | None, *, now: float) -> LeafRevoc
         return LeafRevocation(
             leaf.where, METHOD_CRL, "unknown", "stale", url=fetched.url, fingerprint_sha256=leaf.fingerprint
         )
-    entry = crl.lookup(found, int(leaf.cert.serial, 16))
+    entry = crl_index.find(fetched.index, int(leaf.cert.serial, 16)) if fetched.index is not None else None
     if entry is None:
         return LeafRevocation(leaf.where, METHOD_CRL, "good", "", url=fetched.url, fingerprint_sha256=leaf.fingerprint)
     return LeafRevocation(

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 
 from gunicorn_cert_exporter import revocation_judge as judge
 from gunicorn_cert_exporter.config import Config
@@ -207,14 +208,15 @@ class RevocationPool:
         with self._lock:
             before = self._crls.get(url)
         kept = before.crl if before is not None else None
+        index = before.index if before is not None else None
         if not answer.ok:
             reason = answer.error.value if answer.error is not None else "error"
-            fetched = judge.CrlFetch(url, now, next_at, kept, reason)
+            fetched = judge.CrlFetch(url, now, next_at, kept, reason, index)
         elif isinstance(read := crl_fetched.read(answer.body, url=url), str):
-            fetched = judge.CrlFetch(url, now, next_at, kept, read)
+            fetched = judge.CrlFetch(url, now, next_at, kept, read, index)
         else:
-            verified = crl.verify(read, issuers)
-            fetched = judge.CrlFetch(url, now, next_at, verified, "")
+            verified = crl.verify(read.facts, issuers)
+            fetched = judge.CrlFetch(url, now, next_at, verified, "", read.index)
         with self._lock:
             self._crls[url] = fetched
             crls = dict(self._crls)
@@ -227,7 +229,7 @@ class RevocationPool:
             return
         verified = crl.verify(fetched.crl, issuers)
         with self._lock:
-            self._crls[url] = judge.CrlFetch(url, fetched.checked_at, fetched.next_at, verified, fetched.error)
+            self._crls[url] = replace(fetched, crl=verified)
 
     def _ask_ocsp(self, key: str, url: str, leaf: CertFacts, issuer: CertFacts, settings: RevocationConfig) -> None:
         body = ocsp.request(leaf=leaf, issuer=issuer, algorithm=settings.ocsp_hash)

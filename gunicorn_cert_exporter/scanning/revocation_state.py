@@ -74,7 +74,7 @@ class CrlMemory:
             read = crl_fetched.read(body, url=url)
             if isinstance(read, str):
                 raise ValueError(f"kept CRL of {url}: {read}")
-            fetched = CrlFetch(url, fetched.checked_at, fetched.next_at, read, fetched.error)
+            fetched = CrlFetch(url, fetched.checked_at, fetched.next_at, read.facts, fetched.error, read.index)
         return url, fetched
 
     def save(self, crls: dict[str, CrlFetch], *, changed: CrlFetch | None = None) -> str | None:

@@ -8,17 +8,27 @@ never covered).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cryptography import x509
 
 from gunicorn_cert_exporter.file_parts import CrlFacts
-from gunicorn_cert_exporter.sources import crl
+from gunicorn_cert_exporter.sources import crl, crl_index
 
 UNSUPPORTED = "unsupported"
 PARSE_ERROR = "parse_error"
 IDP_MISMATCH = "idp_mismatch"
 
 
-def read(body: bytes, *, url: str) -> CrlFacts | str:
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A CRL read from a distribution point: what it says of itself (not yet verified) and its serials."""
+
+    facts: CrlFacts  # ``revoked`` left empty: ``index`` answers lookups
+    index: crl_index.SerialIndex
+
+
+def read(body: bytes, *, url: str) -> Published | str:
     """Return the CRL served at ``url`` (not yet verified), or the reason it can't be used."""
     data = body
     if b"-----BEGIN X509 CRL-----" in body[:4096]:
@@ -34,8 +44,11 @@ def read(body: bytes, *, url: str) -> CrlFacts | str:
     problem = _scope(extensions, url=url)
     if problem:
         return problem
-    facts = crl.parse(data, entry=url)
-    return PARSE_ERROR if isinstance(facts, str) else facts
+    facts = crl.parse(data, entry=url, entries=False)
+    index = crl_index.build(data)
+    if isinstance(facts, str) or index is None:
+        return PARSE_ERROR
+    return Published(facts, index)
 
 
 def _scope(extensions: list[x509.Extension[x509.ExtensionType]], *, url: str) -> str:
