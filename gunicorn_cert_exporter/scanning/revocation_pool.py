@@ -22,7 +22,7 @@ from gunicorn_cert_exporter.model import CertFacts, LeafRevocation, Snapshot
 from gunicorn_cert_exporter.revocation_config import RevocationConfig
 from gunicorn_cert_exporter.scanning.revocation_state import CrlMemory
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import certs, crl, crl_fetched, ocsp
+from gunicorn_cert_exporter.sources import certs, crl_fetched, ocsp
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, Resolver, resolve
 
 WORKERS = 2
@@ -215,7 +215,7 @@ class RevocationPool:
         elif isinstance(read := crl_fetched.read(answer.body, url=url), str):
             fetched = judge.CrlFetch(url, now, next_at, kept, read, index)
         else:
-            verified = crl.verify(read.facts, issuers)
+            verified = crl_fetched.verify(read, issuers)
             fetched = judge.CrlFetch(url, now, next_at, verified, "", read.index)
         with self._lock:
             self._crls[url] = fetched
@@ -227,7 +227,9 @@ class RevocationPool:
             fetched = self._crls.get(url)
         if fetched is None or fetched.crl is None:
             return
-        verified = crl.verify(fetched.crl, issuers)
+        if fetched.index is None:
+            return
+        verified = crl_fetched.verify(crl_fetched.Published(fetched.crl, fetched.index), issuers)
         with self._lock:
             self._crls[url] = replace(fetched, crl=verified)
 

@@ -8,12 +8,17 @@ never covered).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 from gunicorn_cert_exporter.file_parts import CrlFacts
-from gunicorn_cert_exporter.sources import crl, crl_index
+from gunicorn_cert_exporter.model import CertFacts
+from gunicorn_cert_exporter.sources import crl, crl_index, der
+from gunicorn_cert_exporter.sources.signatures import signed_by
 
 UNSUPPORTED = "unsupported"
 PARSE_ERROR = "parse_error"
@@ -70,3 +75,31 @@ def _scope(extensions: list[x509.Extension[x509.ExtensionType]], *, url: str) ->
             if names and url not in names:
                 return IDP_MISMATCH
     return ""
+
+
+def verify(published: Published, issuers: Iterable[CertFacts]) -> CrlFacts:
+    """Verify the CRL's signature with the first issuer certificate whose key made it (as ``crl.verify`` does).
+
+    The signed bytes are cut from the DER itself: cryptography's ``tbs_certlist_bytes`` re-encodes every entry
+    (0.15 s for 100,000), which is the whole cost of reading such a CRL otherwise.
+    """
+    facts = published.facts
+    candidates = [c for c in issuers if c.subject == facts.issuer and c.public_key_der]
+    if not candidates:
+        return replace(facts, verified=None, verify_error="issuer_unknown")
+    try:
+        loaded = x509.load_der_x509_crl(facts.der)
+        outer = der.expect(facts.der, 0, der.SEQUENCE)
+        signed = facts.der[outer.start : der.expect(facts.der, outer.start, der.SEQUENCE).end]
+        signature, algorithm = loaded.signature, loaded.signature_hash_algorithm
+        parameters = loaded.signature_algorithm_parameters
+    except (ValueError, UnsupportedAlgorithm, der.DerError):
+        return replace(facts, verified=False, verify_error="bad_signature")
+    for candidate in candidates:
+        try:
+            key = serialization.load_der_public_key(candidate.public_key_der)
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+        if signed_by(key, signature, signed, algorithm, parameters):
+            return replace(facts, verified=True, verify_error="")
+    return replace(facts, verified=False, verify_error="bad_signature")

@@ -12,14 +12,14 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gunicorn_cert_exporter.model import CertFacts
 from gunicorn_cert_exporter.sources import der
+from gunicorn_cert_exporter.sources.signatures import signed_by
 
 CONTENT_TYPE = "application/ocsp-request"
 _HASHES: dict[str, type[hashes.SHA1 | hashes.SHA256]] = {"sha1": hashes.SHA1, "sha256": hashes.SHA256}
@@ -59,22 +59,6 @@ def request(*, leaf: CertFacts, issuer: CertFacts, algorithm: str = "sha1") -> b
     return builder.build().public_bytes(serialization.Encoding.DER)
 
 
-def _signed_by(key: object, signature: bytes, data: bytes, algorithm: hashes.HashAlgorithm | None) -> bool:
-    """Tell whether ``key`` made ``signature`` over ``data`` (RSA PKCS#1 v1.5, ECDSA, EdDSA)."""
-    try:
-        if isinstance(key, rsa.RSAPublicKey) and algorithm is not None:
-            key.verify(signature, data, padding.PKCS1v15(), algorithm)
-        elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm is not None:
-            key.verify(signature, data, ec.ECDSA(algorithm))
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(signature, data)
-        else:
-            return False
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True
-
-
 def _key_id(spki_der: bytes) -> bytes:
     """Return a ResponderID byKey: SHA-1 of the key's bits, as RFC 6960 fixes it (an identifier, not a signature)."""
     return hashlib.sha1(_key_bits(spki_der), usedforsecurity=False).digest()
@@ -107,7 +91,7 @@ def _delegated(cert: x509.Certificate, *, issuer_key: object, issuer: CertFacts)
         return False
     if ExtendedKeyUsageOID.OCSP_SIGNING not in usage or cert.issuer.rfc4514_string() != issuer.subject:
         return False
-    return _signed_by(issuer_key, cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
+    return signed_by(issuer_key, cert.signature, cert.tbs_certificate_bytes, cert.signature_hash_algorithm)
 
 
 def judge(body: bytes, *, leaf: CertFacts, issuer: CertFacts, algorithm: str = "sha1", now: float) -> Answer:
@@ -120,7 +104,7 @@ def judge(body: bytes, *, leaf: CertFacts, issuer: CertFacts, algorithm: str = "
         return Answer("unknown", "responder_error", error="responder_error")
     try:
         signer = _signer(response, issuer=issuer)
-        signed = signer is not None and _signed_by(
+        signed = signer is not None and signed_by(
             signer, response.signature, response.tbs_response_bytes, response.signature_hash_algorithm
         )
         wanted = cert_id(leaf=leaf, issuer=issuer, algorithm=algorithm)
