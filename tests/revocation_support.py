@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from tests.support import DAY, PKI, Issued
+from tests.support import DAY, Issued
 
 Route = Callable[[bytes], tuple[int, bytes, dict[str, str]]]
 
@@ -191,11 +191,22 @@ def crl_der(
     return builder.sign((signer or ca).key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
-Statuses = dict[int, tuple[str, x509.ReasonFlags | None]]
+Statuses = Mapping[int, tuple[str, x509.ReasonFlags | None]]
 
 
-def responder(ca: Issued, statuses: Statuses, *, signer: Issued | None = None, delegate: bool = False) -> Route:
-    """Answer OCSP requests for ``ca``'s serials: good, revoked (with reason) or unknown, signed as asked."""
+def responder(
+    ca: Issued,
+    statuses: Statuses,
+    *,
+    signer: Issued | None = None,
+    delegate: bool = False,
+    other_serial: bool = False,
+    expired: bool = False,
+) -> Route:
+    """Answer OCSP requests for ``ca``'s serials: good, revoked (with reason) or unknown, signed as asked.
+
+    ``other_serial``: answer for the next serial instead; ``expired``: a nextUpdate already past.
+    """
 
     def answer(body: bytes) -> tuple[int, bytes, dict[str, str]]:
         asked = ocsp.load_der_ocsp_request(body)
@@ -205,8 +216,8 @@ def responder(ca: Issued, statuses: Statuses, *, signer: Issued | None = None, d
             status, ocsp.OCSPCertStatus.UNKNOWN
         )
         builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-            asked.issuer_name_hash, asked.issuer_key_hash, asked.serial_number, asked.hash_algorithm,
-            cert_status, now - dt.timedelta(minutes=5), now + DAY,
+            asked.issuer_name_hash, asked.issuer_key_hash, asked.serial_number + other_serial, asked.hash_algorithm,
+            cert_status, now - dt.timedelta(hours=3), now - dt.timedelta(hours=1) if expired else now + DAY,
             now - dt.timedelta(hours=2) if status == "revoked" else None, reason,
         )  # fmt: skip
         by = signer or ca
@@ -220,21 +231,20 @@ def responder(ca: Issued, statuses: Statuses, *, signer: Issued | None = None, d
 
 
 def ocsp_signer(ca: Issued, *, ocsp_signing: bool = True) -> Issued:
-    """Issue a delegated responder certificate (with id-kp-OCSPSigning unless told otherwise)."""
-    issued = PKI().issue("OCSP responder", issuer=ca)
-    if not ocsp_signing:
-        return issued
+    """Issue a delegated responder certificate: id-kp-OCSPSigning, or (told otherwise) serverAuth only."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.OCSP_SIGNING if ocsp_signing else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()
-        .subject_name(issued.cert.subject)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OCSP responder")]))
         .issuer_name(ca.cert.subject)
-        .public_key(issued.key.public_key())
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(utc_now() - DAY)
         .not_valid_after(utc_now() + 30 * DAY)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    return Issued(builder.sign(ca.key, hashes.SHA256()), issued.key)
+    return Issued(builder.sign(ca.key, hashes.SHA256()), key)
 
 
 def config(

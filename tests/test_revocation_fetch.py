@@ -441,3 +441,35 @@ def test_probe_with_revocation_checks_the_targets_chain(tmp_path: Path, publishe
     finally:
         exporter.close()
         server.close()
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("other_serial", "cert_id_mismatch"), ("expired", "stale")])
+def test_an_ocsp_answer_for_another_certid_or_past_its_window_answers_nothing(
+    tmp_path: Path, publisher: Publisher, ca: Issued, fault: str, reason: str
+) -> None:
+    url = publisher.url("/ocsp")
+    bad = leaf(ca, "bad.test", ocsp_url=url)
+    statuses = {bad.cert.serial_number: ("revoked", REASON), bad.cert.serial_number + 1: ("revoked", REASON)}
+    publisher.route("/ocsp", responder(ca, statuses, other_serial=fault == "other_serial", expired=fault == "expired"))
+    exporter = _serve(tmp_path, ca, ("bad", bad))
+    try:
+        assert _samples(exporter, "gunicorn_cert_revoked") == {}
+        assert _one(_samples(exporter, "gunicorn_cert_ocsp_error"), url, f'reason="{reason}"') == 1.0
+    finally:
+        exporter.close()
+
+
+def test_probe_revocation_needs_revocation_enabled(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
+    url = publisher.url("/ocsp")
+    publisher.route("/ocsp", responder(ca, {}))
+    server = TLSServer("127.0.0.1", context=server_context((leaf(ca, "bad.test", ocsp_url=url), ca)))
+    path = config(tmp_path, revocation={"enabled": False})
+    path.write_text(path.read_text() + 'probe: {allow: ["127.0.0.1:*"]}\n')
+    exporter = start_exporter(path)
+    try:
+        code, body = exporter.get(f"/probe?target={server.address}&revocation=1")
+        assert code == 403 and b"revocation.enabled" in body
+        assert publisher.connections == 0
+    finally:
+        exporter.close()
+        server.close()
