@@ -151,7 +151,8 @@ def url_rows(crls: Iterable[CrlFetch], ocsp: Iterable[tuple[str, Answer]], *, no
 
 
 def _next(found: CrlFacts | None) -> float | None:
-    return found.next_update if found is not None else None
+    """Return a verified CRL's nextUpdate (an unverified one's is anybody's word)."""
+    return found.next_update if found is not None and found.verified else None
 
 
 def _crl_error(fetched: CrlFetch, *, now: float) -> str:
