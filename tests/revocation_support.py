@@ -1,4 +1,5 @@
-"""A CA that publishes revocation on loopback: leaves pointing at it, CRLs and OCSP answers built at test time."""
+"""A CA that publishes revocation on loopback: leaves pointing at it, CRLs and OCSP answers built at test time;
+an exporter serving them, and how its series and rows are read."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from tests.support import DAY, Issued
+from tests.support import DAY, Issued, RunningExporter, start_exporter
 
 Route = Callable[[bytes], tuple[int, bytes, dict[str, str]]]
 
@@ -265,3 +266,41 @@ def config(
     path = tmp_path / "config.yaml"
     path.write_text(text)
     return path
+
+
+REASON = x509.ReasonFlags.key_compromise
+HOUR = dt.timedelta(hours=1)
+
+
+def files_of(tmp_path: Path, ca: Issued, *leaves: tuple[str, Issued]) -> list[Path]:
+    """Write each leaf with its CA after it (the bundle holds the issuer), return the paths."""
+    paths = []
+    for name, issued in leaves:
+        path = tmp_path / f"{name}.pem"
+        path.write_bytes(issued.cert_pem + ca.cert_pem)
+        paths.append(path)
+    return paths
+
+
+def serve(tmp_path: Path, ca: Issued, *leaves: tuple[str, Issued], **revocation: object) -> RunningExporter:
+    exporter = start_exporter(config(tmp_path, files=files_of(tmp_path, ca, *leaves), revocation=dict(revocation)))
+    exporter.scan_now()
+    return exporter
+
+
+def samples(exporter: RunningExporter, name: str) -> dict[str, float]:
+    return {k: v for k, v in exporter.metrics().items() if k.startswith(name + "{")}
+
+
+def one(samples: dict[str, float], *needles: str) -> float:
+    found = [v for k, v in samples.items() if all(n in k for n in needles)]
+    assert len(found) == 1, (needles, samples)
+    return found[0]
+
+
+def rows(exporter: RunningExporter) -> dict[str, dict[str, object]]:
+    code, body = exporter.get("/api/v1/status")
+    assert code == 200
+    return {
+        str(cert["subject"]).removeprefix("CN="): cert for row in json.loads(body)["sources"] for cert in row["certs"]
+    }
