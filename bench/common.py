@@ -164,7 +164,11 @@ class Exporter:
         """Resident memory of the exporter and its probe process together."""
         total = 0
         for pid in self.processes():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue  # a probe process replaced since it was listed
+            for line in status.splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
         return total / 1024

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import re
 import socket
+from collections.abc import Sequence
 
+from gunicorn_cert_exporter.allow_patterns import AllowPattern
 from gunicorn_cert_exporter.config_values import parse_ip, split_host_port
 
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
@@ -40,28 +41,23 @@ def _legacy_ipv4(host: str) -> bool:
     return True
 
 
-def allowed(target: str, patterns: list[str]) -> bool:
-    """Tell whether ``target`` matches a ``host-glob:port``, ``ip:port`` or ``cidr:port`` pattern."""
+def allowed(target: str, patterns: Sequence[AllowPattern]) -> bool:
+    """Tell whether ``target`` matches a ``host-glob:port``, ``ip:port`` or ``cidr:port`` pattern (parsed at load)."""
     parsed = parse_target(target)
     if parsed is None:
         return False
     host, port = parsed
     ip = parse_ip(host)
     for pattern in patterns:
-        pattern_host, _, pattern_port = pattern.rpartition(":")
-        if pattern_port != "*" and pattern_port != str(port):
+        if pattern.port is not None and pattern.port != port:
             continue
-        pattern_host = pattern_host.strip("[]")
-        if "/" in pattern_host or parse_ip(pattern_host) is not None:
-            if ip is not None and _in_network(ip, pattern_host):
+        if pattern.network is not None:
+            if ip is not None and ip.version == pattern.network.version and ip in pattern.network:
                 return True
-        elif ip is None and fnmatch.fnmatchcase(host.lower().rstrip("."), pattern_host.lower()):
+        elif (
+            ip is None
+            and pattern.host_glob is not None
+            and fnmatch.fnmatchcase(host.lower().rstrip("."), pattern.host_glob)
+        ):
             return True
     return False
-
-
-def _in_network(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, network: str) -> bool:
-    try:
-        return ip in ipaddress.ip_network(network, strict=False)
-    except ValueError:
-        return False

@@ -6,13 +6,10 @@ A finding belongs to the certificate (its fingerprint), so every row that shows 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from gunicorn_cert_exporter.bands import Band, worst
 from gunicorn_cert_exporter.model import AriResult, RenewalAdvice
-
-if TYPE_CHECKING:
-    from gunicorn_cert_exporter.status import CertRow, SourceRow
+from gunicorn_cert_exporter.status_rows import CertRow, SourceRow
 
 _BAND = {RenewalAdvice.OVERDUE: Band.WARNING, RenewalAdvice.REQUESTED: Band.CRITICAL}
 

@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 
 from gunicorn_cert_exporter.bands import Severity as Status
-from gunicorn_cert_exporter.status import SourceRow, StatusView, printable
+from gunicorn_cert_exporter.status_rows import SourceRow, StatusView
+from gunicorn_cert_exporter.text import printable
 
 __all__ = ["Row", "Status", "as_json", "as_table", "counts", "rows", "summary_line", "verdict"]
 

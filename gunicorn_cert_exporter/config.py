@@ -15,11 +15,13 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from gunicorn_cert_exporter.allow_patterns import AllowPattern, parse_allow_pattern
 from gunicorn_cert_exporter.bands import Edge, Thresholds
 from gunicorn_cert_exporter.config_values import (
     Duration,
@@ -233,15 +235,24 @@ class ProbeConfig(_Frozen):
 
     allow: list[str] = []
     timeout: Timeout = 5.0
+    _patterns: tuple[AllowPattern, ...] = PrivateAttr(default=())
 
     @field_validator("allow")
     @classmethod
     def _valid_patterns(cls, patterns: list[str]) -> list[str]:
         for pattern in patterns:
-            host, sep, port = pattern.rpartition(":")
-            if not sep or not host or not (port == "*" or (port.isdigit() and 0 < int(port) < 65536)):
-                raise ValueError(f"{pattern!r} is not host:port, cidr:port or host:* (port required)")
+            parse_allow_pattern(pattern)  # a bad pattern is a config error at load, with its key path
         return patterns
+
+    @model_validator(mode="after")
+    def _parsed(self) -> ProbeConfig:
+        self._patterns = tuple(parse_allow_pattern(pattern) for pattern in self.allow)
+        return self
+
+    @property
+    def patterns(self) -> tuple[AllowPattern, ...]:
+        """Return ``allow`` as parsed at load: a request matches against these, it never parses a pattern."""
+        return self._patterns
 
 
 EdgeSpec = Annotated[Edge, PlainValidator(parse_edge)]

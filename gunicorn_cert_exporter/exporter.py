@@ -94,6 +94,11 @@ class Exporter:
         """Return the bound (host, port) of each listener."""
         return self._server.addresses
 
+    @property
+    def server(self) -> WebServer:
+        """Return the HTTP server (its connection guard's counts are what the tests watch)."""
+        return self._server
+
     def start(self, *, schedule: bool = True) -> None:
         """Serve HTTP and schedule the scans (the first runs now); without ``schedule``, scans run only by hand."""
         self._server.start()

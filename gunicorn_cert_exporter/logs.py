@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 import warnings
 from datetime import datetime, timezone
 from typing import TextIO
@@ -23,6 +24,7 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     fields.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
     if record.exc_info and record.exc_info[0] is not None:
         fields["exc"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+        fields["traceback"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()  # where, not just what
     return fields
 
 

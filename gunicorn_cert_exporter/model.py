@@ -59,6 +59,7 @@ class EndpointReason(str, Enum):
     CA_FILE_UNAVAILABLE = "ca_file_unavailable"
     ERROR = "error"
     SCAN_FAILED = "scan_failed"  # not probed this scan: its target's scan raised (a bug), or the probe process ended
+    SCAN_DEADLINE = "scan_deadline"  # not probed by the scan's deadline: still being probed, its last result kept
 
 
 class VerifyReason(str, Enum):
@@ -92,6 +93,7 @@ class MasterReason(str, Enum):
     PERMISSION_DENIED = "permission_denied"
     UNSUPPORTED_PLATFORM = "unsupported_platform"
     SCAN_FAILED = "scan_failed"  # the target's scan raised (a bug): not looked at this scan
+    SCAN_DEADLINE = "scan_deadline"  # its look (endpoint, control socket, /proc) outlived the scan's deadline
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +346,7 @@ class ScanStats:
 
     duration_seconds: float
     finished_at: float
+    coverage: float = 1.0  # the share of its sources with a fresh result (the rest were past the deadline)
 
 
 @dataclass(frozen=True, slots=True)

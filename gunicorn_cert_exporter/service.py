@@ -193,7 +193,7 @@ class Service:
         if server_name is not None and not allowlist.valid_server_name(server_name):
             return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="server_name must be a DNS name")
         allow = self.config.probe
-        if not allowlist.allowed(target, allow.allow):
+        if not allowlist.allowed(target, allow.patterns):
             return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="target not allowed by probe.allow")
         if revocation and not self.config.revocation.enabled:
             return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="revocation=1 needs revocation.enabled")

@@ -1,10 +1,13 @@
-"""Fixtures: a certificate factory, loopback TLS servers and running exporters (the helpers live in support.py)."""
+"""Fixtures: a certificate factory, loopback TLS servers and running exporters (the helpers live in tests/support/)."""
 
 from __future__ import annotations
 
+import _posixsubprocess
+import os
 import ssl
+import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,43 @@ from tests.support import (
     TLSServer,
     start_exporter,
 )
+
+_SPAWNERS = (
+    (subprocess, "_fork_exec"),  # subprocess.Popen
+    (_posixsubprocess, "fork_exec"),  # multiprocessing's spawn and forkserver
+    (os, "posix_spawn"),  # subprocess.Popen where it may
+    (os, "posix_spawnp"),
+    (os, "fork"),  # multiprocessing's fork, as_nobody
+)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_integration_tests(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fail a test that starts a process without the ``integration`` marker: ``-m "not integration"`` stays fast.
+
+    The process still starts (the test runs as written); the test fails at its end, naming what it started.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    started: list[str] = []
+
+    def recording(name: str, real: Callable[..., object]) -> Callable[..., object]:
+        def spawn(*args: object, **kwargs: object) -> object:
+            started.append(f"{name}{args[:2]!r}"[:200])
+            return real(*args, **kwargs)
+
+        return spawn
+
+    for module, name in _SPAWNERS:
+        real = getattr(module, name, None)
+        if real is not None:
+            monkeypatch.setattr(module, name, recording(name, real))
+    yield
+    if started:
+        pytest.fail(f"started a process without @pytest.mark.integration: {started[0]}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

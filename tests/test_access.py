@@ -15,6 +15,8 @@ import pytest
 from gunicorn_cert_exporter.sources.access import Access, Identity, can_read, key_exposed
 from tests.support import unavailable
 
+pytestmark = pytest.mark.integration  # forks or runs external programs
+
 NOBODY = Identity(uid=65534, gid=65534)
 OTHER_GROUP = 4242  # no user has it as primary group here
 

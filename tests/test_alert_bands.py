@@ -32,7 +32,10 @@ RULES = ROOT / "rules" / "gunicorn-cert-exporter.rules.yml"
 DASHBOARD = ROOT / "dashboards" / "gunicorn-cert-exporter.json"
 OS_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SEVERITY = {"OK": "", "WARNING": "warning", "CRITICAL": "critical"}
-pytestmark = pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # an OS root
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive"),  # an OS root
+    pytest.mark.integration,  # runs check, promtool and Prometheus
+]
 BAND_VALUE = {"ok": 0, "warning": 1, "critical": 2, "expired": 3, "retired": 4}  # the dashboard's band column
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.support import (
     DAY,
@@ -20,6 +21,7 @@ from tests.support import (
     require_tool,
     server_context,
 )
+from tests.support.waiting import eventually
 
 
 def _blackbox(binary: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -34,17 +36,20 @@ def _blackbox(binary: str, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("blackbox_exporter did not start")
+
+    def healthy() -> bool:  # (OSError: not up yet)
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/-/healthy", timeout=1).close()
+        return True
+
+    try:
+        eventually(healthy, "blackbox_exporter to start", timeout=30)
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc, port
 
 
+@pytest.mark.integration
 def test_leaf_expiry_and_fingerprint_agree_with_blackbox_exporter(
     run_exporter: StartExporter,
     tmp_path: Path,

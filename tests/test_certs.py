@@ -109,6 +109,7 @@ def _openssl(*args: str, stdin: bytes = b"") -> bytes:
     return subprocess.run([openssl, *args], input=stdin, capture_output=True, check=True).stdout
 
 
+@pytest.mark.integration
 def test_trusted_certificate_block_reads_as_its_certificate(pki: PKI, root: Issued) -> None:
     """`openssl x509 -trustout` (RHEL's ca-bundle.trust.crt) writes the certificate followed by trust settings."""
     trusted = _openssl("x509", "-trustout", "-addtrust", "serverAuth", stdin=root.cert_pem)
@@ -119,6 +120,7 @@ def test_trusted_certificate_block_reads_as_its_certificate(pki: PKI, root: Issu
     assert len(parsed.certs) == 2
 
 
+@pytest.mark.integration
 def test_der_with_trailing_bytes_reads_as_openssl_reads_it(tmp_path: Path, root: Issued) -> None:
     der = root.cert.public_bytes(serialization.Encoding.DER)
     for name, tail in (("newline", b"\n"), ("crlf", b"\r\n"), ("zero padding", b"\x00" * 512)):
@@ -132,6 +134,7 @@ def test_der_with_trailing_bytes_reads_as_openssl_reads_it(tmp_path: Path, root:
             assert parsed.certs[0].fingerprint_sha256 == root.fingerprint
 
 
+@pytest.mark.integration
 def test_pkcs12_cryptography_cannot_parse_is_not_called_a_bad_password(tmp_path: Path) -> None:
     """A well-formed PKCS#12 holding a certificate openssl reads but strict DER refuses (BOOLEAN true as 0x01)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -186,6 +189,7 @@ def test_private_keys_are_fingerprinted_without_rsa_validation(root: Issued) -> 
         assert parsed.keys[0].key_type == "rsa" and parsed.keys[0].key_bits == 2048
 
 
+@pytest.mark.integration
 def test_pkcs12_with_a_key_cryptography_does_not_support_is_unsupported(tmp_path: Path) -> None:
     """An SM2 key (openssl makes it, cryptography has no such curve): `unsupported`, never `bad_password`."""
     _openssl("genpkey", "-algorithm", "SM2", "-out", str(tmp_path / "sm2.pem"))
@@ -198,6 +202,7 @@ def test_pkcs12_with_a_key_cryptography_does_not_support_is_unsupported(tmp_path
     assert "1.2.156.10197.1.301" in parsed.detail
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("options", [(), ("-legacy",), ("-macalg", "sha512")])
 def test_pkcs12_mac_check_agrees_with_openssl(tmp_path: Path, root: Issued, pki: PKI, options: tuple[str, ...]) -> None:
     leaf = pki.leaf(root)

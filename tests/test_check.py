@@ -57,6 +57,7 @@ def _trust_store(tmp_path: Path, pki: PKI) -> Path:
     return path
 
 
+@pytest.mark.integration
 def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: PKI) -> None:
     bundle = _trust_store(tmp_path, pki)
     config = f"files: [{{paths: ['{bundle}', '{tmp_path}/missing/*.crt']}}]\n"
@@ -81,6 +82,7 @@ def test_problems_first_then_soonest_with_counts_per_state(tmp_path: Path, pki: 
     assert [c["status"] for c in document["checks"]] == ["CRITICAL", "WARNING", "WARNING"]
 
 
+@pytest.mark.integration
 def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: Issued) -> None:
     (short_tmp / "ca.pem").write_bytes(root.cert_pem)
     result = check(short_tmp, "files: [{paths: ['ca.pem', 'live/**/fullchain.pem']}]\n")
@@ -91,6 +93,7 @@ def test_a_pattern_that_matches_nothing_warns_naming_it(short_tmp: Path, root: I
     assert summary == "WARNING: 0 critical, 1 warning, 0 unknown, 1 ok"
 
 
+@pytest.mark.integration
 def test_an_optional_pattern_that_matches_nothing_stays_ok(short_tmp: Path, root: Issued) -> None:
     """The embedded default's example globs are optional: a host without them is not yellow because of them."""
     (short_tmp / "ca.pem").write_bytes(root.cert_pem)
@@ -99,6 +102,7 @@ def test_an_optional_pattern_that_matches_nothing_stays_ok(short_tmp: Path, root
     assert table(result.stdout)[1] == "OK: 0 critical, 0 warning, 0 unknown, 1 ok"
 
 
+@pytest.mark.integration
 def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: Path) -> None:
     file = check(tmp_path, f"files: [{{paths: ['{tmp_path}/gone.pem']}}]\n")
     endpoint = check(tmp_path, f"endpoints: [{{address: '127.0.0.1:{free_port()}', timeout: 5s}}]\n")
@@ -109,6 +113,7 @@ def test_an_unreadable_file_is_as_critical_as_an_unreachable_endpoint(tmp_path: 
     assert file_row[-1].startswith("not_found") and endpoint_row[-1].startswith("refused")
 
 
+@pytest.mark.integration
 def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
     tmp_path: Path, pki: PKI, root: Issued, tls_server: type[TLSServer]
 ) -> None:
@@ -128,6 +133,7 @@ def test_unknown_when_nothing_is_broken_but_a_fact_cannot_be_known(
     assert summary == "UNKNOWN: 0 critical, 0 warning, 1 unknown, 3 ok"
 
 
+@pytest.mark.integration
 def test_table_spells_out_control_characters_in_every_field(short_tmp: Path, pki: PKI, root: Issued) -> None:
     subject = "\x1b]0;pwned\x07\nINJECTED\x9b2J\x7f\u202eevil"
     (short_tmp / "name\x1b[2J\n.pem").write_bytes(pki.leaf(root, subject).cert_pem)
@@ -171,6 +177,7 @@ def states(stdout: str) -> dict[str, str]:
     return {c["subject"]: c["status"] for c in json.loads(stdout)["checks"] if c["subject"]}
 
 
+@pytest.mark.integration
 def test_default_bands_follow_each_certificates_lifetime(tmp_path: Path, pki: PKI, root: Issued) -> None:
     lifetime_files(tmp_path, pki, root)
     result = check(tmp_path, "files: [{paths: ['*.pem']}]\n", "--output", "json")
@@ -181,6 +188,7 @@ def test_default_bands_follow_each_certificates_lifetime(tmp_path: Path, pki: PK
     assert fresh[5:8] == ["6.6", "6.7", "99%"]  # days left, lifetime in days, share of it left
 
 
+@pytest.mark.integration
 def test_fixed_or_share_bands_from_the_flags_and_the_config(tmp_path: Path, pki: PKI, root: Issued) -> None:
     lifetime_files(tmp_path, pki, root)
     config = "files: [{paths: ['*.pem']}]\n"
@@ -194,6 +202,7 @@ def test_fixed_or_share_bands_from_the_flags_and_the_config(tmp_path: Path, pki:
     assert refused.returncode == 2 and "a band's edge must be more than 0" in refused.stderr
 
 
+@pytest.mark.integration
 def test_a_trust_store_retires_expired_anchors_a_private_ca_bundle_does_not(tmp_path: Path, pki: PKI) -> None:
     bundle = _trust_store(tmp_path, pki)
     trusted = check(tmp_path, f"files: [{{paths: ['{bundle}'], trust_store: true}}]\n")
@@ -212,6 +221,7 @@ def test_a_trust_store_retires_expired_anchors_a_private_ca_bundle_does_not(tmp_
     assert table(private.stdout)[1] == "CRITICAL: 1 critical, 1 warning, 0 unknown, 28 ok"
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")  # one root of the OS bundle
 def test_the_os_trust_store_is_ok_as_a_trust_store_and_critical_without_the_flag(tmp_path: Path) -> None:
     """The acceptance on this machine's bundle and its expired roots (Debian 12's 20230311: Baltimore CyberTrust

@@ -7,6 +7,8 @@ import dataclasses
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.bands import Severity, Thresholds
 from gunicorn_cert_exporter.metrics.catalogue import CATALOGUE
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
 from gunicorn_cert_exporter.model import (
@@ -17,13 +19,16 @@ from gunicorn_cert_exporter.model import (
     FileResult,
     MasterReason,
     MasterState,
+    ScanStats,
     Snapshot,
     TargetState,
     VerifyReason,
     down_at,
 )
+from gunicorn_cert_exporter.scanning.coverage import coverage
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs
+from gunicorn_cert_exporter.sources.probe_process import overdue
 from tests.support import PKI, Issued
 
 
@@ -175,6 +180,40 @@ def test_describe_names_every_catalogue_family_without_collecting() -> None:
     collector = SnapshotCollector(snapshot)
     names = [m.name for m in collector.describe()]
     assert names == [s.name for s in CATALOGUE] and calls == []
+
+
+def test_an_endpoint_past_the_scan_deadline_is_down_with_its_last_certificates(pki: PKI, root: Issued) -> None:
+    """Never the last `up 1` served as fresh; its certificates still count for expiry alerts and the page."""
+    chain = certs.parse(pki.leaf(root).cert_pem).certs
+    last = EndpointResult(
+        endpoint="h:443", server_name="h", addresses=(AddressResult(address="127.0.0.1", chain=chain, verified=True),)
+    )
+    store = Store()
+    store.update(endpoints=(overdue(("h:443", "h"), last), overdue(("new:443", "new"), None)))
+    get = registry_for(store).get_sample_value
+    where = {"endpoint": "h:443", "server_name": "h", "address": "127.0.0.1"}
+    assert get("gunicorn_cert_endpoint_up", where) == 0
+    assert get("gunicorn_cert_endpoint_error", {**where, "reason": "scan_deadline"}) == 1
+    assert get("gunicorn_cert_endpoint_not_after_timestamp_seconds", {**where, "index": "0"}) == chain[0].not_after
+    assert get("gunicorn_cert_endpoint_verified", where) is None  # nothing was verified this time
+    never = {"endpoint": "new:443", "server_name": "new", "address": ""}
+    assert get("gunicorn_cert_endpoint_error", {**never, "reason": "scan_deadline"}) == 1
+    view = status.build(store.snapshot, now=chain[0].not_before + 1, thresholds=Thresholds())
+    assert {row.severity for row in view.sources} == {Severity.UNKNOWN}
+
+
+def test_scan_coverage_is_the_share_of_sources_with_a_result_of_the_scan() -> None:
+    store = Store()
+    fresh = EndpointResult(endpoint="a:443", server_name="a", addresses=(AddressResult(address="10.0.0.1"),))
+    late = overdue(("b:443", "b"), None)
+    endpoints = (fresh, late, late, late)
+    store.record_endpoints(
+        ScanStats(duration_seconds=1, finished_at=2, coverage=coverage(endpoints)), endpoints=endpoints
+    )
+    get = registry_for(store).get_sample_value
+    assert get("gunicorn_cert_exporter_scan_coverage_ratio", {"kind": "endpoints"}) == 0.25
+    assert coverage([FileResult(path="/x", error=FileReason.SCAN_DEADLINE), FileResult(path="/y")]) == 0.5
+    assert coverage([]) == 1.0
 
 
 def test_an_endpoint_not_probed_this_scan_keeps_its_address_count_a_name_that_fails_drops_to_0() -> None:

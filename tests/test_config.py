@@ -57,6 +57,9 @@ def test_cross_field_rules() -> None:
     )
     assert "unique" in problems(dup)[0]
     assert "port" in problems("probe: {allow: ['*.example.com']}")[0]
+    # An address or network that isn't one is refused at load, not silently never matched per request.
+    assert "not an IP address or network" in problems("probe: {allow: ['10.0.0.0/33:443']}")[0]
+    assert "not an IP address or network" in problems("probe: {allow: ['[::1/200]:443']}")[0]
 
 
 def test_yaml_syntax_errors_name_the_line() -> None:

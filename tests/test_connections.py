@@ -6,7 +6,6 @@ import logging
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -74,9 +73,8 @@ def test_a_request_must_complete_its_headers_within_the_deadline(
     exporter: RunningExporter = run_exporter("{}", limits=limits)
     caplog.set_level(logging.WARNING, logger="gunicorn_cert_exporter.web")
     with _connect(exporter) as sock:
-        started = time.monotonic()
         closed = False
-        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:  # a byte every 0.1 s: 24 s
             try:
                 sock.send(bytes([byte]))
             except OSError:
@@ -85,10 +83,8 @@ def test_a_request_must_complete_its_headers_within_the_deadline(
             if _closed_by_server(sock, within=0.1):
                 closed = True
                 break
-            if time.monotonic() - started > 20:
-                break
         assert closed, "a dripping client kept its connection"
-        assert time.monotonic() - started < 10  # deadline 1 s: generous slack for a busy machine
+    # The server's own account of why it closed it: the header deadline, not an idle timeout or the client.
     assert exporter.metrics()['gunicorn_cert_exporter_http_refused_total{reason="header_timeout"}'] == 1
     summary = eventually(
         lambda: [r for r in caplog.records if r.getMessage() == "connections or requests refused"],

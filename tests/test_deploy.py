@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["scrape-static.yml", "scrape-probe.yml", "scrape-sharded.yml"])
 def test_prometheus_scrape_configs_pass_promtool(name: str) -> None:
     promtool = require_tool("promtool")

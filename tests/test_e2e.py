@@ -185,6 +185,7 @@ def stack(
         acme.close()
 
 
+@pytest.mark.integration
 def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
     _, webhook, _ = stack
 
@@ -204,6 +205,7 @@ def test_expiring_cert_alert_reaches_a_real_alertmanager(stack: tuple[str, Webho
     assert "GunicornCertDrift" not in names  # drift is minutes old, the rule wants 15 of them
 
 
+@pytest.mark.integration
 def test_the_cas_renewal_request_reaches_a_real_alertmanager(stack: tuple[str, Webhook, RunningExporter]) -> None:
     _, webhook, _ = stack
 
@@ -242,6 +244,7 @@ def _grafana_to_promql(expr: str) -> str:
 SEEDED_EMPTY_OK = {"Reloads sent by the exporter", "Workers replaced"}
 
 
+@pytest.mark.integration
 def test_every_dashboard_query_runs_and_shows_the_seeded_data(stack: tuple[str, Webhook, RunningExporter]) -> None:
     prometheus, _, _ = stack
     for title, expr in _panel_queries():
@@ -251,6 +254,7 @@ def test_every_dashboard_query_runs_and_shows_the_seeded_data(stack: tuple[str, 
             assert answer["data"]["result"], (title, expr)
 
 
+@pytest.mark.integration
 def test_probe_relabeling_from_deploy_scrapes_each_target_through_the_exporter(
     stack: tuple[str, Webhook, RunningExporter],
 ) -> None:
@@ -274,6 +278,7 @@ def test_dashboard_is_importable_as_is() -> None:
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
 
 
+@pytest.mark.integration
 def test_every_metric_in_rules_and_panels_exists_in_the_real_output(
     stack: tuple[str, Webhook, RunningExporter],
 ) -> None:

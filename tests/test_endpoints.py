@@ -8,7 +8,6 @@ import os
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 from typing import ClassVar, TypedDict
 
@@ -73,7 +72,8 @@ def test_good_chain_is_served_whole_and_verified(
     result = probe_one(server, ca_file=ca_file, server_name="localhost")
     assert result.verified and result.verify_error is None
     assert [c.fingerprint_sha256 for c in result.chain] == [leaf.fingerprint, intermediate.fingerprint]
-    assert result.tls_version.startswith("TLS") and result.cipher and 0 < result.handshake_seconds < 3
+    assert result.tls_version.startswith("TLS") and result.cipher
+    assert 0 < result.handshake_seconds <= 3.0  # measured, and within probe_one's timeout (else it would be STALLED)
     assert result.address == host
 
 
@@ -178,10 +178,8 @@ def test_broken_servers_each_have_a_reason(
     host: str, mode: str, reason: EndpointReason, tls_server: type[TLSServer]
 ) -> None:
     server = tls_server(host, mode=mode)
-    started = time.monotonic()
     result = probe_one(server, timeout=1.0)
-    assert result.error is reason and result.chain == ()
-    assert time.monotonic() - started < 2.5
+    assert result.error is reason and result.chain == ()  # a stall ends at the timeout: STALLED says it did
 
 
 def test_refused_and_dns_failure() -> None:
@@ -344,26 +342,26 @@ def test_a_stalled_resolver_costs_its_timeout_not_the_lookup(
 ) -> None:
     """getaddrinfo can't be interrupted: the probe must not wait for a lookup that outlives its deadline."""
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
-    release = threading.Event()
+    release, answered_late = threading.Event(), threading.Event()
 
     def resolver(host: str, port: int) -> list[tuple[int, str]]:
         if host == "stalled.test":
             release.wait(30)  # a resolver that hangs far past the endpoint's timeout
+            answered_late.set()
         return [(socket.AF_INET, "127.0.0.1")]
 
     configs = [
         EndpointConfig(address=f"stalled.test:{good.port}", timeout=1.0),
         EndpointConfig(address=good.address, timeout=1.0),
     ]
-    started = time.monotonic()
     try:
         stalled, answered = Prober(resolver=resolver).probe_all(configs, concurrency=4)
-        took = time.monotonic() - started
+        # The scan ended while the lookup was still stuck (it is released only below): it did not wait for it.
+        assert not answered_late.is_set()
     finally:
         release.set()
     assert stalled.error is EndpointReason.DNS_FAILURE
     assert answered.addresses[0].up
-    assert took < 10, f"the scan waited {took:.1f}s for a stalled lookup"
 
 
 def _free6(port: int) -> bool:
@@ -378,13 +376,19 @@ def _free6(port: int) -> bool:
 def test_stalled_endpoints_cost_one_timeout_not_their_sum(tls_server: type[TLSServer], pki: PKI, root: Issued) -> None:
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     stalled = tls_server("127.0.0.1", mode="stall")
-    configs = [EndpointConfig(address=(stalled if i % 10 == 0 else good).address, timeout=1.0) for i in range(200)]
-    started = time.monotonic()
+    # Only the stalls must time out: a good handshake gets a timeout no busy machine reaches (64 at once against one
+    # Python server, under load, took over 1 s), a stall 1 s.
+    configs = [
+        EndpointConfig(address=stalled.address, timeout=1.0)
+        if i % 10 == 0
+        else EndpointConfig(address=good.address, timeout=60.0)
+        for i in range(200)
+    ]
     results = Prober().probe_all(configs, concurrency=64)
-    took = time.monotonic() - started
     reasons = [r.addresses[0].error for r in results]
     assert reasons.count(EndpointReason.STALLED) == 20 and reasons.count(None) == 180
-    assert took < 3.5, f"200 endpoints with 20 stalled took {took:.1f}s; 20 stalls in series would be 20s"
+    # The stall server saw the stalls overlap: in series, each probe hangs up before the next one connects.
+    assert stalled.held == 20 and stalled.peak > 1, f"at most {stalled.peak} stalled connection(s) open at once"
 
 
 class _StartTLSServer:
@@ -477,8 +481,6 @@ def test_tls_info_has_the_version_even_when_verification_fails(
 def test_a_fifo_as_ca_file_is_refused_without_blocking(tmp_path: Path, tls_server: type[TLSServer], pki: PKI) -> None:
     server = tls_server("127.0.0.1", context=server_context((pki.leaf(pki.ca()),)))
     os.mkfifo(tmp_path / "ca.pem")  # open() of a FIFO with no writer would block the probe for good
-    started = time.monotonic()
     result = Prober().probe(EndpointConfig(address=server.address, ca_file=str(tmp_path / "ca.pem"), timeout=5))
-    assert time.monotonic() - started < 5
     assert result.addresses[0].error is EndpointReason.CA_FILE_UNAVAILABLE
     assert "not a regular file" in result.addresses[0].detail

@@ -14,11 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from gunicorn_cert_exporter.config import FileSource
+from gunicorn_cert_exporter.logs import LogfmtFormatter
 from gunicorn_cert_exporter.model import FileReason, Parsed, PatternReason
 from gunicorn_cert_exporter.safe_read import read_capped
 from gunicorn_cert_exporter.sources import certs, globs
 from gunicorn_cert_exporter.sources.files import FileScanner, Wanted
 from tests.support import PKI, Issued, pkcs12_of, scan_paths
+from tests.support.waiting import finishes
 
 
 def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: Path, root: Issued) -> None:
@@ -45,6 +47,26 @@ def test_hostile_files_each_get_their_reason_and_never_stop_the_scan(tmp_path: P
     }
 
 
+def test_a_parser_that_raises_is_logged_with_its_traceback(
+    tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hostile bytes that make a parser raise: a parse_error, and a log line saying where it raised."""
+
+    def exploding_parser(*args: object, **kwargs: object) -> None:
+        raise ValueError("unexpected tag")
+
+    monkeypatch.setattr(certs, "parse", exploding_parser)
+    (tmp_path / "x.pem").write_bytes(root.cert_pem)
+    with caplog.at_level("WARNING", logger="gunicorn_cert_exporter"):
+        result = FileScanner(clock=time.time, max_size=1 << 20).scan_one(Wanted(str(tmp_path / "x.pem")))
+    assert result.error is FileReason.PARSE_ERROR
+    [record] = [r for r in caplog.records if r.getMessage() == "parser raised on hostile input"]
+    line = LogfmtFormatter().format(record)
+    # The frame where it raised, not only the exception's class:
+    assert 'exc="ValueError: unexpected tag"' in line and "in exploding_parser" in line
+
+
+@pytest.mark.integration
 def test_unreadable_file_is_permission_denied_for_an_unprivileged_scanner(root: Issued) -> None:
     directory = Path(tempfile.mkdtemp(prefix="gce-perm-"))
     try:
@@ -165,9 +187,9 @@ def test_pkcs12_passwords_come_from_file_or_env(
 def test_file_swapped_for_a_fifo_after_stat_does_not_block(tmp_path: Path) -> None:
     path = tmp_path / "f.pem"
     os.mkfifo(path)
-    started = time.monotonic()
-    data, info = read_capped(str(path), 1 << 20)  # the open() a racing swap would reach
-    assert time.monotonic() - started < 1 and data == b"" and stat.S_ISFIFO(info.st_mode)
+    # The open() a racing swap would reach: a blocking open of a FIFO with no writer never returns.
+    data, info = finishes(lambda: read_capped(str(path), 1 << 20), "read_capped of a FIFO")
+    assert data == b"" and stat.S_ISFIFO(info.st_mode)
 
 
 def test_password_file_uses_its_first_line_only(tmp_path: Path, pki: PKI, root: Issued) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from gunicorn_cert_exporter.model import MasterReason, MasterState
 from gunicorn_cert_exporter.sources import gunicorn, listeners
 from gunicorn_cert_exporter.sources.listeners import Binding
 from tests.support import PKI, Gunicorn, Issued, free_port, write_chain
+from tests.support.waiting import eventually, finishes
 
 
 def no_setproctitle(tmp_path: Path) -> dict[str, str]:
@@ -38,14 +38,14 @@ def running(request: pytest.FixtureRequest, tmp_path: Path, pki: PKI, root: Issu
 
 
 def _wait_workers(pid: int, count: int) -> MasterState:
-    deadline = time.monotonic() + 15
-    while True:
+    def inspected() -> MasterState | None:
         state = gunicorn.inspect(pid)
-        if len(state.workers) == count or time.monotonic() > deadline:
-            return state
-        time.sleep(0.1)
+        return state if len(state.workers) == count else None
+
+    return eventually(inspected, f"{count} workers of {pid}", timeout=15)
 
 
+@pytest.mark.integration
 def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
     state = gunicorn.locate(pidfile=str(running.pidfile), pid=None)
     assert state.up and state.pid == running.process.pid
@@ -54,6 +54,7 @@ def test_master_is_proven_with_its_workers(running: Gunicorn) -> None:
     assert len(state.workers) == 2 and all(w.ppid == running.process.pid for w in state.workers)
 
 
+@pytest.mark.integration
 def test_a_pidfile_naming_a_worker_is_refused(running: Gunicorn, tmp_path: Path) -> None:
     worker = _wait_workers(running.process.pid, 2).workers[0]
     pidfile = tmp_path / "worker.pid"
@@ -62,6 +63,7 @@ def test_a_pidfile_naming_a_worker_is_refused(running: Gunicorn, tmp_path: Path)
     assert not state.up and state.error is MasterReason.NOT_MASTER
 
 
+@pytest.mark.integration
 def test_stale_missing_and_garbage_pidfiles(tmp_path: Path) -> None:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -73,6 +75,7 @@ def test_stale_missing_and_garbage_pidfiles(tmp_path: Path) -> None:
     assert gunicorn.locate(pidfile=str(pidfile), pid=None).error is MasterReason.PIDFILE_INVALID
 
 
+@pytest.mark.integration
 def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki: PKI, root: Issued) -> None:
     sleeper = subprocess.Popen(["sleep", "30"])
     cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
@@ -89,7 +92,7 @@ def test_other_processes_and_wrapper_shells_are_not_gunicorn(tmp_path: Path, pki
     )
     try:
         assert gunicorn.inspect(sleeper.pid).error is MasterReason.NOT_GUNICORN
-        time.sleep(0.5)
+        eventually(lambda: psutil.Process(shell.pid).children(), "the shell to start Gunicorn")
         assert gunicorn.inspect(shell.pid).error is MasterReason.NOT_GUNICORN
     finally:
         sleeper.kill()
@@ -125,6 +128,7 @@ def test_is_gunicorn(cmdline: tuple[str, ...], expected: bool) -> None:
     assert gunicorn.is_gunicorn(cmdline) is expected
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("use_pidfd", [True, False], ids=["pidfd", "kill"])
 def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pidfd: bool) -> None:
     """Both ways of signalling prove the identity first; a HUP would replace every worker."""
@@ -134,8 +138,9 @@ def test_signal_refuses_a_pid_whose_start_time_changed(running: Gunicorn, use_pi
     reused = gunicorn.MasterIdentity(running.process.pid, real.start_time + 1.0)  # as if the pid were reused
     with pytest.raises(ProcessLookupError):
         gunicorn.send_signal(reused, signal.SIGHUP, use_pidfd=use_pidfd)
-    time.sleep(1.0)
-    assert {w.pid for w in gunicorn.inspect(running.process.pid).workers} == before
+    running.barrier()  # every signal sent before this one has been handled: a HUP would show now
+    assert "hup" not in running.signals_handled()
+    assert before <= {w.pid for w in gunicorn.inspect(running.process.pid).workers}  # (TTIN added one)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory", "device", "huge"])
@@ -149,9 +154,10 @@ def test_a_pidfile_that_is_not_a_small_regular_file_is_invalid_without_blocking(
         path.write_bytes(b"1" * 100_000)
     else:
         path = Path("/dev/zero")
-    started = time.monotonic()
-    assert gunicorn.read_pidfile(str(path)) == (None, MasterReason.PIDFILE_INVALID)
-    assert time.monotonic() - started < 5.0
+    pauses: list[float] = []
+    read = finishes(lambda: gunicorn.read_pidfile(str(path), sleep=pauses.append), "read_pidfile")
+    assert read == (None, MasterReason.PIDFILE_INVALID)
+    assert pauses == []  # refused on the first look: no retry as if Gunicorn were rewriting it
 
 
 def test_proc_net_tcp_tables_parse_to_listeners() -> None:
@@ -177,6 +183,7 @@ def test_proc_net_tcp_tables_parse_to_listeners() -> None:
     assert listeners.matches(wildcard, listeners.Binding(8080, loopback))
 
 
+@pytest.mark.integration
 def test_the_master_is_proven_to_serve_its_port_and_no_other(running: Gunicorn) -> None:
     loopback = ipaddress.ip_address("127.0.0.1")
     proven = gunicorn.locate(pidfile=str(running.pidfile), pid=None, binding=Binding(port=running.port, host=loopback))

@@ -85,6 +85,7 @@ def test_a_missing_environment_fails_under_ci_and_skips_locally(monkeypatch: pyt
     assert isinstance(locally.value, pytest.skip.Exception)
 
 
+@pytest.mark.integration
 def test_gunicorn_envs_builds_once_and_again_only_when_the_pins_change(tmp_path: Path) -> None:
     pins, envs = tmp_path / "pins", tmp_path / "envs"
     pins.mkdir()

@@ -7,7 +7,11 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from tests.support import RunningExporter, StartExporter, require_tool
+
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
 
 
 def _openssl(openssl: str, *args: str, cwd: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import socket
@@ -11,9 +12,10 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,11 +24,13 @@ from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
-from gunicorn_cert_exporter.sources import probe_process
+from gunicorn_cert_exporter.sources import probe_child, probe_process
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.probe_process import ProbeProcess
 from gunicorn_cert_exporter.vocabulary import ScanKind
 from tests.support import PKI, ExporterProcess, Issued, TLSServer, alive, children, eventually, server_context
+
+pytestmark = pytest.mark.integration  # every test but one starts a probe process
 
 
 @pytest.fixture
@@ -63,45 +67,128 @@ def test_the_child_reports_what_the_prober_in_this_process_reports(
 def test_a_child_killed_mid_scan_leaves_its_endpoints_down_where_they_were(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
-    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
-    stalled = tls_server("127.0.0.1", mode="stall")
-    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    flaky = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    never = tls_server("127.0.0.1", mode="stall")
+    assert probes.probe_all([_config(flaky)], concurrency=4)[0].addresses[0].up
     first = probes.pid
     assert first is not None
+    flaky.mode = "stall"
     answers: list[tuple[EndpointResult, ...]] = []
-    scan = threading.Thread(
-        target=lambda: answers.append(probes.probe_all([_config(good), _config(stalled, timeout=60)], concurrency=4))
-    )
+    configs = [_config(flaky, timeout=60), _config(never, timeout=60)]
+    scan = threading.Thread(target=lambda: answers.append(probes.probe_all(configs, concurrency=4)))
     scan.start()
-    time.sleep(1)
+    eventually(lambda: (flaky._held and never._held) or None, "the child in both stalled handshakes", timeout=20)
     os.kill(first, signal.SIGKILL)
-    scan.join(timeout=10)  # not the stalled endpoint's 60 s
+    scan.join(timeout=10)  # not the stalled endpoints' 60 s
     assert not scan.is_alive()
-    kept, never = answers[0]
+    kept, unknown = answers[0]
     assert kept.error == EndpointReason.SCAN_FAILED and [a.address for a in kept.addresses] == ["127.0.0.1"]
     assert not kept.addresses[0].up and kept.addresses[0].error == EndpointReason.SCAN_FAILED
-    assert never.error == EndpointReason.SCAN_FAILED and never.addresses == ()  # no address known yet
-    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up  # the next scan: a new child
+    assert unknown.error == EndpointReason.SCAN_FAILED and unknown.addresses == ()  # no address known yet
+    flaky.mode = "tls"
+    assert probes.probe_all([_config(flaky)], concurrency=4)[0].addresses[0].up  # the next scan: a new child
     assert probes.pid not in (None, first)
 
 
-def test_an_abandoned_scan_lets_go_of_the_child_and_the_next_scan_starts_a_new_one(
+def test_an_abandoned_scan_publishes_at_once_and_the_child_goes_on(
     probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
 ) -> None:
+    """The watchdog's abandon is no reason to replace the child: the scan publishes, the probe goes on."""
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     stalled = tls_server("127.0.0.1", mode="stall")
+    assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+    child = probes.pid
     answers: list[tuple[EndpointResult, ...]] = []
     stuck = threading.Thread(
         target=lambda: answers.append(probes.probe_all([_config(stalled, timeout=60)], concurrency=4))
     )
     stuck.start()
     eventually(lambda: stalled._held or None, "the child in the stalled handshake", timeout=20)
-    first = probes.pid
     probes.abandon()  # what the scheduler's watchdog does past the scan's deadline
     stuck.join(timeout=10)  # not the stalled endpoint's 60 s
-    assert not stuck.is_alive() and answers[0][0].error == EndpointReason.SCAN_FAILED
+    assert not stuck.is_alive() and answers[0][0].error == EndpointReason.SCAN_DEADLINE
     assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
-    assert probes.pid not in (None, first)
+    assert probes.pid == child
+
+
+def test_a_slow_endpoint_is_scan_deadline_with_its_last_chain_then_its_real_reason(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    flaky = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    first = probes.probe_all([_config(good), _config(flaky, timeout=3)], concurrency=4)
+    assert all(r.addresses[0].up for r in first)
+    child = probes.pid
+    flaky.mode = "stall"  # it stops answering: never `up` again from the first scan that can't reach it
+    # A deadline well inside the stalled probe's 3 s timeout: the probe can't have ended by then.
+    late = probes.probe_all([_config(good), _config(flaky, timeout=3)], concurrency=4, deadline=time.monotonic() + 1)
+    assert late[0].addresses[0].up
+    (overdue,) = late[1].addresses
+    assert overdue.error == EndpointReason.SCAN_DEADLINE and not overdue.up
+    assert overdue.chain == first[1].addresses[0].chain  # its last certificates are kept
+    then = probes.probe_all([_config(good), _config(flaky, timeout=3)], concurrency=4)
+    assert then[1].addresses[0].error == EndpointReason.STALLED  # the probe the late scan left running, ended
+    assert probes.pid == child  # a slow endpoint is no reason to replace the child
+
+
+def test_black_holes_ahead_in_the_config_never_hold_back_the_healthy_endpoints(
+    probes: ProbeProcess, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """40 endpoints that accept and never answer, listed first, at concurrency 4: the 3 healthy ones answer first."""
+    hole = tls_server("127.0.0.1", mode="stall")
+    healthy = [tls_server("127.0.0.1", context=server_context((pki.leaf(root),))) for _ in range(3)]
+    holes = [EndpointConfig(address=hole.address, server_name=f"h{i}.test", timeout=3) for i in range(40)]
+    configs = [*holes, *(_config(server, timeout=3) for server in healthy)]
+    # The fleet needs 40 x 3 s / 4 = 30 s one at a time; this scan has 8 s, as at `interval: 10s`.
+    first = probes.probe_all(configs, concurrency=4, deadline=time.monotonic() + 8)
+    assert [bool(r.addresses) and all(a.up for a in r.addresses) for r in first[40:]] == [True] * 3
+    reasons = {r.error or r.addresses[0].error for r in first[:40]}
+    assert reasons <= {EndpointReason.SCAN_DEADLINE, EndpointReason.STALLED}
+    child = probes.pid
+    second = probes.probe_all(configs, concurrency=4)  # every hole probed by the end of this one
+    assert {r.addresses[0].error for r in second[:40]} == {EndpointReason.STALLED}
+    assert probes.pid == child
+
+
+def test_a_child_that_stops_answering_is_replaced_and_its_endpoints_are_scan_failed(
+    tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    probes = ProbeProcess(silence=2)
+    try:
+        assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+        first = probes.pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)  # no result, no heartbeat: stuck as a process can be
+        # The deadline only keeps this test from hanging should the silence go unnoticed: it is far past 2 s.
+        (silent,) = probes.probe_all([_config(good)], concurrency=4, deadline=time.monotonic() + 60)
+        assert silent.error == EndpointReason.SCAN_FAILED and [a.address for a in silent.addresses] == ["127.0.0.1"]
+        assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+        assert probes.pid not in (None, first)
+        eventually(lambda: not alive(first) or None, "the stopped child to be killed", timeout=10)
+    finally:
+        probes.close()
+
+
+def test_a_child_slower_to_start_than_the_silence_is_not_replaced(
+    tls_server: type[TLSServer], pki: PKI, root: Issued, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loaded machine may take longer than ``silence`` to import the child: killed then, the next one starts colder
+    still, and a replacement loop never probes anything (seen under `pytest -n 2` with silence=2)."""
+    good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    slow = tmp_path / "slow-python"
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec "{sys.executable}" "$@"\n')  # 3 s before the interpreter starts
+    slow.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(slow))
+    probes = ProbeProcess(silence=1)
+    try:
+        (answer,) = probes.probe_all([_config(good)], concurrency=4)
+        assert answer.addresses[0].up
+        child = probes.pid
+        assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
+        assert probes.pid == child  # the same child: it was never taken for stuck
+    finally:
+        probes.close()
 
 
 def test_a_later_scan_waits_for_a_healthy_one_instead_of_killing_the_child(
@@ -127,10 +214,33 @@ def test_a_bug_in_the_child_is_logged_there_and_its_endpoints_stay(
 ) -> None:
     good = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
     assert probes.probe_all([_config(good)], concurrency=4)[0].addresses[0].up
-    broken = probes.probe_all([_config(good)], concurrency=0)  # ThreadPoolExecutor refuses 0 workers in the child
-    assert broken[0].error == EndpointReason.SCAN_FAILED and [a.address for a in broken[0].addresses] == ["127.0.0.1"]
+    child = probes.pid
+    # Unvalidated, as only a bug could make it: the probe raises KeyError in the child.
+    broken = EndpointConfig.model_construct(address=good.address, server_name="localhost", timeout=5.0, starttls="x")
+    (failed,) = probes.probe_all([broken], concurrency=4)
+    assert failed.error == EndpointReason.SCAN_FAILED and [a.address for a in failed.addresses] == ["127.0.0.1"]
     err = capfd.readouterr().err
-    assert "endpoints scan failed in the probe process" in err and "ValueError" in err  # with its traceback
+    assert "endpoint probe failed in the probe process" in err and "KeyError" in err  # with its traceback
+    assert probes.pid == child  # a bug is not a dead child
+
+
+def test_a_message_this_side_cannot_read_is_logged_with_its_traceback_and_reading_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug is not a dead child: the reader logs it and reads the next message."""
+    ours, theirs = socket.socketpair()
+    child = object.__new__(probe_process._Child)  # only its reader, on a socket this test writes to
+    child.connection, child.gone = Connection(ours.detach()), False
+    child.process = types.SimpleNamespace(pid=0)  # type: ignore[assignment]  # only its pid is read
+    got: list[object] = []
+    child._on_message = lambda _child, message: got.append(message)
+    sender = Connection(theirs.detach())
+    sender.send_bytes(b"not a pickle")
+    sender.send(("alive",))
+    sender.close()
+    child._read()
+    assert got == [("alive",), None] and child.gone
+    assert "unreadable message from the probe process" in caplog.text and "Traceback" in caplog.text
 
 
 def test_a_prober_seeded_with_known_addresses_keeps_them_while_the_name_fails() -> None:
@@ -151,33 +261,40 @@ def test_a_prober_seeded_with_known_addresses_keeps_them_while_the_name_fails() 
     assert ("gone.example:443", "gone.example") not in prober._last_resolved
 
 
-def test_each_request_tells_the_child_where_the_endpoints_were(monkeypatch: pytest.MonkeyPatch) -> None:
-    key = ("svc.example:443", "svc.example")
-    requests: list[object] = []
-    answer = (EndpointResult(endpoint=key[0], server_name=key[1], addresses=(AddressResult(address="10.0.0.1"),)),)
+class _Answering:
+    """A child that answers each request at once from 10.0.0.1, and keeps the requests it got."""
 
-    def exchange(_child: object, request: object) -> object:
-        requests.append(request)
-        return answer
+    requests: ClassVar[list[object]] = []
 
-    monkeypatch.setattr(probe_process, "_exchange", exchange)
-    monkeypatch.setattr(probe_process, "_Child", _FakeChild)
-    probes = ProbeProcess()
-    config = EndpointConfig(address=key[0])
-    probes.probe_all([config], concurrency=1)
-    probes.probe_all([config], concurrency=1)  # e.g. to a new child that never saw the name resolve
-    assert requests == [([config], 1, {}), ([config], 1, {key: ("10.0.0.1",)})]
-
-
-class _FakeChild:
-    def __init__(self, _log: tuple[str, str]) -> None:
-        self.process = subprocess.Popen([sys.executable, "-c", "pass"])
+    def __init__(self, _log: tuple[str, str], on_message: Callable[[object, object], None]) -> None:
+        self.process = types.SimpleNamespace(pid=0, poll=lambda: None)
+        self.connection = types.SimpleNamespace(send=self._send)
+        self._on_message = on_message
 
     def alive(self) -> bool:
         return True
 
     def end(self) -> bool:
         return True
+
+    def _send(self, request: tuple[list[EndpointConfig], int, object]) -> None:
+        self.requests.append(request)
+        for asked in request[0]:
+            result = EndpointResult(
+                endpoint=asked.address, server_name=asked.sni or "", addresses=(AddressResult(address="10.0.0.1"),)
+            )
+            self._on_message(self, ("result", result))
+
+
+def test_each_request_tells_the_child_where_the_endpoints_were(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(probe_process, "_Child", _Answering)
+    monkeypatch.setattr(_Answering, "requests", [])
+    probes = ProbeProcess()
+    config = EndpointConfig(address="svc.example:443")
+    probes.probe_all([config], concurrency=1)
+    probes.probe_all([config], concurrency=1)  # e.g. to a new child that never saw the name resolve
+    key = ("svc.example:443", "svc.example")
+    assert _Answering.requests == [([config], 1, {}), ([config], 1, {key: ("10.0.0.1",)})]
 
 
 def test_close_mid_scan_ends_the_child_at_once(probes: ProbeProcess, tls_server: type[TLSServer]) -> None:
@@ -259,43 +376,65 @@ def test_serve_probes_in_a_child_it_replaces_when_killed_and_leaves_none_behind(
     eventually(lambda: not any(alive(c) for c in second) or None, "the probe process to end with serve", timeout=10)
 
 
-class _Recorder(Prober):
+class _Held:
+    """An endpoints prober whose scan waits for the watchdog's abandon, then returns what it has (all overdue)."""
+
     def __init__(self) -> None:
-        super().__init__()
-        self.abandoned = 0
+        self.entered = threading.Event()
+        self.abandoned = threading.Event()
+
+    def probe_all(
+        self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float
+    ) -> tuple[EndpointResult, ...]:
+        self.entered.set()
+        self.abandoned.wait(30)
+        return tuple(probe_process.overdue((c.address, c.sni or ""), None) for c in configs)
 
     def abandon(self) -> None:
-        self.abandoned += 1
+        self.abandoned.set()
 
 
-def test_the_watchdog_abandoning_an_endpoints_scan_abandons_its_probes() -> None:
-    recorder = _Recorder()
-    scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=Store(), prober=Prober(),
-                  endpoint_prober=recorder)  # fmt: skip
-    scans.overrun(ScanKind.FILES)
-    assert recorder.abandoned == 0
-    scans.overrun(ScanKind.ENDPOINTS)  # what scanning/scheduler.py's watchdog calls past the deadline
-    assert recorder.abandoned == 1
+def test_the_watchdog_abandoning_an_endpoints_scan_lets_the_probe_process_publish() -> None:
+    """Past its deadline the endpoints run is told to publish now, and still owns its kind: its results and its
+    `last_scan` are published (before, the run was dropped and a slow fleet never had an endpoints scan)."""
+    held, store = _Held(), Store()
+    scans = Scans(config=config.load("endpoints: [{address: 'a.invalid:443'}]"), store=store, prober=Prober(),
+                  endpoint_prober=held)  # fmt: skip
+    run = threading.Thread(target=scans.scan_endpoints)
+    run.start()
+    try:
+        assert held.entered.wait(30)
+        scans.overrun(ScanKind.FILES)
+        scans.overrun(ScanKind.ENDPOINTS, threading.get_ident())  # not the run's thread: a newer run owns the kind
+        assert not held.abandoned.is_set()
+        scans.overrun(ScanKind.ENDPOINTS, run.ident)  # what scanning/scheduler.py's watchdog calls past the deadline
+        assert held.abandoned.is_set()
+    finally:
+        held.abandoned.set()
+        run.join(30)
+    (published,) = store.snapshot.endpoints
+    assert (published.endpoint, published.error) == ("a.invalid:443", EndpointReason.SCAN_DEADLINE)
+    assert ScanKind.ENDPOINTS in dict(store.snapshot.scans)
 
 
 class _Unkillable:
-    """A child stuck in the kernel (a hung mount): SIGKILL does not take effect, it never answers."""
+    """A child stuck in the kernel (a hung mount): silent, and SIGKILL does not take effect."""
 
-    def __init__(self, _log: tuple[str, str]) -> None:
-        ours, self._theirs = socket.socketpair()
-        self.connection = Connection(ours.detach())
-        self.process = types.SimpleNamespace(pid=0, returncode=None)
-        self.killed_at: float | None = None
+    def __init__(self, _log: tuple[str, str], _on_message: object) -> None:
+        self.connection = types.SimpleNamespace(send=lambda _request: None, close=lambda: None)
+        self.process = types.SimpleNamespace(pid=0, returncode=None, poll=lambda: None)
+        self.heard = time.monotonic()
+        self.spoke = True  # it started, then hung
+        self.killed = False
 
     def alive(self) -> bool:
-        return True
+        return not self.killed
 
     def kill(self) -> None:
-        self.killed_at = self.killed_at or time.monotonic()
+        self.killed = True
 
     def end(self) -> bool:
         self.kill()
-        self.connection.close()
         return False
 
 
@@ -303,19 +442,90 @@ def test_a_child_that_cannot_die_releases_its_scan_and_only_a_few_are_left_behin
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(probe_process, "_Child", _Unkillable)
-    monkeypatch.setattr(probe_process, "_KILL_GRACE", 0.5)
-    probes = ProbeProcess()
+    probes = ProbeProcess(silence=0.2)
     config = EndpointConfig(address="127.0.0.1:1")
     for _ in range(probe_process._MAX_DYING):
-        answers: list[tuple[EndpointResult, ...]] = []
-        scan = threading.Thread(target=lambda out=answers: out.append(probes.probe_all([config], concurrency=1)))
-        scan.start()
-        eventually(lambda: probes._child or None, "the scan talking to its child", timeout=5, every=0.05)
-        probes.abandon()  # the watchdog, past the deadline
-        scan.join(timeout=5)  # the stuck child does not hold the scan (nor the next ones) forever
-        assert not scan.is_alive() and answers[0][0].error == EndpointReason.SCAN_FAILED
+        (failed,) = probes.probe_all([config], concurrency=1)  # silent: killed, and the scan lets go
+        assert failed.error == EndpointReason.SCAN_FAILED
     (refused,) = probes.probe_all([config], concurrency=1)  # no fourth process while three have not exited
     assert refused.error == EndpointReason.SCAN_FAILED and refused.detail == "earlier probe processes did not exit"
+
+
+def _endpoint_state(samples: dict[str, float], address: str, server_name: str) -> str:
+    """'up', or the reason of the endpoint's (single-address) error, as /metrics says; '' if it has neither."""
+    where = f'address="127.0.0.1",endpoint="{address}"'
+    if samples.get(f'gunicorn_cert_endpoint_up{{{where},server_name="{server_name}"}}') == 1.0:
+        return "up"
+    found = [
+        reason.value
+        for reason in EndpointReason
+        for ip in ("127.0.0.1", "")  # "": not probed yet, so no address known
+        if samples.get(
+            f'gunicorn_cert_endpoint_error{{address="{ip}",endpoint="{address}",reason="{reason.value}",'
+            f'server_name="{server_name}"}}'
+        )
+    ]
+    return found[0] if found else ""
+
+
+def test_serve_publishes_a_fleet_slower_than_its_deadline_without_replacing_the_child(
+    tmp_path: Path, tls_server: type[TLSServer], pki: PKI, root: Issued
+) -> None:
+    """Issue 24's fleet: 40 endpoints that accept and never answer, listed first, then 3 healthy ones and one that
+    stops answering after the first scan; `timeout: 3s`, `concurrency: 4`, `interval: 10s`. One at a time the holes
+    need 40 x 3 s / 4 = 30 s, and a scan has 8 s (the first one starts the probe process too)."""
+    hole = tls_server("127.0.0.1", mode="stall")
+    healthy = [tls_server("127.0.0.1", context=server_context((pki.leaf(root),))) for _ in range(3)]
+    flaky = tls_server("127.0.0.1", context=server_context((pki.leaf(root),)))
+    holes = [f"{{address: '{hole.address}', server_name: h{i}.test, timeout: 3s}}" for i in range(40)]
+    good = [f"{{address: '{s.address}', server_name: localhost, timeout: 3s}}" for s in (*healthy, flaky)]
+    config = tmp_path / "exporter.yaml"
+    config.write_text(
+        f"scan: {{interval: 10s, jitter: 0%, concurrency: 4}}\nendpoints: [{', '.join([*holes, *good])}]\n"
+    )
+    exporter = ExporterProcess(config, cwd=tmp_path)
+    last_scan = 'gunicorn_cert_exporter_last_scan_timestamp_seconds{kind="endpoints"}'
+    scans: list[dict[str, float]] = []  # /metrics as each endpoints scan published it
+
+    def next_scan() -> dict[str, float]:
+        def published() -> dict[str, float] | None:
+            samples = exporter.metrics()
+            seen = scans[-1][last_scan] if scans else None
+            return samples if samples.get(last_scan) not in (None, seen) else None
+
+        samples = eventually(published, f"endpoints scan {len(scans) + 1}", every=0.1)
+        scans.append(samples)
+        return samples
+
+    try:
+        first = next_scan()
+        assert [_endpoint_state(first, s.address, "localhost") for s in (*healthy, flaky)] == ["up"] * 4
+        flaky.mode = "stall"  # from the next scan on it can't be reached: it must never be `up` again
+        for _ in range(3):
+            next_scan()
+    finally:
+        exporter.stop()
+    for samples in scans[1:]:
+        assert [_endpoint_state(samples, s.address, "localhost") for s in healthy] == ["up"] * 3
+        assert _endpoint_state(samples, flaky.address, "localhost") in ("scan_deadline", "stalled")
+    for i in range(40):  # a hole: scan_deadline until its probe ends, stalled from then on
+        states = [_endpoint_state(samples, hole.address, f"h{i}.test") for samples in scans]
+        assert set(states) <= {"scan_deadline", "stalled"} and states[2] == "stalled", (i, states)
+    assert all(s[last_scan] > p[last_scan] for p, s in itertools.pairwise(scans))
+    log = exporter.log.read_text()
+    assert log.count("probe process started") == 1  # no child replaced for being slow
+    assert "overran its deadline" not in log
+
+
+def test_the_next_scan_starts_with_what_the_last_one_did_not_reach() -> None:
+    """The child queues each endpoint once: those still waiting from the last scan stay ahead of the others."""
+    ours, theirs = socket.socketpair()
+    worker = probe_child.Worker(Connection(ours.detach()), Prober())  # not dispatching: nothing leaves the queue
+    a, b, c, d = (EndpointConfig(address=f"127.0.0.1:{port}") for port in (1001, 1002, 1003, 1004))
+    worker.ask([a, b, c], 4, {})
+    worker.ask([d, c, b, a], 4, {})  # the next scan, in another order, while a, b and c still wait
+    assert list(worker._queue) == [a, b, c, d]
+    theirs.close()
 
 
 def test_a_child_killed_between_scans_is_reaped_at_once_not_at_the_next_scan(

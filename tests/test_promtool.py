@@ -5,7 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.support import DAY, NOW, PKI, Issued, RunningExporter, StartExporter, TLSServer, require_tool, server_context
+
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
 
 
 def test_promtool_accepts_the_whole_exposition(

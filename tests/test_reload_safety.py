@@ -26,6 +26,8 @@ from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.sources.listeners import Binding
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
 from tests.support import PKI, FakeGunicorn, Gunicorn, Issued, TLSServer, eventually, server_context, write_chain
+from tests.support.gunicorn import after_start_of
+from tests.support.waiting import wait_until
 from tests.test_gunicorn import no_setproctitle
 from tests.test_watcher import RELOAD, Recorder, rotate
 
@@ -77,7 +79,8 @@ class Rig:
 
     def rotate_later(self) -> Issued:
         """Rotate after the workers started (as a renewal does), to a new valid pair."""
-        time.sleep(1.1)
+        assert self.target is not None and self.target.pidfile is not None
+        after_start_of(int(Path(self.target.pidfile).read_text()))
         new = self.pki.leaf(self.root)
         rotate(self.directory, new)
         return new
@@ -100,6 +103,7 @@ def _worker_pids(pid: int) -> set[int]:
     return {c.pid for c in psutil.Process(pid).children()}
 
 
+@pytest.mark.integration
 def test_a_pidfile_that_names_another_master_gets_no_signal(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
@@ -124,6 +128,7 @@ def test_a_pidfile_that_names_another_master_gets_no_signal(
     assert _worker_pids(b.process.pid) == b_workers  # a HUP would have replaced B's workers
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("form", ["script", "module"])
 def test_a_process_that_only_looks_like_gunicorn_is_never_signalled(rig: Rig, tmp_path: Path, form: str) -> None:
     """A Python TLS server run as a script named ``gunicorn`` (with a forked "worker"), or as ``-m gunicorn``
@@ -143,6 +148,7 @@ def test_a_process_that_only_looks_like_gunicorn_is_never_signalled(rig: Rig, tm
         fake.stop()
 
 
+@pytest.mark.integration
 def test_an_encrypted_key_with_drift_gets_no_hup(rig: Rig, servers: list[Gunicorn], tmp_path: Path) -> None:
     """A key_file whose passphrase the exporter doesn't have: the pairing is unknown, so Gunicorn is not HUPed
     (its workers could not load the key)."""
@@ -164,6 +170,7 @@ def test_an_encrypted_key_with_drift_gets_no_hup(rig: Rig, servers: list[Gunicor
     assert rig.served() == rig.first.fingerprint and servers[0].process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("titles", ["plain", "setproctitle"])
 def test_usr2_successor_is_never_a_worker_and_the_target_follows_it(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, titles: str
@@ -213,6 +220,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.integration
 def test_python_dash_m_gunicorn_stays_up_across_usr2(tmp_path: Path, pki: PKI, root: Issued) -> None:
     """``python -m gunicorn`` re-execs as ``python .../gunicorn/__main__.py``: that master is Gunicorn too."""
     cert, key = write_chain(tmp_path, "tls", pki.leaf(root))
@@ -246,6 +254,7 @@ def _stop(pid: int) -> None:
     eventually(lambda: not psutil.pid_exists(pid) or _zombie(pid), f"{pid} to exit", timeout=30)
 
 
+@pytest.mark.integration
 def test_a_future_mtime_never_counts_as_changed_after_the_workers_started(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path, pki: PKI, root: Issued
 ) -> None:
@@ -266,8 +275,9 @@ def test_a_future_mtime_never_counts_as_changed_after_the_workers_started(
     )
     # First sight of the file, then 2.5s of drift: the new workers are clearly newer than that first sight
     # (process start times are only good to about a second).
-    assert rig.scan().reload_signals == 0
-    time.sleep(2.6)
+    seen = rig.scan()
+    assert seen.reload_signals == 0 and seen.drift[0].since is not None
+    wait_until(seen.drift[0].since + 2.6, "2.5 s of drift")  # reload.after, on the watcher's clock (time.time)
     first = rig.scan()
     assert first.reload_signals == 1 and [d.mismatch for d in first.drift] == [True]
     for _ in range(3):
@@ -293,6 +303,7 @@ def test_a_blocked_decision_is_logged_when_its_reason_changes_not_every_scan(
     assert rig.sender.sent == []
 
 
+@pytest.mark.integration
 def test_a_target_being_reloaded_never_holds_back_another_targets_results(
     rig: Rig, servers: list[Gunicorn], tmp_path: Path
 ) -> None:
@@ -322,6 +333,7 @@ def test_a_target_being_reloaded_never_holds_back_another_targets_results(
     assert {t.name: t.reload_signals for t in store.snapshot.targets} == {"a": 1, "quick": 0}
 
 
+@pytest.mark.integration
 def test_check_observes_drift_and_never_signals(rig: Rig, servers: list[Gunicorn], tmp_path: Path) -> None:
     """`check` runs from cron and monitoring agents: with reload enabled and every rule met, it still sends nothing."""
     server = Gunicorn(tmp_path, worker_class="asgi", cert=tmp_path / "cert.pem", key=tmp_path / "key.pem")
@@ -341,5 +353,6 @@ def test_check_observes_drift_and_never_signals(rig: Rig, servers: list[Gunicorn
     )  # fmt: skip
     assert 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="a"} 1.0' in result.stdout
     assert "gunicorn_cert_reload_signals_total" in result.stdout and 'signals_total{target="a"} 0.0' in result.stdout
-    time.sleep(1.0)
-    assert _worker_pids(server.process.pid) == workers  # a HUP would have replaced every worker
+    server.barrier()  # every signal sent before this one has been handled: a HUP from `check` would show now
+    assert "hup" not in server.signals_handled()
+    assert workers <= _worker_pids(server.process.pid)  # a HUP would have replaced every worker (TTIN added one)

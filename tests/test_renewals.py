@@ -141,6 +141,7 @@ def test_an_endpoints_served_leaf_is_asked_about(tmp_path: Path, acme: AcmeServe
         server.close()
 
 
+@pytest.mark.integration
 def test_check_says_critical_with_the_explanation(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:
     """``check`` asks what is due, waits for the answer, and exits 2 (CRITICAL) with the CA's explanation URL."""
     early, early_path = leaf_file(tmp_path, ca, "early", lifetime_days=90, left=81 * DAY)

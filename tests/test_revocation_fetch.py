@@ -259,6 +259,7 @@ def test_a_revoked_leaf_on_a_live_endpoint_is_revoked(tmp_path: Path, publisher:
         server.close()
 
 
+@pytest.mark.integration
 def test_check_says_critical_with_the_reason_and_time(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
     url = publisher.url("/ca.crl")
     bad = leaf(ca, "bad.test", crl=url)

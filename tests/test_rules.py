@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.support import require_tool
@@ -19,6 +20,7 @@ def alerts() -> list[dict[str, Any]]:
     return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
+@pytest.mark.integration
 def test_promtool_check_rules() -> None:
     promtool = require_tool("promtool")
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
@@ -26,6 +28,7 @@ def test_promtool_check_rules() -> None:
     assert f"SUCCESS: {len(alerts())} rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass() -> None:
     promtool = require_tool("promtool")
     result = subprocess.run(

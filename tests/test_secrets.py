@@ -7,15 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import bcrypt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests.support import PKI, Issued, TLSServer, free_port, server_context
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration  # every test here starts a process or an external tool
 
 PASSWORD = "Tr0ub4dor-secret-7731"
 WEB_PASSWORD = "scrape-pass-5521"
@@ -66,17 +69,13 @@ def test_no_secret_in_metrics_page_check_output_or_debug_logs(
     auth = "Basic " + base64.b64encode(f"prom:{WEB_PASSWORD}".encode()).decode()
     pages = []
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": auth})
-                metrics = urllib.request.urlopen(request, timeout=5).read().decode()
-                if "gunicorn_cert_endpoint_up" in metrics and "wrong.p12" in metrics:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "exporter never served the expected series"
-            time.sleep(0.2)
+
+        def served() -> str | None:  # (OSError: not up yet)
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": auth})
+            text = str(urllib.request.urlopen(request, timeout=5).read().decode())
+            return text if "gunicorn_cert_endpoint_up" in text and "wrong.p12" in text else None
+
+        metrics = eventually(served, "the exporter to serve the expected series")
         assert 'reason="bad_password"' in metrics  # the failing case was exercised
         for path in ("/metrics", "/"):
             request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": auth})

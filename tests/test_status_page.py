@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 
 import pytest
 
-from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter import status, status_rows
 from gunicorn_cert_exporter.bands import Severity
 from gunicorn_cert_exporter.model import (
     AddressDrift,
@@ -102,6 +102,7 @@ def _counts(browser: Chromium) -> dict[str, int]:
     return {key: int(value) for key, value in counts.items()}
 
 
+@pytest.mark.integration
 def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
     run_exporter: StartExporter, tmp_path: Path, short_dir: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -147,6 +148,7 @@ def test_first_screen_shows_the_summary_and_the_expired_root_above_every_ok_row(
     browser.screenshot(tmp_path / "phone.png")
 
 
+@pytest.mark.integration
 def test_the_page_is_complete_without_javascript(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -175,6 +177,7 @@ def test_the_page_is_complete_without_javascript(
     assert browser.evaluate("document.querySelectorAll('#sources details li').length") == 1
 
 
+@pytest.mark.integration
 def test_the_filter_box_filters_as_one_types(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, browser: Chromium
 ) -> None:
@@ -211,6 +214,7 @@ def _drifting(
     return exporter
 
 
+@pytest.mark.integration
 def test_hostile_subjects_and_file_names_stay_text(
     run_exporter: StartExporter,
     tmp_path: Path,
@@ -239,7 +243,13 @@ def test_hostile_subjects_and_file_names_stay_text(
 def test_every_field_of_the_status_document_is_documented() -> None:
     text = (Path(__file__).resolve().parent.parent / "docs" / "status-api.md").read_text()
     names = set(status.document(status.build(Snapshot(), now=0.0)))
-    for row in (status.Summary, status.TargetRow, status.DriftRow, status.SourceRow, status.CertRow):
+    for row in (
+        status_rows.Summary,
+        status_rows.TargetRow,
+        status_rows.DriftRow,
+        status_rows.SourceRow,
+        status_rows.CertRow,
+    ):
         names |= {f.name for f in dataclasses.fields(row)}
     assert {name for name in names if f"`{name}`" not in text} == set()
 
@@ -322,6 +332,7 @@ class _SourceRows(HTMLParser):
             self.rows[-1][self._cell] += data
 
 
+@pytest.mark.integration
 def test_the_page_the_api_and_check_agree_row_by_row_on_lifetime_bands(
     run_exporter: StartExporter, tmp_path: Path, pki: PKI, root: Issued
 ) -> None:

@@ -30,7 +30,9 @@ class _StuckProbes:
         self.entered = 0
         self.abandoned = 0
 
-    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
+    def probe_all(
+        self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float
+    ) -> tuple[EndpointResult, ...]:
         self.entered += 1
         self.release.wait(60)
         return ()

@@ -13,9 +13,11 @@ from typing import Protocol
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig
+from gunicorn_cert_exporter import status
+from gunicorn_cert_exporter.bands import Severity, Thresholds
+from gunicorn_cert_exporter.config import Config, EndpointConfig, GunicornTarget, ReloadConfig, ScanConfig
 from gunicorn_cert_exporter.metrics.collector import SnapshotCollector
-from gunicorn_cert_exporter.model import AddressResult, EndpointResult, TargetState
+from gunicorn_cert_exporter.model import AddressResult, EndpointReason, EndpointResult, MasterReason, TargetState
 from gunicorn_cert_exporter.scanning.scans import Scans
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, gunicorn
@@ -23,7 +25,9 @@ from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.history import History
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
-from tests.support import PKI, ControlServer, Gunicorn, Issued, eventually
+from tests.support import PKI, ControlServer, Gunicorn, Issued, UnixServer, eventually
+from tests.support.gunicorn import after_start_of
+from tests.support.waiting import wait_until
 
 RELOAD = ReloadConfig(enabled=True, after=0, cooldown=600, max_per_hour=2, verify_timeout=20)
 
@@ -107,6 +111,7 @@ def setup(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[MakeSetup]:
         s.server.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["sync", "gthread"])
 def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class)
@@ -119,18 +124,20 @@ def test_per_connection_classes_serve_the_new_cert_without_a_reload(setup: MakeS
     assert s.sender.sent == [] and state.reload_signals == 0
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("worker_class", ["gevent", "asgi", "uvicorn_worker.UvicornWorker"])
 def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, worker_class: str) -> None:
     s: Setup = setup(worker_class, RELOAD.model_copy(update={"after": 1.0}))
     before = s.scan()
     assert before.master.up and before.key_match is True and before.last_reload is not None
-    time.sleep(1.1)  # the renewal happens after the workers started, as in real life
+    after_start_of(s.server.process.pid)  # the renewal happens after the workers started, as in real life
     new = s.pki.leaf(s.root)
     rotate(s.directory, new)
     drifting = s.scan()  # drift seen, but younger than reload.after: no signal yet
     assert [d.mismatch for d in drifting.drift] == [True]
     assert s.sender.sent == [] and s.served() == s.first.fingerprint
-    time.sleep(1.1)
+    assert drifting.drift[0].since is not None
+    wait_until(drifting.drift[0].since + 1.0, "the drift to be reload.after old")  # the watcher's clock: time.time
     after = s.scan()  # every rule holds now: one HUP, then re-probed until the new leaf is served
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)]
     assert s.served() == new.fingerprint
@@ -142,6 +149,7 @@ def test_per_worker_classes_drift_then_one_safe_hup_clears_it(setup: MakeSetup, 
     assert s.sender.sent == [(s.server.process.pid, signal.SIGHUP)] and again.reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     s: Setup = setup("gevent")
     s.scan()
@@ -155,6 +163,7 @@ def test_a_key_that_does_not_match_never_gets_a_hup(setup: MakeSetup) -> None:
     assert s.server.process.poll() is None
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", ["stale", "stranger", "worker"])
 def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup, case: str, tmp_path: Path) -> None:
     import subprocess
@@ -187,10 +196,11 @@ def test_no_signal_for_a_pidfile_that_does_not_name_the_master(setup: MakeSetup,
             other.wait()
 
 
+@pytest.mark.integration
 def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCaptureFixture) -> None:
     s: Setup = setup("gevent", RELOAD.model_copy(update={"dry_run": True}))
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     with caplog.at_level("INFO", logger="gunicorn_cert_exporter.reload"):
         s.scan()
@@ -198,6 +208,7 @@ def test_dry_run_logs_and_sends_nothing(setup: MakeSetup, caplog: pytest.LogCapt
     assert any(getattr(r, "outcome", "") == "dry_run" for r in caplog.records)
 
 
+@pytest.mark.integration
 def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: MakeSetup) -> None:
     swallowed: list[int] = []
     s: Setup = setup(
@@ -206,7 +217,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
         sender=lambda identity, signum: swallowed.append(signum),  # a HUP that is lost on the way
     )
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     failed = s.scan()
     assert swallowed == [signal.SIGHUP]
@@ -217,6 +228,7 @@ def test_a_reload_that_is_not_confirmed_counts_a_failure_and_never_loops(setup: 
     assert swallowed == [signal.SIGHUP]
 
 
+@pytest.mark.integration
 def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> None:
     from gunicorn_cert_exporter.config import Config
     from gunicorn_cert_exporter.scanning.scans import Scans
@@ -232,7 +244,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
 
     scans = Scans(config=Config(gunicorn=[s.target]), store=store, prober=Prober(), sender=sender)
     scans.scan_targets()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     scans.scan_targets()
     assert published_at_signal == [[True]]  # what /metrics showed while the reload was being confirmed
@@ -240,6 +252,7 @@ def test_drift_is_published_before_the_reload_is_confirmed(setup: MakeSetup) -> 
     assert store.snapshot.targets[0].reload_signals == 1
 
 
+@pytest.mark.integration
 def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> None:
     attempts: list[int] = []
 
@@ -249,7 +262,7 @@ def test_a_signal_that_fails_still_counts_toward_cooldown(setup: MakeSetup) -> N
 
     s: Setup = setup("gevent", sender=refused)
     s.scan()
-    time.sleep(1.1)
+    after_start_of(s.server.process.pid)
     rotate(s.directory, s.pki.leaf(s.root))
     for _ in range(3):
         state = s.scan()
@@ -309,15 +322,32 @@ def socket_rig(tmp_path: Path, pki: PKI, root: Issued) -> Iterator[SocketRig]:
     rig.server.close()
 
 
-def test_a_scan_overlapping_a_reload_of_the_same_target_waits_and_sends_nothing(socket_rig: SocketRig) -> None:
+def test_a_scan_overlapping_a_reload_of_the_same_target_joins_it_and_sends_nothing(socket_rig: SocketRig) -> None:
     """A run that starts while an earlier run still confirms the target's reload (verify_timeout may outlast the
-    interval) must not decide again: one reload, the second run says it waits."""
+    interval) must not decide again: it joins the earlier look (one look per target in flight), one reload."""
     watcher = socket_rig.watcher()
-    first = threading.Thread(target=watcher.scan, args=([socket_rig.target],))
+    firsts: list[tuple[TargetState, ...]] = []
+    first = threading.Thread(target=lambda: firsts.append(watcher.scan([socket_rig.target])))
     first.start()
     try:
         eventually(lambda: socket_rig.reloads == 1, "the first run's reload", timeout=10, every=0.02)
         second = watcher.scan([socket_rig.target])[0]
+    finally:
+        first.join()
+    assert second is firsts[0][0]
+    assert socket_rig.reloads == 1
+
+
+def test_a_scan_of_another_watcher_overlapping_a_reload_waits_and_sends_nothing(socket_rig: SocketRig) -> None:
+    """After a config reload the new watcher shares the memory: it must not decide while the old one reloads."""
+    watcher = socket_rig.watcher()
+    successor = socket_rig.watcher()
+    first = threading.Thread(target=watcher.scan, args=([socket_rig.target],))
+    first.start()
+    try:
+        eventually(lambda: socket_rig.reloads == 1, "the first run's reload", timeout=10, every=0.02)
+        successor.inherit(watcher)
+        second = successor.scan([socket_rig.target])[0]
     finally:
         first.join()
     assert (second.decision, second.decision_reason) == ("wait", "another scan is reloading this target")
@@ -482,3 +512,55 @@ def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(
     state = socket_rig.watcher(history=RestartMeanwhile(None)).scan([socket_rig.target])[0]
     assert state.decision == "signal"
     assert socket_rig.reloads == 0 and state.reload_failures == 1 and state.reload_signals == 0
+
+
+def test_a_silent_control_socket_shows_a_reason_in_its_scan_while_the_other_target_publishes(
+    socket_rig: SocketRig, tmp_path: Path
+) -> None:
+    """At `interval: 2s` a control socket that accepts and never answers (timeout 5s) outlives the scan's deadline:
+    that scan publishes the healthy target and `scan_deadline` for the silent one, whose look goes on and is
+    published when its own timeout expires."""
+    mute_server = UnixServer(tmp_path / "mute.ctl")  # accepts, never answers
+    api = socket_rig.target.model_copy(update={"reload": ReloadConfig()})
+    mute = api.model_copy(update={"name": "mute", "control_socket": str(mute_server.path), "timeout": 5.0})
+    config = Config(scan=ScanConfig(interval=2, jitter=0), gunicorn=[api, mute])
+    store = Store()
+    scans = Scans(config=config, store=store, prober=OldLeafProber(socket_rig.old))
+    try:
+        scans.scan_targets()
+        assert mute_server._held  # the silent look was still waiting when the scan published
+        states = {t.name: t for t in store.snapshot.targets}
+        assert states["api"].master.up
+        assert states["mute"].master.error == MasterReason.SCAN_DEADLINE
+        assert states["mute"].endpoint.error == EndpointReason.SCAN_DEADLINE
+        (_, stats) = next(s for s in store.snapshot.scans if s[0] == "gunicorn")
+        assert stats.coverage == 0.5
+        rows = {row.name: row for row in status.build(store.snapshot, now=time.time(), thresholds=Thresholds()).targets}
+        assert rows["mute"].severity == Severity.UNKNOWN and not rows["mute"].master_up  # not looked at: no finding
+
+        def timed_out() -> bool:
+            mute_state = next(t for t in store.snapshot.targets if t.name == "mute")
+            return mute_state.master.error == MasterReason.CONTROL_SOCKET_TIMEOUT
+
+        eventually(timed_out, "the silent look's own timeout, published when it expires", timeout=20)
+    finally:
+        mute_server.close()
+
+
+def test_a_reload_confirmed_past_the_deadline_shows_the_state_it_was_decided_on(socket_rig: SocketRig) -> None:
+    """Not `scan_deadline` (no master, drift unknown): the target was looked at, and its drift is being acted on."""
+    release = threading.Event()
+    scanner = FileScanner(clock=time.time, max_size=1 << 20)
+
+    # The confirmation waits until the scan has returned: the deadline always comes while it is under way.
+    def held(_seconds: float) -> None:
+        release.wait(30)
+
+    watcher = TargetWatcher(prober=OldLeafProber(socket_rig.old), scanner=scanner, sleep=held)
+    try:
+        (state,) = watcher.scan([socket_rig.target], deadline=time.monotonic() + 5)
+    finally:
+        release.set()
+    assert socket_rig.reloads == 1
+    assert state.decision == "signal" and state.master.up
+    assert [d.mismatch for d in state.drift] == [True]

@@ -331,6 +331,12 @@ CATALOGUE: tuple[Spec, ...] = (
         ("kind",),
     ),
     Spec(
+        "gunicorn_cert_exporter_scan_coverage_ratio",
+        "gauge",
+        "Share of this kind's sources with a result of the last scan (the rest: scan_deadline or scan_failed).",
+        ("kind",),
+    ),
+    Spec(
         "gunicorn_cert_exporter_config_last_reload_successful",
         "gauge",
         "1 if the last configuration (re)load succeeded, else 0.",

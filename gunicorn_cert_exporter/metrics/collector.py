@@ -272,6 +272,8 @@ def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
         out.add("gunicorn_cert_endpoint_up", where, 1.0 if result.up else 0.0)
         if result.error is not None:
             out.add("gunicorn_cert_endpoint_error", [*where, result.error.value], 1.0)
+            if result.error is EndpointReason.SCAN_DEADLINE:
+                _add_chain(out, where, result.chain)  # not probed yet: its last certificates still count
             continue
         out.add("gunicorn_cert_endpoint_verified", where, 1.0 if result.verified else 0.0)
         if result.verify_error is not None:
@@ -279,11 +281,15 @@ def add_endpoint(out: Sink, endpoint: EndpointResult) -> None:
         if result.tls_version and result.cipher:  # no empty label values: omitted if the stack did not say
             out.add("gunicorn_cert_endpoint_tls_info", [*where, result.tls_version, result.cipher], 1.0)
         out.add("gunicorn_cert_endpoint_handshake_duration_seconds", where, result.handshake_seconds)
-        for index, cert in enumerate(result.chain):
-            position = [*where, str(index)]
-            out.add("gunicorn_cert_endpoint_not_after_timestamp_seconds", position, cert.not_after)
-            out.add("gunicorn_cert_endpoint_not_before_timestamp_seconds", position, cert.not_before)
-            out.add("gunicorn_cert_endpoint_info", [*position, *cert_labels(cert)], 1.0)
+        _add_chain(out, where, result.chain)
+
+
+def _add_chain(out: Sink, where: list[str], chain: Sequence[CertFacts]) -> None:
+    for index, cert in enumerate(chain):
+        position = [*where, str(index)]
+        out.add("gunicorn_cert_endpoint_not_after_timestamp_seconds", position, cert.not_after)
+        out.add("gunicorn_cert_endpoint_not_before_timestamp_seconds", position, cert.not_before)
+        out.add("gunicorn_cert_endpoint_info", [*position, *cert_labels(cert)], 1.0)
 
 
 def add_target(out: Sink, target: TargetState) -> None:
@@ -341,5 +347,6 @@ def add_exporter(out: Sink, snap: Snapshot) -> None:
     for kind, stats in snap.scans:
         out.add("gunicorn_cert_exporter_scan_duration_seconds", [kind.value], stats.duration_seconds)
         out.add("gunicorn_cert_exporter_last_scan_timestamp_seconds", [kind.value], stats.finished_at)
+        out.add("gunicorn_cert_exporter_scan_coverage_ratio", [kind.value], stats.coverage)
     out.add("gunicorn_cert_exporter_config_last_reload_successful", [], 1.0 if snap.config_reload_successful else 0.0)
     out.add("gunicorn_cert_exporter_config_last_reload_success_timestamp_seconds", [], snap.config_reload_at)

@@ -13,6 +13,7 @@ from typing import Protocol
 from gunicorn_cert_exporter import revocation
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource
 from gunicorn_cert_exporter.model import EndpointResult, FileResult, PatternResult, ScanStats, TargetState
+from gunicorn_cert_exporter.scanning.coverage import coverage, slow_timeouts
 from gunicorn_cert_exporter.scanning.renewals import lineage_sources
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import files, globs, gunicorn
@@ -26,11 +27,13 @@ from gunicorn_cert_exporter.vocabulary import SCANNED, ScanKind
 class EndpointProber(Protocol):
     """What probes the configured endpoints: a Prober in this process, or sources/probe_process.ProbeProcess."""
 
-    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
-        """Probe every endpoint on every address."""
+    def probe_all(
+        self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float
+    ) -> tuple[EndpointResult, ...]:
+        """Probe every endpoint on every address; by ``deadline`` (monotonic), mark those not probed yet."""
 
     def abandon(self) -> None:
-        """Give up on the scan in progress (the scheduler abandoned it past its deadline)."""
+        """Let the scan in progress publish what it has now (the scheduler's watchdog, past its deadline)."""
 
 
 @dataclass
@@ -48,8 +51,10 @@ class Scans:
     """The three scans of a config; each publishes a whole part of the snapshot when it ends.
 
     Each scan has a deadline (``scan.deadline``, 80% of the interval): the files scan checks it between files and
-    marks what it did not reach. A scan stuck in one read past its deadline is abandoned by the scheduler through
-    ``overrun()``: what it has is published, and whatever it publishes later is dropped (a newer run owns the kind).
+    marks what it did not reach; the endpoints scan (in the probe process) and the targets scan publish at the
+    deadline what has answered and mark the rest ``scan_deadline``, whose probes go on. A scan stuck in one read past
+    its deadline is abandoned by the scheduler through ``overrun()``: what it has is published, and whatever it
+    publishes later is dropped (a newer run owns the kind); an endpoints scan is only told to publish now.
     A target about to be reloaded is published ahead of its scan, so its drift shows during the reload. A targets
     run reloads and publishes a target only while it owns the kind (not retired, not abandoned, before its deadline).
     """
@@ -70,7 +75,7 @@ class Scans:
         self._retired = False
         self._store = store
         self._prober = prober
-        self._endpoint_prober = endpoint_prober or prober  # the endpoints scan's (a ProbeProcess when serving)
+        self._endpoint_prober = endpoint_prober  # the endpoints scan's (a ProbeProcess when serving)
         self._clock = clock
         self._log = logger or logging.getLogger("gunicorn_cert_exporter.scan")
         self._lock = threading.Lock()
@@ -79,6 +84,11 @@ class Scans:
         self._owner: dict[ScanKind, int] = {}  # the thread of that run
         self._files_run: _FilesRun | None = None
         self._scanner, self._finder = self._file_tools()
+        for source, timeout in slow_timeouts(config):
+            self._log.warning(
+                "timeout longer than the scan deadline: the source shows scan_deadline at each scan it outlives",
+                extra={"source": source, "timeout_seconds": timeout, "deadline_seconds": config.scan.deadline},
+            )
         # The endpoints whose last addresses the prober keeps while their name fails to resolve: this config's.
         prober.track([*config.endpoints, *(target.as_endpoint() for target in config.gunicorn)])
         self.watcher = TargetWatcher(
@@ -118,14 +128,24 @@ class Scans:
             token,
             started,
             lambda stats: self._store.record_files(stats, files=results, patterns=tuple(patterns)),
+            covered=coverage(results),
         )
 
     def scan_endpoints(self) -> None:
-        """Probe every configured endpoint on every address."""
+        """Probe every configured endpoint on every address; publish at the deadline what has answered by then."""
         token, started = self._begin(ScanKind.ENDPOINTS), time.monotonic()
-        results = self._endpoint_prober.probe_all(self.config.endpoints, concurrency=self.config.scan.concurrency)
+        configs, concurrency = self.config.endpoints, self.config.scan.concurrency
+        if self._endpoint_prober is None:  # in this process (`check`): every probe ends within its timeout
+            results = self._prober.probe_all(configs, concurrency=concurrency)
+        else:
+            deadline = started + self.config.scan.deadline
+            results = self._endpoint_prober.probe_all(configs, concurrency=concurrency, deadline=deadline)
         self._publish(
-            ScanKind.ENDPOINTS, token, started, lambda stats: self._store.record_endpoints(stats, endpoints=results)
+            ScanKind.ENDPOINTS,
+            token,
+            started,
+            lambda stats: self._store.record_endpoints(stats, endpoints=results),
+            covered=coverage(results),
         )
 
     def scan_targets(self) -> None:
@@ -137,9 +157,14 @@ class Scans:
             # Asked just before each reload: a replaced config, a newer run or a passed deadline sends nothing.
             return self._owns(ScanKind.GUNICORN, token) and time.monotonic() < deadline
 
-        results = self.watcher.scan(self.config.gunicorn, concurrency=self.config.scan.concurrency, may_act=may_act)
+        targets, concurrency = self.config.gunicorn, self.config.scan.concurrency
+        results = self.watcher.scan(targets, concurrency=concurrency, may_act=may_act, deadline=deadline)
         self._publish(
-            ScanKind.GUNICORN, token, started, lambda stats: self._store.record_targets(stats, targets=results)
+            ScanKind.GUNICORN,
+            token,
+            started,
+            lambda stats: self._store.record_targets(stats, targets=results),
+            covered=coverage(results),
         )
 
     def job(self, kind: ScanKind) -> Callable[[], None]:
@@ -165,6 +190,10 @@ class Scans:
         with self._lock:
             if thread is not None and self._owner.get(kind) != thread:
                 return
+            if kind is ScanKind.ENDPOINTS and self._endpoint_prober is not None:
+                # The run publishes at once what it has (it keeps the kind); its probes go on in the child.
+                self._endpoint_prober.abandon()
+                return
             self._current[kind] = next(self._tokens)  # the stuck run no longer owns the kind
             run = None
             if kind is ScanKind.FILES:
@@ -173,14 +202,12 @@ class Scans:
                 # that starts from what this run knew and found (a cold start could overrun again, and forever).
                 self._scanner, self._finder = self._scanner.successor(), self._file_tools()[1]
         self._log.warning("scan overran its deadline; abandoned", extra={"kind": kind})
-        if kind is ScanKind.ENDPOINTS:
-            self._endpoint_prober.abandon()
         if run is None or self._retired:
             return
         known = {f.path: f for f in self._store.snapshot.files}
         done = list(run.progress)
         left = [files.overdue(w.path, known.get(w.path)) for w in run.wanted[len(done) :]]
-        stats = ScanStats(duration_seconds=time.monotonic() - run.started, finished_at=self._clock())
+        stats = ScanStats(time.monotonic() - run.started, self._clock(), coverage([*done, *left]))
         self._store.record_files(stats, files=(*done, *left), patterns=tuple(run.patterns))
 
     def _observed(self, state: TargetState) -> None:
@@ -202,8 +229,13 @@ class Scans:
             self._owner[kind] = threading.get_ident()
         return token
 
-    def _publish(self, kind: ScanKind, token: int, started: float, record: Callable[[ScanStats], None]) -> None:
-        """Hand the run's results to ``record`` (a Store method) with its timing, if the run still owns its kind."""
+    def _publish(
+        self, kind: ScanKind, token: int, started: float, record: Callable[[ScanStats], None], *, covered: float
+    ) -> None:
+        """Hand the run's results to ``record`` (a Store method) with its timing, if the run still owns its kind.
+
+        ``covered``: the share of the run's sources with a result of this run (``scanning.coverage``).
+        """
         with self._lock:
             if self._retired or self._current.get(kind) != token:
                 return  # a replaced config, or a run abandoned at its deadline
@@ -211,5 +243,5 @@ class Scans:
                 self._files_run = None
             self._owner.pop(kind, None)  # finished: a watchdog firing while the thread exits abandons nothing
             took = time.monotonic() - started
-            record(ScanStats(duration_seconds=took, finished_at=self._clock()))
+            record(ScanStats(duration_seconds=took, finished_at=self._clock(), coverage=covered))
         self._log.debug("scan finished", extra={"kind": kind, "duration_seconds": round(took, 4)})

@@ -91,7 +91,7 @@ class Prober:
         the memory is bounded by the config. ``known`` (endpoint, server_name) -> addresses fills in what this
         prober has not seen itself (a new probe process, from what the exporter last published).
         """
-        keys = frozenset(_key(config) for config in configs)
+        keys = frozenset(series_key(config) for config in configs)
         with self._resolved_lock:
             self._tracked = keys
             seen = {**(known or {}), **self._last_resolved}
@@ -121,9 +121,6 @@ class Prober:
             # interrupted), and one stalled lookup would hold the whole scan. Every probe has ended by now.
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def abandon(self) -> None:
-        """Nothing to do: a scan abandoned here ends at its probes' timeouts, and its results are dropped."""
-
     def probe(self, config: EndpointConfig) -> EndpointResult:
         """Probe one endpoint on all its addresses."""
         return self.probe_all([config], concurrency=8)[0]
@@ -136,7 +133,7 @@ class Prober:
         addresses: tuple[AddressResult, ...],
     ) -> EndpointResult:
         """Remember where a tracked endpoint resolved to; when it did not resolve, report those addresses down."""
-        key = _key(config)
+        key = series_key(config)
         with self._resolved_lock:
             if key in self._tracked:
                 if error is None:
@@ -262,7 +259,7 @@ class Prober:
         return len(self._contexts)
 
 
-def _key(config: EndpointConfig) -> tuple[str, str]:
+def series_key(config: EndpointConfig) -> tuple[str, str]:
     """Return what names an endpoint's series: (endpoint, server_name), as on its EndpointResult."""
     return config.address, config.sni or ""
 

@@ -167,7 +167,11 @@ class FileScanner:
                     data, fmt=item.fmt, password=password, name=item.path, cache=self._facts, read=self._reference
                 )
             except Exception as exc:  # noqa: BLE001  (hostile bytes meet a third-party parser: report, don't die)
-                _log.warning("parser raised on hostile input", extra={"path": item.path, "error": type(exc).__name__})
+                _log.warning(
+                    "parser raised on hostile input",
+                    extra={"path": item.path, "error": type(exc).__name__},
+                    exc_info=True,  # the traceback says where in the parser: the bug report's first line
+                )
                 parsed = Parsed(error=FileReason.PARSE_ERROR, detail=f"unparseable ({type(exc).__name__})")
         content = hashlib.sha256(data)
         for cert in parsed.certs if parsed.followed else ():  # what the referenced files hold is content too

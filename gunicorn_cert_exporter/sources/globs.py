@@ -15,6 +15,7 @@ from itertools import islice, zip_longest
 from gunicorn_cert_exporter.config import FileSource
 from gunicorn_cert_exporter.model import PatternProblem, PatternReason, PatternResult
 from gunicorn_cert_exporter.sources.files import Wanted
+from gunicorn_cert_exporter.text import printable
 
 _Listing = tuple[tuple[str, bool, bool], ...]
 """A directory's entries: name, whether it is a directory (symlinks followed), whether it is a symlink."""
@@ -184,7 +185,7 @@ class Finder:
                 elif level + 1 <= self._max_depth:
                     below.append((path, level + 1, ancestors))
                 else:
-                    detail = f"not entered below {self._max_depth} levels: {_printable(path)}"
+                    detail = f"not entered below {self._max_depth} levels: {printable(path)}"
                     problems.add(PatternReason.MAX_DEPTH, detail)
             stack.extend(reversed(below))
 
@@ -206,7 +207,7 @@ class Finder:
             except OSError as exc:
                 if problems is not None:
                     reason = PatternReason.PERMISSION_DENIED if isinstance(exc, PermissionError) else None
-                    detail = f"{_printable(directory)}: {exc.strerror or type(exc).__name__}"
+                    detail = f"{printable(directory)}: {exc.strerror or type(exc).__name__}"
                     problems.add(reason or PatternReason.READ_ERROR, detail)
                 return None
             cached = (stamp, listing)
@@ -231,11 +232,6 @@ def _result(pattern: _Pattern) -> PatternResult:
     if not pattern.found and not pattern.problems and not pattern.source.optional:
         pattern.problems.add(PatternReason.NO_MATCH, "matched no file")
     return PatternResult(pattern=pattern.text, matches=len(pattern.found), problems=pattern.problems.result())
-
-
-def _printable(path: str) -> str:
-    """Show a path with control characters escaped (a detail text may reach a terminal or a log)."""
-    return path.encode("unicode_escape", "backslashreplace").decode("ascii") if not path.isprintable() else path
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:

@@ -1,92 +1,69 @@
 """The endpoints scan in a child process: its handshakes never hold the GIL the HTTP server needs.
 
 The exporter's event loop shares one interpreter with the scans. Each probe runs Python between its system calls
-(socket set-up, the served chain's facts), and with hundreds of endpoints, ``scan.concurrency`` probe threads
-take the GIL in turn for the length of every endpoints scan: a scrape then waits behind them after each of its own
-system calls. Here a child process runs ``Prober.probe_all`` for each scan and sends back the results (frozen
-values). The Gunicorn targets scan and ``/probe`` keep their probes in the exporter: they are few.
+(socket set-up, the served chain's facts), and with hundreds of endpoints the probe threads take the GIL in turn for
+the length of every endpoints scan: a scrape then waits behind them after each of its own system calls. Here a child
+process (``probe_child.py``) probes and streams each endpoint's result back as it completes (frozen values). The
+Gunicorn targets scan and ``/probe`` keep their probes in the exporter: they are few.
 
-One scan at a time talks to the child; a later scan (after a config reload) waits for it. Only that scan closes
-the child's socket. When the scheduler abandons a scan stuck past its deadline, ``abandon()`` kills the child,
-the stuck scan gets ``scan_failed`` and lets go, and the next scan starts a new child. If the child dies mid-scan,
-that scan's endpoints are reported down with ``scan_failed`` on the addresses they last had, so no series
-disappears. The child exits when the exporter does, however it ends: its end of the socket closes, and it watches
-its parent.
+A scan asks the child for its endpoints and waits until each has answered, or until the scan's deadline: then every
+result that arrived is published, and each endpoint still waiting or being probed is ``scan_deadline`` (down, on
+the addresses and certificates it last had), while the child goes on with it: the next scan publishes what arrived
+meanwhile, and asks first for what this one did not reach. A slow fleet is never a reason to replace the child;
+one that died, or that sent neither a result nor its heartbeat for ``silence`` seconds (``STARTUP`` before its
+first word: a loaded machine may take that long to import), is replaced, and the endpoints it did not answer for
+are ``scan_failed`` on their last addresses. The child exits when the exporter does, however it ends: its end of
+the socket closes, and it watches its parent.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
-from gunicorn_cert_exporter import logs
 from gunicorn_cert_exporter.config import EndpointConfig
 from gunicorn_cert_exporter.model import EndpointReason, EndpointResult, down_at
-from gunicorn_cert_exporter.sources.endpoints import Prober
+from gunicorn_cert_exporter.sources import probe_child
+from gunicorn_cert_exporter.sources.endpoints import series_key
 
 _log = logging.getLogger("gunicorn_cert_exporter.endpoints")
-_POLL = 0.5  # how often a waiting scan looks whether its child is still alive
+_POLL = 0.5  # how often a waiting scan looks whether its child is still alive and heard from
 _MAX_DYING = 3  # killed children that have not exited yet (stuck in the kernel): no new one past this
-_KILL_GRACE = 5.0  # how long a scan waits on a killed child before it gives up on it
+SILENCE = 10.0
+"""Seconds without a result or a heartbeat after which the child is taken for stuck and replaced."""
+STARTUP = 60.0
+"""Seconds a new child may take to say its first word: killing one still importing would start a colder one."""
+DEADLINE_DETAIL = "not probed by the scan's deadline: still queued or being probed; its last result is kept"
 
-
-def _serve(connection: Connection) -> None:
-    """The child: probe each batch of endpoints sent, until the exporter's end of the socket closes."""
-    prober = Prober()
-    while True:
-        try:
-            configs, concurrency, known = connection.recv()
-        except (EOFError, OSError):
-            return
-        # The endpoints of the config in force: the addresses they resolved to are kept. A new child also learns
-        # where they were from the exporter, so a name that stops resolving keeps its series across children.
-        prober.track(configs, known=known)
-        try:
-            answer: tuple[EndpointResult, ...] | str = prober.probe_all(configs, concurrency=concurrency)
-        except Exception as exc:  # noqa: BLE001  (a bug: logged here with its traceback; the exporter marks the endpoints)
-            _log.exception("endpoints scan failed in the probe process")
-            answer = f"the probe process failed: {type(exc).__name__}"
-        try:
-            connection.send(answer)
-        except (OSError, ValueError):
-            return
-
-
-def _orphaned(parent: int) -> None:
-    """Exit as soon as the exporter is gone, even in the middle of a scan (its probes may run for a while)."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(0)
-
-
-def main(argv: Sequence[str]) -> None:
-    """Run as the child: ``python -m gunicorn_cert_exporter.sources.probe_process FD LEVEL FORMAT``."""
-    # ^C, a hang-up or systemd's SIGTERM to the whole group are the exporter's to handle; it ends this process.
-    for number in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-        signal.signal(number, signal.SIG_IGN)
-    logs.setup(level=argv[1], fmt=argv[2])  # its logs and warnings read like the exporter's (logfmt or JSON)
-    threading.Thread(target=_orphaned, args=(os.getppid(),), name="parent-watch", daemon=True).start()
-    _serve(Connection(int(argv[0])))
+_Key = tuple[str, str]
 
 
 class _Child:
-    def __init__(self, log: tuple[str, str]) -> None:
+    """One probe process, and the thread that reads what it sends."""
+
+    def __init__(self, log: tuple[str, str], on_message: Callable[[_Child, object], None]) -> None:
         ours, theirs = socket.socketpair()
         with theirs:
             fd = theirs.fileno()
-            command = [sys.executable, "-m", __name__, str(fd), *log]
+            command = [sys.executable, "-m", probe_child.__name__, str(fd), *log]
             self.process = subprocess.Popen(command, pass_fds=(fd,), stdin=subprocess.DEVNULL)
         self.connection = Connection(ours.detach())
-        self.killed_at: float | None = None
+        self.heard = time.monotonic()  # the last result or heartbeat
+        self.spoke = False  # it has sent something: it started
+        self.gone = False  # its end of the socket closed: it exited, or was killed
+        self.killed = False
+        self._on_message = on_message
+        threading.Thread(target=self._read, name="probe-process-reader", daemon=True).start()
         threading.Thread(target=self._reap, name="probe-reaper", daemon=True).start()
 
     def _reap(self) -> None:
@@ -96,17 +73,16 @@ class _Child:
         self.process.poll()  # reaps and sets returncode; if a scan holds Popen's lock, that scan reaps it
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not (self.gone or self.killed) and self.process.poll() is None
 
     def kill(self) -> None:
-        """Send SIGKILL (any thread may); the scan talking to it notices and closes its socket."""
-        if self.killed_at is None:
-            self.killed_at = time.monotonic()
-        if self.alive():
+        """Send SIGKILL (any thread may); it counts as gone from now on."""
+        self.killed = True
+        if self.process.poll() is None:
             self.process.kill()
 
     def end(self) -> bool:
-        """Kill it and close its socket (only the scan talking to it may); tell whether it has exited."""
+        """Kill it and close its socket; tell whether it has exited."""
         self.kill()
         self.connection.close()
         try:
@@ -115,32 +91,37 @@ class _Child:
             return False  # stuck in the kernel (a hung mount): SIGKILL takes effect when the call returns
         return True
 
-
-def _exchange(child: _Child, request: object) -> object | None:
-    """Send one request and wait for its answer; None if the child died, was killed, or answered garbage."""
-    try:
-        child.connection.send(request)
-        while not child.connection.poll(_POLL):
-            if not child.alive():
-                return None
-            if child.killed_at is not None and time.monotonic() - child.killed_at > _KILL_GRACE:
-                return None  # killed but stuck in the kernel (a hung mount): give up on it, it is counted dying
-        answer: object = child.connection.recv()
-    except Exception:  # noqa: BLE001  (EOF, a reset socket, an unpicklable answer: the child is replaced)
-        return None
-    return answer
+    def _read(self) -> None:
+        while True:
+            try:
+                message: object = self.connection.recv()
+            except (EOFError, OSError):
+                break
+            except Exception:  # noqa: BLE001  (a message this side can't read is a bug, not a dead child)
+                _log.exception("unreadable message from the probe process", extra={"pid": self.process.pid})
+                continue
+            self.heard, self.spoke = time.monotonic(), True
+            self._on_message(self, message)
+        self.gone = True
+        self._on_message(self, None)
 
 
 class ProbeProcess:
-    """Probe endpoints in a child process, started at the first scan and replaced when it dies or gets stuck."""
+    """Probe endpoints in a child process, started at the first scan and replaced only when it dies or goes silent."""
 
-    def __init__(self, *, log: tuple[str, str] = ("info", "logfmt")) -> None:
+    def __init__(self, *, log: tuple[str, str] = ("info", "logfmt"), silence: float = SILENCE) -> None:
         """``log``: the exporter's log level and format, for the child's own logs."""
         self._log_setup = log
-        self._lock = threading.Lock()  # held by the scan talking to the child
+        self._silence = silence
+        self._scan = threading.Lock()  # one scan at a time talks to the child
+        self._cond = threading.Condition()  # guards what follows; the reader thread notifies it
         self._child: _Child | None = None
         self._dying: list[_Child] = []
-        self._known: dict[tuple[str, str], tuple[str, ...]] = {}  # the addresses each endpoint last had
+        self._fresh: dict[_Key, EndpointResult] = {}  # arrived, not published yet
+        self._arrivals = 0
+        self._arrived: dict[_Key, int] = {}  # the arrival number of each endpoint's last result
+        self._last: dict[_Key, EndpointResult] = {}  # what the last scan published for each endpoint
+        self._abandoned = False
         self._closed = False
 
     @property
@@ -149,70 +130,128 @@ class ProbeProcess:
         child = self._child
         return child.process.pid if child is not None and child.alive() else None
 
-    def probe_all(self, configs: Sequence[EndpointConfig], *, concurrency: int) -> tuple[EndpointResult, ...]:
-        """Probe every endpoint in the child; if it dies, every endpoint is down with ``scan_failed``."""
-        with self._lock:  # an earlier scan ends within its probes' timeouts, or is abandoned (which kills its child)
+    def probe_all(
+        self, configs: Sequence[EndpointConfig], *, concurrency: int, deadline: float = math.inf
+    ) -> tuple[EndpointResult, ...]:
+        """Return every endpoint's result: as probed, or ``scan_deadline`` if not by ``deadline`` (monotonic)."""
+        with self._scan:
             if not configs:
                 self._stop()  # no endpoints left in the config: no idle process
                 return ()
-            return self._ask(list(configs), concurrency)
+            child, problem = self._ready()
+            if child is None:
+                return tuple(self._down(config, EndpointReason.SCAN_FAILED, problem) for config in configs)
+            with self._cond:
+                self._abandoned, since = False, self._arrivals
+                known = {key: tuple(a.address for a in r.addresses) for key, r in self._last.items()}
+            with contextlib.suppress(OSError):  # it is gone: the wait below sees it (anything else is a bug)
+                child.connection.send((list(configs), concurrency, known))
+            self._wait(child, [series_key(c) for c in configs], since, deadline)
+            if not child.alive() and not self._closed:
+                _log.warning("the probe process ended before answering", extra={"exitcode": child.process.poll()})
+            with self._cond:
+                results = tuple(self._result(config, ended=not child.alive()) for config in configs)
+                keys = {series_key(config) for config in configs}  # only the config in force is remembered
+                self._last = {key: r for key, r in self._last.items() if key in keys}
+                self._fresh = {key: r for key, r in self._fresh.items() if key in keys}
+            if not child.alive():
+                self._stop()
+            return results
 
     def abandon(self) -> None:
-        """Give up on the scan waiting on the child (the scheduler abandoned it): kill the child, so it lets go."""
-        child = self._child
-        if child is not None and self._lock.locked():
-            _log.warning("the endpoints scan overran its deadline; restarting the probe process")
-            child.kill()  # the scan waiting on it sees it die, closes its socket and reports scan_failed
+        """Let the scan waiting on the child publish now (the scheduler's watchdog); the child goes on probing."""
+        with self._cond:
+            self._abandoned = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop the child (it holds nothing worth a graceful stop); a scan waiting on it gets ``scan_failed``."""
-        self._closed = True
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
         child = self._child
         if child is None:
             return
         child.kill()
-        if self._lock.acquire(timeout=1):  # no scan waiting on it: close its socket here
+        if self._scan.acquire(timeout=1):  # no scan waiting on it: close its socket here
             try:
                 self._stop()
             finally:
-                self._lock.release()
+                self._scan.release()
+
+    def _ready(self) -> tuple[_Child | None, str]:
+        """Return the child, started if none runs, or why none may start."""
+        child = self._child
+        if child is not None and child.alive():
+            return child, ""
+        self._stop()
+        self._dying = [c for c in self._dying if c.process.poll() is None]
+        if self._closed:
+            return None, "the exporter is stopping"
+        if len(self._dying) >= _MAX_DYING:
+            return None, "earlier probe processes did not exit"
+        child = self._child = _Child(self._log_setup, self._received)
+        _log.info("probe process started", extra={"pid": child.process.pid})
+        return child, ""
+
+    def _wait(self, child: _Child, keys: list[_Key], since: int, deadline: float) -> None:
+        """Wait until every endpoint answered, the deadline, an abandon, or the child is gone or silent too long."""
+        with self._cond:
+            while not (self._abandoned or self._closed or not child.alive()):
+                if all(self._arrived.get(key, -1) > since for key in keys):
+                    return
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if now - child.heard > (self._silence if child.spoke else max(self._silence, STARTUP)):
+                    silent = round(now - child.heard, 1)
+                    _log.warning("the probe process stopped answering; replacing it", extra={"silent_seconds": silent})
+                    child.kill()
+                    return
+                self._cond.wait(min(_POLL, deadline - now))
+
+    def _received(self, child: _Child, message: object) -> None:
+        """Keep a result the current child sent; wake the waiting scan on anything (its death too)."""
+        result = message[1] if isinstance(message, tuple) and message[0] == "result" else None
+        if message is not None and message != ("alive",) and not isinstance(result, EndpointResult):
+            _log.error("unexpected message from the probe process", extra={"type": type(message).__name__})
+        with self._cond:
+            if child is self._child and isinstance(result, EndpointResult):
+                key = (result.endpoint, result.server_name)
+                self._arrivals += 1
+                self._fresh[key], self._arrived[key] = result, self._arrivals
+            self._cond.notify_all()
+
+    def _result(self, config: EndpointConfig, *, ended: bool) -> EndpointResult:
+        """Publish what arrived for an endpoint since the last scan; or what was known, marked (under the lock)."""
+        key = series_key(config)
+        result = self._fresh.pop(key, None)
+        if result is not None and result.error is EndpointReason.SCAN_FAILED and not result.addresses:
+            result = self._down(config, EndpointReason.SCAN_FAILED, result.detail)  # a bug in the child's probe
+        if result is None and ended:
+            result = self._down(config, EndpointReason.SCAN_FAILED, "the probe process ended before answering")
+        if result is None:
+            result = overdue(key, self._last.get(key))
+        self._last[key] = result
+        return result
+
+    def _down(self, config: EndpointConfig, reason: EndpointReason, detail: str) -> EndpointResult:
+        """Down with ``reason``, on the addresses it last had (its series stay)."""
+        endpoint, server_name = key = series_key(config)
+        last = self._last.get(key)
+        down = down_at((a.address for a in last.addresses) if last else (), reason, detail)
+        return EndpointResult(endpoint=endpoint, server_name=server_name, addresses=down, error=reason, detail=detail)
 
     def _stop(self) -> None:
         child, self._child = self._child, None
         if child is not None and not child.end():
             self._dying.append(child)
 
-    def _ask(self, configs: list[EndpointConfig], concurrency: int) -> tuple[EndpointResult, ...]:
-        child = self._child
-        if child is None or not child.alive():
-            self._stop()
-            self._dying = [c for c in self._dying if c.alive()]
-            if self._closed:
-                return self._failed(configs, "the exporter is stopping")
-            if len(self._dying) >= _MAX_DYING:
-                return self._failed(configs, "earlier probe processes did not exit")
-            child = self._child = _Child(self._log_setup)
-        answer = _exchange(child, (configs, concurrency, self._known))
-        if answer is None:
-            self._stop()
-            _log.warning("the probe process ended before answering", extra={"exitcode": child.process.returncode})
-            return self._failed(configs, "the probe process ended before answering")
-        if not isinstance(answer, tuple):
-            _log.warning("endpoints scan failed", extra={"detail": str(answer)})
-            return self._failed(configs, str(answer))
-        self._known = {(r.endpoint, r.server_name): tuple(a.address for a in r.addresses) for r in answer}
-        return answer
 
-    def _failed(self, configs: Sequence[EndpointConfig], detail: str) -> tuple[EndpointResult, ...]:
-        """Every endpoint down with ``scan_failed``, on the addresses it last had (its series stay)."""
-        reason = EndpointReason.SCAN_FAILED
-        out = []
-        for config in configs:
-            key = (config.address, config.sni or "")
-            down = down_at(self._known.get(key, ()), reason, detail)
-            out.append(EndpointResult(endpoint=key[0], server_name=key[1], addresses=down, error=reason, detail=detail))
-        return tuple(out)
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+def overdue(key: _Key, previous: EndpointResult | None) -> EndpointResult:
+    """Mark an endpoint the scan had no result for by its deadline: down, its last addresses and chains kept."""
+    reason = EndpointReason.SCAN_DEADLINE
+    if previous is None or not previous.addresses:
+        return EndpointResult(endpoint=key[0], server_name=key[1], error=reason, detail=DEADLINE_DETAIL)
+    addresses = tuple(replace(a, error=reason, detail=DEADLINE_DETAIL) for a in previous.addresses)
+    return replace(previous, addresses=addresses, error=None, detail="")

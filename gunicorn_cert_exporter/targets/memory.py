@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState
+from gunicorn_cert_exporter.model import AddressDrift, MasterReason, MasterState, TargetState
 from gunicorn_cert_exporter.vocabulary import Action, Rule
 
 
@@ -28,3 +28,4 @@ class Memory:
     # The last decision logged: blocked/waiting lines repeat only on change.
     logged: tuple[Action, Rule, MasterReason | None] | None = None
     acting: threading.Lock = field(default_factory=threading.Lock)
+    reloading: TargetState | None = None  # the state a reload being sent and confirmed was decided on

@@ -58,15 +58,24 @@ class Observer:
             history_problem=memory.history_problem,
         )
 
-    def failed(self, target: GunicornTarget, memory: Memory, channel: MasterChannel, reason: str) -> TargetState:
-        """Return the state of a target whose scan raised: its last series, down with ``scan_failed``.
+    def unobserved(
+        self,
+        target: GunicornTarget,
+        memory: Memory,
+        channel: MasterChannel,
+        *,
+        down: EndpointReason,
+        blind: MasterReason,
+        reason: str,
+        decision: Action,
+    ) -> TargetState:
+        """Return the state of a target not looked at this time (its scan raised, or outlived the deadline).
 
-        The addresses last probed stay, down with ``scan_failed`` and no drift (unknown, never a false mismatch);
-        the master is down with ``scan_failed`` on its channel, under the pid last seen. Nothing is remembered or
-        decided: a failed scan never leads to a reload.
+        The addresses last probed stay, down with ``down`` and no drift (unknown, never a false mismatch); the
+        master is down with ``blind`` on its channel, under the pid last seen. Nothing is remembered or decided
+        here: a target not looked at never leads to a reload.
         """
         known = tuple(d.address for d in memory.drift)  # one per address the last scan probed
-        down = EndpointReason.SCAN_FAILED
         endpoint = EndpointResult(
             endpoint=target.endpoint,
             server_name=target.sni or "",  # as the prober names it: the same series as a scan that completes
@@ -80,7 +89,7 @@ class Observer:
         master = MasterState(
             pid=last.pid,
             start_time=last.start_time,
-            error=MasterReason.SCAN_FAILED,
+            error=blind,
             detail=reason,
             channel=channel.name,
         )
@@ -95,7 +104,7 @@ class Observer:
             last_reload=memory.last_reload,
             reload_signals=memory.signals_total,
             reload_failures=memory.failures_total,
-            decision=Action.ERROR,
+            decision=decision,
             decision_reason=reason,
             history_problem=memory.history_problem,
         )

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from gunicorn_cert_exporter import revocation
 from gunicorn_cert_exporter.config import GunicornTarget
-from gunicorn_cert_exporter.model import TargetState
+from gunicorn_cert_exporter.model import EndpointReason, MasterReason, TargetState
 from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
@@ -60,6 +61,7 @@ class TargetWatcher:
         self._memory: dict[str, Memory] = {}
         self._memory_lock = threading.Lock()  # two runs may overlap: a target must get one memory, one lock
         self._failures: dict[str, str] = {}  # the last unexpected error per target, logged once
+        self._looks: dict[str, Future[TargetState]] = {}  # the last look at each target, maybe past its run's deadline
 
     def inherit(self, other: TargetWatcher) -> None:
         """Keep what another watcher remembered (drift start, signal history, counters) across a config reload.
@@ -69,19 +71,62 @@ class TargetWatcher:
         self._memory = dict(other._memory)
 
     def scan(
-        self, targets: Sequence[GunicornTarget], *, concurrency: int = 8, may_act: Callable[[], bool] = _always
+        self,
+        targets: Sequence[GunicornTarget],
+        *,
+        concurrency: int = 8,
+        may_act: Callable[[], bool] = _always,
+        deadline: float = math.inf,
     ) -> tuple[TargetState, ...]:
         """Scan every target concurrently; a reload being confirmed on one never delays another.
 
         ``may_act`` tells whether this run may still reload or publish (false once its config is replaced or the
-        run is abandoned at its deadline); it is asked again just before each reload is sent.
+        run is abandoned at its deadline); it is asked again just before each reload is sent. A target whose look
+        outlives ``deadline`` (monotonic) is ``scan_deadline`` in this run's results; its look goes on, is published
+        when it ends, and a later run waits for it rather than starting a second one.
         """
         with self._memory_lock:
             self._memory = {t.name: self._memory[t.name] for t in targets if t.name in self._memory}
+            self._looks = {t.name: self._looks[t.name] for t in targets if t.name in self._looks}
         if not targets:
             return ()
-        with ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target") as pool:
-            return tuple(pool.map(lambda target: self._scan_and_publish(target, may_act), targets))
+        pool = ThreadPoolExecutor(max_workers=min(concurrency, len(targets)), thread_name_prefix="target")
+        try:
+            looks = [self._look(pool, target, may_act) for target in targets]
+            wait(looks, timeout=None if deadline == math.inf else max(deadline - time.monotonic(), 0.0))
+            return tuple(
+                look.result() if look.done() else self._late(target, look)
+                for target, look in zip(targets, looks, strict=True)
+            )
+        finally:
+            pool.shutdown(wait=False)  # a late look ends in its own thread
+
+    def _look(
+        self, pool: ThreadPoolExecutor, target: GunicornTarget, may_act: Callable[[], bool]
+    ) -> Future[TargetState]:
+        """Start looking at a target, or join the look an earlier run started and has not finished."""
+        with self._memory_lock:
+            look = self._looks.get(target.name)
+            if look is None or look.done():
+                look = self._looks[target.name] = pool.submit(self._scan_and_publish, target, may_act)
+            return look
+
+    def _late(self, target: GunicornTarget, look: Future[TargetState]) -> TargetState:
+        """Mark a target still being looked at; publish its state when the look ends (e.g. the channel's timeout)."""
+        look.add_done_callback(lambda done: self._on_observed(done.result()))
+        memory = self._memory.get(target.name) or Memory()
+        if memory.reloading is not None:
+            return memory.reloading  # looked at, and being reloaded: what the reload was decided on, until confirmed
+        reason = "the scan's deadline came before the look at the target ended; it goes on"
+        return self._observer.unobserved(
+            target,
+            memory,
+            self._channel(target),
+            down=EndpointReason.SCAN_DEADLINE,
+            blind=MasterReason.SCAN_DEADLINE,
+            reason=reason,
+            decision=Action.NONE,
+        )
 
     def _channel(self, target: GunicornTarget) -> MasterChannel:
         return channel_for(target, sender=self._sender, clock=self._clock)
@@ -103,7 +148,15 @@ class TargetWatcher:
         if self._failures.get(target.name) != type(exc).__name__:
             self._log.error("target scan failed", exc_info=exc, extra={"target": target.name, "reason": reason})
         self._failures[target.name] = type(exc).__name__
-        return self._observer.failed(target, memory, self._channel(target), reason)
+        return self._observer.unobserved(
+            target,
+            memory,
+            self._channel(target),
+            down=EndpointReason.SCAN_FAILED,
+            blind=MasterReason.SCAN_FAILED,
+            reason=reason,
+            decision=Action.ERROR,
+        )
 
     def _remembered(self, name: str) -> Memory:
         """Start a target's memory from the reload history on disk (a crash loop must not reset cooldown)."""
@@ -148,7 +201,11 @@ class TargetWatcher:
         if not may_act():
             return replace(state, decision=Action.NONE, decision_reason="scan abandoned or config replaced")
         self._on_observed(state)  # the drift is visible while the reload is confirmed, which may take a while
-        after = self._actor.reload(target, memory, state, channel, may_act)
+        memory.reloading = state  # a run whose deadline comes meanwhile shows this state, not scan_deadline
+        try:
+            after = self._actor.reload(target, memory, state, channel, may_act)
+        finally:
+            memory.reloading = None
         return replace(after, decision=state.decision, decision_reason=state.decision_reason)
 
     def _audit_decision(

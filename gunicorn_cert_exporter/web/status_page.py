@@ -14,7 +14,8 @@ from typing import TypeVar
 from gunicorn_cert_exporter import __version__, status
 from gunicorn_cert_exporter.bands import DAY, Band, Severity, Thresholds
 from gunicorn_cert_exporter.model import Snapshot
-from gunicorn_cert_exporter.status import CertRow, SourceRow, StatusView, TargetRow
+from gunicorn_cert_exporter.status_rows import CertRow, SourceRow, StatusView, TargetRow
+from gunicorn_cert_exporter.text import printable
 
 _log = logging.getLogger("gunicorn_cert_exporter.web")
 R = TypeVar("R")
@@ -86,7 +87,7 @@ _CSS = {Severity.OK: "ok", Severity.WARNING: "warn", Severity.CRITICAL: "crit", 
 
 def _t(value: object) -> str:
     """Escape any value for HTML text or a quoted attribute, control characters spelled out."""
-    return escape(status.printable(str(value)))
+    return escape(printable(str(value)))
 
 
 def _when(ts: float | None, *, utc: bool = True) -> str:
