@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from gunicorn_cert_exporter.config import load as load_config
 from gunicorn_cert_exporter.model import Snapshot
@@ -194,38 +193,6 @@ def test_a_delta_crl_is_unsupported(tmp_path: Path, publisher: Publisher, ca: Is
     try:
         assert samples(exporter, "gunicorn_cert_revoked") == {}
         assert one(samples(exporter, "gunicorn_cert_crl_error"), url, 'reason="unsupported"') == 1.0
-    finally:
-        exporter.close()
-
-
-def test_the_issuer_is_fetched_from_ca_issuers_when_no_file_holds_it(
-    tmp_path: Path, publisher: Publisher, ca: Issued
-) -> None:
-    url = publisher.url("/ca.crl")
-    bad = leaf(ca, "bad.test", crl=url, ca_issuers=publisher.url("/ca.der"))
-    publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: REASON}))
-    publisher.route("/ca.der", ca.cert.public_bytes(serialization.Encoding.DER))
-    (tmp_path / "alone.pem").write_bytes(bad.cert_pem)  # no CA in the bundle
-    exporter = start_exporter(config(tmp_path, files=[tmp_path / "alone.pem"]))
-    try:
-        exporter.scan_now()
-        assert one(samples(exporter, "gunicorn_cert_revoked"), "alone.pem") == 1.0
-        assert publisher.asked("/ca.der") == 1
-    finally:
-        exporter.close()
-
-
-def test_without_an_issuer_the_crl_is_issuer_unknown(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:
-    url = publisher.url("/ca.crl")
-    bad = leaf(ca, "bad.test", crl=url)
-    publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: REASON}))
-    (tmp_path / "alone.pem").write_bytes(bad.cert_pem)
-    exporter = start_exporter(config(tmp_path, files=[tmp_path / "alone.pem"]))
-    try:
-        exporter.scan_now()
-        assert samples(exporter, "gunicorn_cert_revoked") == {}
-        status = samples(exporter, "gunicorn_cert_revocation_status")
-        assert one(status, 'status="unknown"', 'reason="issuer_unknown"') == 1.0
     finally:
         exporter.close()
 

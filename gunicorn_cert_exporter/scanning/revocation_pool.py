@@ -20,14 +20,24 @@ from gunicorn_cert_exporter import revocation_judge as judge
 from gunicorn_cert_exporter.config import Config
 from gunicorn_cert_exporter.model import CertFacts, LeafRevocation, Snapshot
 from gunicorn_cert_exporter.revocation_config import RevocationConfig
+from gunicorn_cert_exporter.safe_read import read_regular
 from gunicorn_cert_exporter.scanning.revocation_state import CrlMemory
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, crl_fetched, ocsp
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, Resolver, resolve
 
 WORKERS = 2
+_CA_FILE_SIZE = 1024 * 1024
 _SMALL_SIZE = 64 * 1024  # an OCSP response or an issuer certificate
 _log = logging.getLogger("gunicorn_cert_exporter.revocation")
+
+
+def _certificates(path: str) -> tuple[CertFacts, ...]:
+    """Read a ca_file's certificates (bounded; a file that can't be read gives none: the files scan says why)."""
+    try:
+        return certs.parse(read_regular(path, _CA_FILE_SIZE)).certs
+    except OSError:
+        return ()
 
 
 class RevocationPool:
@@ -47,6 +57,7 @@ class RevocationPool:
         self._crl_fetcher = Fetcher(limits=FetchLimits(), resolver=resolver, clock=clock)  # CRLs: up to max_crl_size
         self._small_fetcher = Fetcher(limits=FetchLimits(), resolver=resolver, clock=clock)  # OCSP, caIssuers
         self._settings = RevocationConfig()
+        self._ca_files: tuple[str, ...] = ()  # files entries' ca_file: issuers besides the bundles and chains
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
         self._lock = threading.Lock()
         self._passing = threading.Lock()  # one pass at a time: a pass that read older answers never publishes last
@@ -62,6 +73,7 @@ class RevocationPool:
     def configure(self, config: Config) -> None:
         """Take a (new) config: its allow-list, timeout, size cap and interval apply from the next fetch on."""
         self._settings = settings = config.revocation
+        self._ca_files = tuple(sorted({source.ca_file for source in config.files if source.ca_file}))
         allow = tuple(settings.allow)
         self._crl_fetcher.limits = FetchLimits(timeout=settings.timeout, max_size=settings.max_crl_size, allow=allow)
         self._small_fetcher.limits = FetchLimits(timeout=settings.timeout, max_size=_SMALL_SIZE, allow=allow)
@@ -142,8 +154,9 @@ class RevocationPool:
             return
         snap, now = self._store.snapshot, self._clock()
         found = judge.leaves(snap)
+        local = [c for path in self._ca_files for c in _certificates(path)]
         with self._lock:
-            known = judge.issuers(snap, (c for _, c in self._issuers.values() if c is not None))
+            known = judge.issuers(snap, [*local, *(c for _, c in self._issuers.values() if c is not None)])
             answers = list(self._queue_and_judge(found, known, settings, now))
             rows = judge.url_rows(
                 self._crls.values(), ((url, answer) for url, _, answer in self._answers.values()), now=now
