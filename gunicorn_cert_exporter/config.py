@@ -31,6 +31,7 @@ from gunicorn_cert_exporter.config_values import (
     parse_ip,
     split_host_port,
 )
+from gunicorn_cert_exporter.revocation_config import RevocationConfig
 from gunicorn_cert_exporter.safe_read import read_regular
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -187,6 +188,7 @@ class Config(Frozen):
     discovery: DiscoveryConfig = DiscoveryConfig()
     probe: ProbeConfig = ProbeConfig()
     acme: AcmeConfig = AcmeConfig()
+    revocation: RevocationConfig = RevocationConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -38,6 +38,9 @@ class CertFacts:
     authority_key_id: str = ""  # the AKI keyIdentifier in hex: with the serial, ARI's certID (RFC 9773)
     # The SubjectPublicKeyInfo (DER) of a CA or self-signed certificate: what a CRL it signed is verified with.
     public_key_der: bytes = field(default=b"", repr=False)
+    crl_urls: tuple[str, ...] = ()  # the CRL Distribution Points' URIs (revocation_pool.py fetches the http:// ones)
+    ocsp_urls: tuple[str, ...] = ()  # the AIA OCSP responders' URIs
+    issuer_name_der: bytes = field(default=b"", repr=False)  # the issuer name as encoded: an OCSP CertID hashes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +298,29 @@ class ScanStats:
 
 
 @dataclass(frozen=True, slots=True)
+class LeafRevocation:
+    """What one fetched CRL or OCSP responder answered for one reported certificate (revocation_pool.py)."""
+
+    where: tuple[str, str, str, str, str, str]  # path, entry, endpoint, server_name, address, index
+    method: str  # "crl" or "ocsp"
+    status: str  # "good", "revoked" or "unknown"
+    reason: str  # revoked: the CRL/OCSP reason ("" if none given); unknown: why (issuer_unknown, a fetch's reason)
+    revoked_at: float | None = None
+    url: str = ""
+    fingerprint_sha256: str = ""  # the certificate answered for (a reload policy asks by fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationUrl:
+    """One CRL Distribution Point or OCSP responder asked: its last problem, and a CRL's nextUpdate."""
+
+    method: str  # "crl" or "ocsp"
+    url: str
+    error: str = ""  # timeout, too_large, http_status, parse_error, bad_signature, stale, refused_address, ...
+    next_update: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The last completed results of every scan: what every scrape reads."""
 
@@ -307,6 +333,8 @@ class Snapshot:
     config_reload_at: float = 0.0
     discovery: DiscoveryReport = DiscoveryReport()
     ari: tuple[AriResult, ...] = ()  # published by the ARI pool (scanning/renewals.py), never by a scan
+    revocation: tuple[LeafRevocation, ...] = ()  # published by the revocation pool (scanning/revocation_pool.py)
+    revocation_urls: tuple[RevocationUrl, ...] = ()
 
     @property
     def all_endpoints(self) -> tuple[EndpointResult, ...]:

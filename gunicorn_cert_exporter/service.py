@@ -13,13 +13,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gunicorn_cert_exporter import allowlist
+from gunicorn_cert_exporter import allowlist, revocation_probe
 from gunicorn_cert_exporter import config as config_mod
 from gunicorn_cert_exporter.config import Config, ConfigError, EndpointConfig
 from gunicorn_cert_exporter.config_reloads import ConfigReloads
 from gunicorn_cert_exporter.metrics.collector import Families, add_endpoint
 from gunicorn_cert_exporter.model import EndpointResult, Snapshot
 from gunicorn_cert_exporter.scanning.renewals import Renewals
+from gunicorn_cert_exporter.scanning.revocation_pool import RevocationPool
 from gunicorn_cert_exporter.scanning.scans import EndpointProber, Scans
 from gunicorn_cert_exporter.scanning.scheduler import Scheduler
 from gunicorn_cert_exporter.scanning.store import Store
@@ -49,13 +50,14 @@ class ProbeOutcome:
 class _ProbeCollector(Collector):
     """The series of one /probe request, in its own registry."""
 
-    def __init__(self, result: EndpointResult, duration: float) -> None:
-        self._result, self._duration = result, duration
+    def __init__(self, result: EndpointResult, duration: float, revoked: Iterable[Metric] = ()) -> None:
+        self._result, self._duration, self._revoked = result, duration, list(revoked)
 
     def collect(self) -> Iterable[Metric]:
         out = Families()
         add_endpoint(out, self._result)
         yield from out
+        yield from self._revoked  # with revocation=1: the chain's revocation series
         success = self._result.error is None and any(a.up for a in self._result.addresses)
         yield GaugeMetricFamily(
             "gunicorn_cert_probe_success",
@@ -101,6 +103,10 @@ class Service:
         self._renewals = Renewals(store=store, storage_path=storage_path, clock=clock)
         self._renewals.configure(config)
         store.subscribe(self._renewals.observe)
+        # Revocation too (CRLs, OCSP): its own bounded pool beside ARI's, woken by published scans.
+        self._revocations = RevocationPool(store=store, storage_path=storage_path, clock=clock)
+        self._revocations.configure(config)
+        store.subscribe(self._revocations.observe)
         store.update(config_reload_successful=True, config_reload_at=clock())
 
     @property
@@ -137,12 +143,14 @@ class Service:
         """Run each scan of the config in force once, in this thread, then ask ARI what is due and wait for it."""
         self._scheduler.scans.run_all()
         self._renewals.settle()
+        self._revocations.settle()
 
     def stop(self) -> None:
         """Stop scheduling scans, applying reloads and asking ACME servers."""
         self._scheduler.shutdown()
         self.reloads.close()
         self._renewals.stop()
+        self._revocations.stop()
 
     def _scans(self, config: Config) -> Scans:
         return Scans(
@@ -173,13 +181,14 @@ class Service:
         scans.discovery.inherit(old.discovery)
         self._scheduler.replace(scans)
         self._renewals.configure(new)
+        self._revocations.configure(new)
         self._warn_volatile(new)
         self._store.update(config_reload_successful=True, config_reload_at=self._clock())
         _log.info("config reloaded")
         return []
 
-    def probe(self, targets: list[str], server_names: list[str]) -> ProbeOutcome:
-        """Probe one target if ``probe.allow`` permits it; refuse a malformed or disallowed request."""
+    def probe(self, targets: list[str], server_names: list[str], *, revocation: bool = False) -> ProbeOutcome:
+        """Probe one target if ``probe.allow`` permits it (its revocation too, if asked and enabled); else refuse."""
         if len(targets) != 1 or len(server_names) > 1:
             return ProbeOutcome(refusal=ProbeRefusal.MALFORMED, message="exactly one target=host:port is required")
         target, server_name = targets[0], (server_names[0] if server_names else None)
@@ -190,10 +199,13 @@ class Service:
         allow = self.config.probe
         if not allowlist.allowed(target, allow.patterns):
             return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="target not allowed by probe.allow")
+        if revocation and not self.config.revocation.enabled:
+            return ProbeOutcome(refusal=ProbeRefusal.NOT_ALLOWED, message="revocation=1 needs revocation.enabled")
         started = time.monotonic()
         result = self._prober.probe(EndpointConfig(address=target, server_name=server_name, timeout=allow.timeout))
+        revoked = revocation_probe.series(result, config=self.config) if revocation else ()
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_ProbeCollector(result, time.monotonic() - started))
+        registry.register(_ProbeCollector(result, time.monotonic() - started, revoked))
         return ProbeOutcome(registry=registry)
 
 

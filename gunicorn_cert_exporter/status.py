@@ -143,7 +143,7 @@ def _mark(row: SourceRow, answers: dict[tuple[str, ...], revocation.Verdict]) ->
         where = (row.source, cert.entry) if row.kind == "file" else (row.source, row.server_name, row.address)
         found = answers.get((*where, str(cert.index))) if cert.kind == "certificate" else None
         if found is not None and found.status == "revoked":
-            note = f"revoked ({found.reason or 'no reason given'}) by the CRL of {found.crl_issuer}"
+            note = f"revoked ({found.reason or 'no reason given'}){revocation.when(found)} by {found.by}"
             certs.append(replace(cert, band=worst([cert.band, Band.CRITICAL]), note=note))
         else:
             certs.append(cert)

@@ -271,3 +271,18 @@ def test_a_window_and_a_health_path_load_as_written() -> None:
     assert rules.window is not None and rules.window.window().days == frozenset({5, 6})
     assert rules.health is not None and str(rules.health.expected()) == "200-399"
     assert rules.urgent_before == 72 * 3600.0
+
+
+def test_revocation_is_off_by_default_and_reads_sizes() -> None:
+    defaults = config.load("{}").revocation
+    assert (defaults.enabled, defaults.methods, defaults.interval, defaults.timeout) == (
+        False,
+        ["crl", "ocsp"],
+        3600.0,
+        10.0,
+    )
+    assert defaults.max_crl_size == 20 * 1024 * 1024 and defaults.allow == []
+    assert config.load("revocation: {max_crl_size: 512KiB}").revocation.max_crl_size == 512 * 1024
+    for bad in ("revocation: {max_crl_size: lots}", "revocation: {methods: [carrier_pigeon]}", "revocation: {x: 1}"):
+        with pytest.raises(config.ConfigError):
+            config.load(bad)

@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gunicorn_cert_exporter"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "cli", "exporter", "demo"),
     ("web",),
-    ("service", "config_reloads", "metrics"),
+    ("service", "config_reloads", "metrics", "revocation_probe"),
     ("scanning",),
-    ("targets", "discovered", "status", "ari_view", "revocation", "check"),
+    ("targets", "discovered", "status", "ari_view", "revocation", "revocation_judge", "check"),
     ("sources",),
     (
         "model", "reasons", "file_parts", "vocabulary", "boundary", "status_rows", "bands", "renewal", "window",
         "config", "config_parts", "config_values", "allow_patterns", "allowlist", "safe_read", "escapes", "text",
-        "logs", "demo_app", "runbook", "config_runbook", "status_runbook", "__init__",
+        "logs", "demo_app", "runbook", "config_runbook", "status_runbook", "revocation_config", "atomic", "__init__",
     ),
 )  # fmt: skip
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

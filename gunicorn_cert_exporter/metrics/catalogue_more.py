@@ -39,20 +39,38 @@ CRL_AND_REVOCATION: tuple[Spec, ...] = (
     Spec(
         "gunicorn_cert_revoked",
         "gauge",
-        "1 if a verified CRL lists this certificate, 0 if it does not; absent when no verified CRL answers.",
+        "1 if a verified CRL or OCSP answer says revoked, 0 if one says good; absent when none answers.",
         REVOKED,
     ),
     Spec(
         "gunicorn_cert_revocation_time_seconds",
         "gauge",
-        "When the certificate was revoked, as the CRL says.",
+        "When the certificate was revoked, as the CRL or OCSP responder says.",
         REVOKED,
     ),
     Spec(
         "gunicorn_cert_revocation_status",
         "gauge",
-        "The revocation answer for a certificate, by method (crl_file), status and reason; always 1.",
+        "The revocation answer for a certificate, by method (crl_file, crl, ocsp), status and reason; always 1.",
         (*REVOKED, "method", "status", "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_crl_next_update_timestamp_seconds",
+        "gauge",
+        "The nextUpdate of the last CRL fetched from a leaf's CRL Distribution Point.",
+        ("url",),
+    ),
+    Spec(
+        "gunicorn_cert_crl_error",
+        "gauge",
+        "1 while a CRL Distribution Point gives no usable CRL, with why (timeout, too_large, bad_signature, ...).",
+        ("url", "reason"),
+    ),
+    Spec(
+        "gunicorn_cert_ocsp_error",
+        "gauge",
+        "1 while an OCSP responder gives no usable answer, with why (timeout, bad_signature, stale, ...).",
+        ("url", "reason"),
     ),
 )
 

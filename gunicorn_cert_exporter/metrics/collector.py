@@ -24,6 +24,7 @@ from gunicorn_cert_exporter.model import (
     FileResult,
     PatternResult,
     RenewalAdvice,
+    RevocationUrl,
     Snapshot,
 )
 from gunicorn_cert_exporter.reasons import EndpointReason
@@ -88,7 +89,7 @@ class Entity:
 def kind_inputs(kind: ScanKind, snap: Snapshot) -> object:
     """Return what the families of ``kind`` are built from: equal inputs give equal families."""
     if kind is ScanKind.FILES:  # the CRLs among the files answer for endpoints' certificates too
-        return (snap.files, snap.patterns, revocation.verdicts(snap))
+        return (snap.files, snap.patterns, revocation.verdicts(snap), snap.revocation_urls)
     if kind is ScanKind.ENDPOINTS:
         return snap.endpoints
     if kind is ScanKind.GUNICORN:
@@ -106,6 +107,7 @@ def kind_entities(kind: ScanKind, snap: Snapshot) -> list[Entity]:
             *(Entity(("file", f.path), f, partial(add_file, result=f)) for f in snap.files),
             *(Entity(("pattern", p.pattern), p, partial(add_pattern, pattern=p)) for p in snap.patterns),
             Entity(("revocation",), answers, partial(add_revocations, verdicts=answers)),
+            Entity(("revocation_urls",), snap.revocation_urls, partial(add_revocation_urls, urls=snap.revocation_urls)),
         ]
     if kind is ScanKind.ENDPOINTS:
         return [
@@ -220,13 +222,24 @@ def add_crl(out: Sink, path: str, index: int, crl: CrlFacts) -> None:
 
 def add_revocations(out: Sink, verdicts: Sequence[revocation.Verdict]) -> None:
     """Add what verified CRL files answer for the certificates the exporter reports."""
-    for verdict in verdicts:
+    for verdict in revocation.overall(verdicts).values():
         where = [label(value) for value in verdict.where]
         out.add("gunicorn_cert_revoked", where, 1.0 if verdict.status == "revoked" else 0.0)
         if verdict.revoked_at is not None:
             out.add("gunicorn_cert_revocation_time_seconds", where, verdict.revoked_at)
-        status = [revocation.METHOD_CRL_FILE, verdict.status, verdict.reason]
+    for verdict in verdicts:
+        where = [label(value) for value in verdict.where]
+        status = [verdict.method, verdict.status, verdict.reason]
         out.add("gunicorn_cert_revocation_status", [*where, *status], 1.0)
+
+
+def add_revocation_urls(out: Sink, urls: Sequence[RevocationUrl]) -> None:
+    """Add each CRL distribution point's nextUpdate and problem, and each OCSP responder's problem."""
+    for row in urls:
+        if row.method == "crl" and row.next_update is not None:
+            out.add("gunicorn_cert_crl_next_update_timestamp_seconds", [label(row.url)], row.next_update)
+        if row.error:
+            out.add(f"gunicorn_cert_{row.method}_error", [label(row.url), row.error], 1.0)
 
 
 def add_pattern(out: Sink, pattern: PatternResult) -> None:

@@ -6,15 +6,14 @@ is not ours or is damaged is set aside (logged) and the exporter starts from not
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, fields
 
+from gunicorn_cert_exporter.atomic import write_atomically
 from gunicorn_cert_exporter.safe_read import read_regular
 
 FILENAME = "ari.json"
@@ -101,30 +100,8 @@ class Memory:
         path = os.path.join(self.directory, FILENAME)
         try:
             with self._lock:
-                write_atomically(self.directory, path, body)
+                write_atomically(self.directory, path, body, prefix=".ari-")
         except OSError as exc:
             _log.warning("ARI state not written", extra={"path": path, "problem": exc.strerror or str(exc)})
             return f"{path}: {exc.strerror or exc}"
         return None
-
-
-def write_atomically(directory: str, path: str, body: bytes) -> None:
-    """Write a file so that a reader sees the old content or the new one whole, also after a crash."""
-    # The same steps as reload/history.py's writer (kept apart while reload/ moves; one helper after the merge).
-    fd, tmp = tempfile.mkstemp(prefix=".ari-", dir=directory)
-    try:
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

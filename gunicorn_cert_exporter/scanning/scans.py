@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from gunicorn_cert_exporter import revocation
 from gunicorn_cert_exporter.config import Config, EndpointConfig, FileSource, GunicornTarget
 from gunicorn_cert_exporter.model import (
     DiscoveryReport,
@@ -107,6 +108,7 @@ class Scans:
             sender=sender,
             on_observed=self._observed,
             history=history,
+            revoked=lambda: revocation.revoked_fingerprints(store.snapshot),
         )
         self.discovery = Discovery(forget_after=config.discovery.forget_after, reload=config.discovery.reload)
         self._find_masters = find_masters

@@ -12,14 +12,14 @@ from collections.abc import Iterable
 from typing import Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import types
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter.model import CertFacts, KeyFacts, Parsed
 from gunicorn_cert_exporter.reasons import FileReason
+from gunicorn_cert_exporter.sources import cert_fields as fields
 from gunicorn_cert_exporter.sources import der as tlv
 from gunicorn_cert_exporter.sources import keys as key_info
 from gunicorn_cert_exporter.sources import pfx
@@ -37,7 +37,6 @@ _SHA256 = hashes.SHA256()
 _LOAD_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm, x509.InvalidVersion)
 LOAD_ERRORS = _LOAD_ERRORS  # what der_facts raises for bytes that are no certificate it can read
 # What decoding a loaded certificate's names and extensions may raise (cryptography decodes them lazily).
-_DECODE_ERRORS = (ValueError, KeyError, TypeError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 _RIGHT_PASSWORD_UNREADABLE = "PKCS#12 MAC verifies with this password, but cryptography can't read the content"  # noqa: S105  (a message)
 _ASN1_PROBLEM = re.compile(r"ParseError \{ kind: (\w+).*?location: \[([^\]]*)\]")
 
@@ -118,37 +117,29 @@ def cert_facts(cert: x509.Certificate, *, fingerprint: str | None = None) -> Cer
     except _LOAD_ERRORS:  # a curve or algorithm this build can't load: still report the certificate
         public_key = None
     key_type, key_bits = key_info.key_shape(public_key) if public_key is not None else ("unknown", 0)
-    subject, issuer = _name(cert, "subject"), _name(cert, "issuer")
-    sans, is_ca, ca_issuers = _extensions(cert)
+    subject, issuer = fields.name(cert, "subject"), fields.name(cert, "issuer")
+    sans, is_ca, ca_issuers = fields.extensions(cert)
     return CertFacts(
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
         fingerprint_sha256=fingerprint or cert.fingerprint(_SHA256).hex(),
         serial=format(cert.serial_number, "x"),
-        subject_cn=_common_name(subject),
-        issuer_cn=_common_name(issuer),
-        subject=_rfc4514(subject),
-        issuer=_rfc4514(issuer),
+        subject_cn=fields.common_name(subject),
+        issuer_cn=fields.common_name(issuer),
+        subject=fields.rfc4514(subject),
+        issuer=fields.rfc4514(issuer),
         sans=sans,
         key_type=key_type,
         key_bits=key_bits,
         spki_sha256=key_info.spki_sha256(public_key) if public_key is not None else "",
-        signature_algorithm=_signature_algorithm(cert),
+        signature_algorithm=fields.signature_algorithm(cert),
         is_ca=is_ca,
-        self_signed=subject is not None and subject == issuer and _signed_by_itself(cert),
+        self_signed=subject is not None and subject == issuer and fields.signed_by_itself(cert),
         ca_issuers=ca_issuers,
-        authority_key_id=_authority_key_id(cert),
+        authority_key_id=fields.authority_key_id(cert),
         public_key_der=key_info.spki(public_key) if public_key is not None and (is_ca or subject == issuer) else b"",
+        **fields.revocation_pointers(cert),
     )
-
-
-def _authority_key_id(cert: x509.Certificate) -> str:
-    """Return the AKI keyIdentifier in hex (ARI's certID needs it), or "" when the certificate has none."""
-    try:
-        value = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-    except (x509.ExtensionNotFound, *_DECODE_ERRORS):
-        return ""
-    return value.key_identifier.hex() if value.key_identifier else ""
 
 
 def der_chain_facts(chain: Iterable[bytes], cache: FactsCache | None = None) -> tuple[CertFacts, ...]:
@@ -272,71 +263,3 @@ def _parse_pkcs12(data: bytes, password: bytes | None, cache: FactsCache | None)
     names = tuple(f"alias:{b.friendly_name.decode('utf-8', 'replace')}" if b.friendly_name else "" for b in bags)
     facts = tuple(der_facts(b.certificate.public_bytes(serialization.Encoding.DER), cache) for b in bags)
     return Parsed(certs=facts, keys=keys, entries=names if any(names) else ())
-
-
-def _name(cert: x509.Certificate, which: Literal["subject", "issuer"]) -> x509.Name | None:
-    try:  # names are decoded lazily; an unknown string type raises here, not at load
-        return cert.subject if which == "subject" else cert.issuer
-    except _DECODE_ERRORS:
-        return None
-
-
-def _common_name(name: x509.Name | None) -> str:
-    if name is None:
-        return ""
-    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if not values:
-        return ""
-    value = values[0].value
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def _rfc4514(name: x509.Name | None) -> str:
-    if name is None:
-        return ""
-    try:
-        return name.rfc4514_string()
-    except _DECODE_ERRORS:
-        return ""
-
-
-def _extensions(cert: x509.Certificate) -> tuple[tuple[str, ...], bool, tuple[str, ...]]:
-    """Read SANs, CA flag and AIA caIssuers in one pass over the extensions."""
-    sans: tuple[str, ...] = ()
-    is_ca = False
-    ca_issuers: tuple[str, ...] = ()
-    try:
-        extensions = list(cert.extensions)
-    except _DECODE_ERRORS:  # duplicate or malformed extensions: report the rest of the certificate
-        return sans, is_ca, ca_issuers
-    for extension in extensions:
-        value = extension.value
-        if isinstance(value, x509.SubjectAlternativeName):
-            names = [f"DNS:{n}" for n in value.get_values_for_type(x509.DNSName)]
-            names.extend(f"IP:{ip}" for ip in value.get_values_for_type(x509.IPAddress))
-            names.extend(f"email:{e}" for e in value.get_values_for_type(x509.RFC822Name))
-            names.extend(f"URI:{u}" for u in value.get_values_for_type(x509.UniformResourceIdentifier))
-            sans = tuple(names)
-        elif isinstance(value, x509.BasicConstraints):
-            is_ca = bool(value.ca)
-        elif isinstance(value, x509.AuthorityInformationAccess):
-            ca_issuers = tuple(
-                str(d.access_location.value)
-                for d in value
-                if d.access_method == x509.oid.AuthorityInformationAccessOID.CA_ISSUERS
-                and isinstance(d.access_location, x509.UniformResourceIdentifier)
-            )
-    return sans, is_ca, ca_issuers
-
-
-def _signature_algorithm(cert: x509.Certificate) -> str:
-    name = getattr(cert.signature_algorithm_oid, "_name", "")
-    return name if isinstance(name, str) and name else cert.signature_algorithm_oid.dotted_string
-
-
-def _signed_by_itself(cert: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(cert)
-    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
-        return False
-    return True

@@ -61,11 +61,14 @@ def pem_blocks(data: bytes) -> tuple[list[bytes], list[str]]:
     return found, problems
 
 
-def parse(data: bytes, *, entry: str = "") -> CrlFacts | str:
-    """Describe one DER CRL, or say why it isn't one (delta CRLs are refused: they never stand alone)."""
+def parse(data: bytes, *, entry: str = "", entries: bool = True) -> CrlFacts | str:
+    """Describe one DER CRL, or say why it isn't one (delta CRLs are refused: they never stand alone).
+
+    ``entries=False`` leaves ``revoked`` empty: a fetched CRL's serials are indexed by crl_index.py instead.
+    """
     try:
         crl = x509.load_der_x509_crl(data)
-        revoked = sorted((_revoked(r) for r in crl), key=lambda r: r.serial)
+        revoked = sorted((_revoked(r) for r in crl), key=lambda r: r.serial) if entries else []
         number = _number(crl)
         delta = _has(crl, x509.DeltaCRLIndicator)
         issuer = crl.issuer

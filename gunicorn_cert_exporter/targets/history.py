@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import asdict, dataclass
 from hashlib import sha256
@@ -14,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from gunicorn_cert_exporter.atomic import write_atomically
 from gunicorn_cert_exporter.boundary import CENTURY, Timestamp, brief
 from gunicorn_cert_exporter.runbook import PreviousLeaf
 from gunicorn_cert_exporter.safe_read import read_regular
@@ -120,27 +119,7 @@ class History:
         path = self.path(target)
         try:
             with self._lock:
-                _write_atomically(self.directory, path, body)
+                write_atomically(self.directory, path, body, prefix=".reload-")
         except OSError as exc:
             return f"{path}: {exc.strerror or exc}"
         return None
-
-
-def _write_atomically(directory: str, path: str, body: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".reload-", dir=directory)
-    try:
-        try:
-            os.write(fd, body)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
-    finally:
-        os.close(dir_fd)

@@ -85,11 +85,14 @@ def _window_wait(rules: ReloadConfig, state: TargetState, now: float) -> Decisio
     return Decision(Action.WAIT, f"outside reload.window; it next opens at {when}", Rule.WINDOW)
 
 
-def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float) -> Decision:
+def decide(
+    *, rules: ReloadConfig, state: TargetState, signals: Sequence[float], now: float, served_revoked: bool = False
+) -> Decision:
     """Apply every safety rule of a reload, in order; the first that fails explains the decision.
 
     ``signals`` are the times of earlier attempts. That the master is still the one proven here (pid and start
-    time) is checked again when the reload is sent, by its channel.
+    time) is checked again when the reload is sent, by its channel. ``served_revoked``: the served leaf is revoked
+    and cert_file's is not, so ``after`` is not waited for (every other rule still holds).
     """
     drifting = [d for d in state.drift if d.mismatch]
     if not drifting:
@@ -99,7 +102,7 @@ def decide(*, rules: ReloadConfig, state: TargetState, signals: Sequence[float],
     if not rules.enabled:
         return Decision(Action.NONE, "reload disabled", Rule.DISABLED)
     began = min(d.since or now for d in drifting)
-    if now - began < rules.after:
+    if now - began < rules.after and not served_revoked:
         return Decision(Action.WAIT, f"drift for {now - began:.0f}s, waiting for {rules.after:.0f}s", Rule.AFTER)
     blocked = _files_block(state, now) or _master_block(state) or _workers_block(state)
     if blocked is not None:

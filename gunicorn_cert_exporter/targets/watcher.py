@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
+from gunicorn_cert_exporter import revocation
 from gunicorn_cert_exporter.config import GunicornTarget
 from gunicorn_cert_exporter.model import TargetState
 from gunicorn_cert_exporter.reasons import EndpointReason, MasterReason
@@ -45,7 +46,9 @@ class TargetWatcher:
         logger: logging.Logger | None = None,
         on_observed: Callable[[TargetState], None] | None = None,
         history: History | None = None,
+        revoked: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
+        self._revoked = revoked  # fingerprints a verified CRL/OCSP answer says are revoked
         self._on_observed = on_observed or (lambda _state: None)
         self._history = history or History(None)
         self._prober = prober
@@ -186,7 +189,13 @@ class TargetWatcher:
         channel: MasterChannel,
         may_act: Callable[[], bool],
     ) -> TargetState:
-        decision = policy.decide(rules=target.reload, state=state, signals=memory.signals, now=self._clock())
+        decision = policy.decide(
+            rules=target.reload,
+            state=state,
+            signals=memory.signals,
+            now=self._clock(),
+            served_revoked=revocation.served_leaf_revoked(state, self._revoked()),
+        )
         state = replace(state, decision=decision.action, decision_reason=decision.reason, decision_rule=decision.rule)
         if decision.action is not Action.SIGNAL:
             self._audit_decision(target, memory, state, decision)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -44,6 +45,7 @@ class App:
     refusals: Refusals = field(default_factory=Refusals)
     clock: Callable[[], float] = time.time
     thresholds: Callable[[], Thresholds] = Thresholds  # the config's bands, as the page and the API judge
+    probe_revocation: Callable[[list[str], list[str]], ProbeOutcome] | None = None  # /probe?...&revocation=1
 
 
 def app_for(service: Service, *, live: CollectorRegistry | None = None) -> App:
@@ -57,6 +59,7 @@ def app_for(service: Service, *, live: CollectorRegistry | None = None) -> App:
         exposition=exposition,
         snapshot=service.snapshot,
         probe=service.probe,
+        probe_revocation=partial(service.probe, revocation=True),
         reload=service.reloads.now,
         refusals=refusals,
         thresholds=lambda: service.config.bands.thresholds,
@@ -148,7 +151,8 @@ class Routes:
             self.app.refusals.add("probe_busy")
             return web.Response(status=503, text="too many probes at once\n", headers={"Retry-After": "1"})
         targets, names = request.query.getall("target", []), request.query.getall("server_name", [])
-        outcome = await self._probes.run(lambda: self.app.probe(list(targets), list(names)))
+        probe = self.app.probe_revocation if request.query.get("revocation") == "1" else None
+        outcome = await self._probes.run(lambda: (probe or self.app.probe)(list(targets), list(names)))
         if outcome.registry is None:
             status = _REFUSAL_STATUS[outcome.refusal or ProbeRefusal.MALFORMED]
             return web.Response(status=status, text=outcome.message + "\n")
