@@ -176,6 +176,8 @@ class _Workers:
         self.group = _nogroup() if self.root else os.getegid()
         self.args = ("--user", "nobody", "--group", "nogroup", "--preload") if self.root else ()
         self.renewed_mode = 0o600 if self.root else 0o000
+        # As you, a 0000 key is unreadable to the exporter too: the key_file rule blocks before the workers' access.
+        self.blocked_by = ("worker_cannot_read",) if self.root else ("worker_cannot_read", "key_file")
 
     def install(self, key: Path) -> None:
         """Give the first key to the workers: group nogroup, 0640 (as root); 0600 as you."""
@@ -261,9 +263,10 @@ def _rotation(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurve
                    " writes a new key: the workers' group and read bit are gone)")  # fmt: skip
     metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 1.0)
     _say(STEPS[5], "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
-    target = _target(url, lambda t: t["decision_rule"] == "worker_cannot_read")
+    target = _target(url, lambda t: t["decision_rule"] in workers.blocked_by)
     can_read = {a["file"]: a["access"] for a in target["runbook"]["access"]}
-    _say(STEPS[6], f"key {can_read.get('key')} to the workers: reload blocked, no HUP ({target['decision_reason']})")
+    key = can_read.get("key", "unreadable")
+    _say(STEPS[6], f"key {key} to the workers: reload blocked, no HUP ({target['decision_reason']})")
     _say(STEPS[7], f"fixed: {workers.fix(key_path)}")
     metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
     _say(STEPS[8], f"files readable as the workers, pair valid, master {server.pidfile.read_text().strip()} proven: "
