@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gunicorn_cert_exporter import config
+from gunicorn_cert_exporter.demo_workers import Workers
 from gunicorn_cert_exporter.exporter import Exporter, Options
 from gunicorn_cert_exporter.sources.endpoints import Prober
 
@@ -163,53 +164,11 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-class _Workers:
-    """Who the demo's Gunicorn workers run as, and how a renewed key is made unreadable to them, then fixed.
-
-    As root: workers as nobody:nogroup, a renewed key 0600 root (what certbot writes), fixed with chgrp + chmod 0640.
-    Otherwise Gunicorn can't switch users, so the workers run as you: the renewed key is made 0000 instead (you,
-    its owner, can't read it either), and fixed with chmod 0600.
-    """
-
-    def __init__(self) -> None:
-        self.root = os.geteuid() == 0
-        self.group = _nogroup() if self.root else os.getegid()
-        self.args = ("--user", "nobody", "--group", "nogroup", "--preload") if self.root else ()
-        self.renewed_mode = 0o600 if self.root else 0o000
-        # As you, a 0000 key is unreadable to the exporter too: the key_file rule blocks before the workers' access.
-        self.blocked_by = ("worker_cannot_read",) if self.root else ("worker_cannot_read", "key_file")
-
-    def install(self, key: Path) -> None:
-        """Give the first key to the workers: group nogroup, 0640 (as root); 0600 as you."""
-        os.chown(key, -1, self.group)
-        key.chmod(0o640 if self.root else 0o600)
-
-    def fix(self, key: Path) -> str:
-        """Make the renewed key readable to the workers again; say how."""
-        self.install(key)
-        return "chgrp nogroup + chmod 0640 on the key (once: certbot keeps both)" if self.root else "chmod 0600"
-
-    @property
-    def who(self) -> str:
-        if self.root:
-            return "workers as nobody:nogroup (--user/--group), key 0640 root:nogroup"
-        return f"workers as you (uid {os.geteuid()}: not root, so Gunicorn can't switch users)"
-
-
-def _nogroup() -> int:
-    import grp
-
-    try:
-        return grp.getgrnam("nogroup").gr_gid
-    except KeyError:
-        return 65534
-
-
 def _story(work: Path, launched: list[_Gunicorn]) -> int:
 
     started = time.monotonic()
     work.chmod(0o755)  # the workers may run as nobody: they must reach the files
-    workers = _Workers()
+    workers = Workers()
     ca = issue("gunicorn-cert-exporter demo CA", issuer=None, days=30)
     old = issue("localhost", issuer=ca, days=20)
     cert_path, key_path = work / "cert.pem", work / "key.pem"
@@ -249,7 +208,7 @@ STEPS = tuple(f"{i}/10" for i in range(1, 11))
 MISMATCH = 'gunicorn_cert_fingerprint_mismatch{address="127.0.0.1",target="demo"}'
 
 
-def _rotation(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], workers: _Workers,
+def _rotation(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], workers: Workers,
               server: _Gunicorn) -> bool:  # fmt: skip
     """Renew with a key the workers can't read: drift, the reload blocked and why; fix the key: HUP, new leaf."""
     cert_path, key_path = work / "cert.pem", work / "key.pem"
@@ -263,11 +222,15 @@ def _rotation(work: Path, url: str, ca: tuple[x509.Certificate, ec.EllipticCurve
                    " writes a new key: the workers' group and read bit are gone)")  # fmt: skip
     metrics = _wait(url, lambda m: _sample(m, MISMATCH) == 1.0)
     _say(STEPS[5], "Gunicorn still serves the old leaf: gunicorn_cert_fingerprint_mismatch=1 (drift)")
-    target = _target(url, lambda t: t["decision_rule"] in workers.blocked_by)
-    can_read = {a["file"]: a["access"] for a in target["runbook"]["access"]}
-    key = can_read.get("key", "unreadable")
-    _say(STEPS[6], f"key {key} to the workers: reload blocked, no HUP ({target['decision_reason']})")
-    _say(STEPS[7], f"fixed: {workers.fix(key_path)}")
+    if workers.blocks:
+        target = _target(url, lambda t: t["decision_rule"] in workers.blocked_by)
+        can_read = {a["file"]: a["access"] for a in target["runbook"]["access"]}
+        key = can_read.get("key", "unreadable")
+        _say(STEPS[6], f"key {key} to the workers: reload blocked, no HUP ({target['decision_reason']})")
+        _say(STEPS[7], f"fixed: {workers.fix(key_path)}")
+    else:
+        _say(STEPS[6], "the workers run as root here and read any key: no access check to show")
+        _say(STEPS[7], f"kept: {workers.fix(key_path)}")
     metrics = _wait(url, lambda m: (_sample(m, "gunicorn_cert_reload_signals_total") or 0) >= 1, timeout=30)
     _say(STEPS[8], f"files readable as the workers, pair valid, master {server.pidfile.read_text().strip()} proven: "
                    "SIGHUP sent")  # fmt: skip

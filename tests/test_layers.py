@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "gunicorn_cert_exporter"
 
 # The diagram's rows, top to bottom: a module (or package) may import its own row and the rows below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__", "cli", "exporter", "demo"),
+    ("__main__", "cli", "exporter", "demo", "demo_workers"),
     ("web",),
     ("service", "config_reloads", "metrics", "revocation_probe"),
     ("scanning",),

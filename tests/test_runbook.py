@@ -32,7 +32,17 @@ from gunicorn_cert_exporter.sources import gunicorn
 from gunicorn_cert_exporter.sources.endpoints import Prober
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.targets.watcher import TargetWatcher
-from tests.support import PKI, REPO, Gunicorn, Issued, children, eventually, gunicorn_python, unavailable
+from tests.support import (
+    PKI,
+    REPO,
+    Gunicorn,
+    Issued,
+    children,
+    eventually,
+    gunicorn_python,
+    searchable_by,
+    unavailable,
+)
 
 pytestmark = pytest.mark.integration  # real Gunicorn 27, started as root
 
@@ -160,7 +170,8 @@ def base() -> Iterator[Path]:
         unavailable("Gunicorn must start as root to drop its workers to nobody", ci_must="run the suite as root")
     directory = Path(tempfile.mkdtemp(prefix="runbook-"))
     directory.chmod(0o755)  # nobody must reach the files below; tmp_path is 0700
-    yield directory
+    with searchable_by(65534, REPO / ".venv-gunicorn"):  # the workers import from the checkout's environments
+        yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from gunicorn_cert_exporter.sources.access import Identity
 from gunicorn_cert_exporter.sources.worker_identity import parse_status, workers_identity
-from tests.support import PKI, Gunicorn, unavailable, write_pair
+from tests.support import PKI, Gunicorn, searchable_by, unavailable, write_pair
 
 ROOT = Identity(uid=0, gid=0, groups=frozenset({0, 27}))
 NOBODY = Identity(uid=65534, gid=65534)
@@ -74,17 +75,18 @@ def test_a_real_gunicorns_workers_are_seen_as_the_user_they_dropped_to(shared_di
         unavailable("root (Gunicorn's --user needs it)", ci_must="CI runs the suite as root")
     write_pair(pki.leaf(pki.ca()), shared_dir / "cert.pem", shared_dir / "key.pem")
     os.chmod(shared_dir / "key.pem", 0o644)  # a test key, readable by the workers
-    server = Gunicorn(
-        shared_dir,
-        worker_class="sync",
-        cert=shared_dir / "cert.pem",
-        key=shared_dir / "key.pem",
-        args=["--user", "nobody", "--group", "nogroup"],
-    )
-    try:
-        workers = [child.pid for child in psutil.Process(server.process.pid).children()]
-        found = workers_identity(master_pid=server.process.pid, worker_pids=workers, user="nobody", group="nogroup")
-        assert found is not None and found.source.startswith("worker ")
-        assert (found.identity.uid, found.identity.gid) == (65534, 65534)
-    finally:
-        server.stop()
+    with searchable_by(65534, Path(sys.prefix)):  # the workers import from this environment, as nobody
+        server = Gunicorn(
+            shared_dir,
+            worker_class="sync",
+            cert=shared_dir / "cert.pem",
+            key=shared_dir / "key.pem",
+            args=["--user", "nobody", "--group", "nogroup"],
+        )
+        try:
+            workers = [child.pid for child in psutil.Process(server.process.pid).children()]
+            found = workers_identity(master_pid=server.process.pid, worker_pids=workers, user="nobody", group="nogroup")
+            assert found is not None and found.source.startswith("worker ")
+            assert (found.identity.uid, found.identity.gid) == (65534, 65534)
+        finally:
+            server.stop()

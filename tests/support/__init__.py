@@ -17,7 +17,7 @@ from tests.support.exporter import ExporterProcess, RunningExporter, StartExport
 from tests.support.files import deep_tree, remove_tree, scan_paths
 from tests.support.gunicorn import START_SLACK, FakeGunicorn, Gunicorn, after_start_of, newest_start
 from tests.support.pki import DAY, LIFETIMES, NOW, PKI, Issued, lifetime_files, pkcs12_of, write_chain, write_pair
-from tests.support.processes import alive, as_nobody, children, free_port, proc_stat, stop_process
+from tests.support.processes import alive, as_nobody, children, free_port, proc_stat, searchable_by, stop_process
 from tests.support.tls import TLSServer, ipv6_available, server_context
 from tests.support.tools import REPO, require_tool, unavailable
 from tests.support.versions import (
@@ -76,6 +76,7 @@ __all__ = [
     "require_tool",
     "rotate_under",
     "scan_paths",
+    "searchable_by",
     "server_context",
     "start_exporter",
     "stop_process",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import struct
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -74,3 +76,50 @@ def as_nobody(work: Callable[[], str]) -> str:
     os.waitpid(pid, 0)
     with os.fdopen(read_fd, "rb") as pipe:
         return pipe.read().decode()
+
+
+_ACL = "system.posix_acl_access"
+_SEARCH = 1
+
+
+def _acl_granting_search(mode: int, uid: int) -> bytes:
+    """A POSIX access ACL equal to ``mode`` plus search (x) for one more user (acl(5) xattr format)."""
+    entries = [
+        (0x01, (mode >> 6) & 7, 0xFFFFFFFF),  # user::
+        (0x02, _SEARCH, uid),  # user:uid:--x
+        (0x04, (mode >> 3) & 7, 0xFFFFFFFF),  # group::
+        (0x10, ((mode >> 3) & 7) | _SEARCH, 0xFFFFFFFF),  # mask
+        (0x20, mode & 7, 0xFFFFFFFF),  # other::
+    ]
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in entries)
+
+
+@contextlib.contextmanager
+def searchable_by(uid: int, path: Path) -> Iterator[None]:
+    """Let ``uid`` search every directory on the way to ``path`` for a while (as root), then put them back.
+
+    Gunicorn's workers drop to nobody and may import lazily from this checkout's virtual environment: a checkout
+    under a 0700 directory (a mktemp folder, /root) is out of their reach, though nothing about the test needs that.
+    Directories nobody can already search, and those that carry an ACL of their own, are left as they are.
+    """
+    granted: list[Path] = []
+    try:
+        for directory in reversed(path.resolve().parents):
+            info = directory.stat()
+            if info.st_mode & 0o001 or info.st_uid == uid or _has_acl(directory):
+                continue
+            os.setxattr(directory, _ACL, _acl_granting_search(info.st_mode & 0o777, uid))
+            granted.append(directory)
+        yield
+    finally:
+        for directory in granted:
+            with contextlib.suppress(OSError):
+                os.removexattr(directory, _ACL)
+
+
+def _has_acl(directory: Path) -> bool:
+    try:
+        os.getxattr(directory, _ACL)
+    except OSError:
+        return False
+    return True
