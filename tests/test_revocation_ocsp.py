@@ -60,14 +60,12 @@ def test_ocsp_good_revoked_and_unknown_from_a_responder(
         revoked = eventually(answered, "the OCSP answers for good.pem and bad.pem")
         assert (one(revoked, "good.pem"), one(revoked, "bad.pem")) == (0.0, 1.0)
         assert not [k for k in revoked if "odd.pem" in k]
-        status = eventually(
-            lambda: (
-                (found := samples(exporter, "gunicorn_cert_revocation_status"))
-                if any("odd.pem" in k for k in found)
-                else None
-            ),
-            "the OCSP answer for odd.pem",
-        )
+
+        def odd_answered() -> dict[str, float] | None:
+            found = samples(exporter, "gunicorn_cert_revocation_status")
+            return found if any("odd.pem" in k for k in found) else None
+
+        status = eventually(odd_answered, "the OCSP answer for odd.pem")
         assert one(status, "bad.pem", 'method="ocsp"', 'status="revoked"', 'reason="key_compromise"') == 1.0
         assert one(status, "odd.pem", 'method="ocsp"', 'status="unknown"', 'reason="unknown_to_responder"') == 1
         assert rows(exporter)["bad.test"]["band"] == "critical"
