@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import ssl
@@ -521,3 +522,5 @@ def test_a_shutdown_that_fails_is_logged_and_the_server_still_stops(
     assert len(warnings) == 1 and warnings[0].exc_info is not None
     with pytest.raises(OSError):
         exporter.get("/healthz")  # the listener is closed all the same
+    # and no task is left pending in the stopped loop (each would be "destroyed but pending" at exit)
+    assert not asyncio.all_tasks(exporter.server._loop)

@@ -163,6 +163,8 @@ class WebServer:
                 _log.warning("HTTP server shutdown did not complete; closing its sockets anyway", exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                _cancel_the_rest(self._loop)
         for sock in self._sockets:
             sock.close()
         if self._routes is not None:
@@ -174,6 +176,13 @@ class WebServer:
             server.close()
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+
+
+def _cancel_the_rest(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks a stopped loop still holds and let each see it (else each is "destroyed but pending")."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+    loop.close()
