@@ -29,7 +29,7 @@ from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.service import Service
 from gunicorn_cert_exporter.sources.ari import cert_id
 from gunicorn_cert_exporter.sources.endpoints import Prober
-from tests.support import Issued
+from tests.support import Issued, serve_in_thread
 
 DAY = dt.timedelta(days=1)
 HOUR = dt.timedelta(hours=1)
@@ -160,8 +160,7 @@ class AcmeServer:
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self._server = _Server(host)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(self._server)
 
     @property
     def state(self) -> _State:
@@ -231,8 +230,9 @@ def ari_config(
     certbot: Path | None = None,
     allow: str = "127.0.0.1",
     timeout: str = "10s",
+    interval: str = "5s",
 ) -> Path:
-    """Write a config: each file with its ACME directory, ARI on with a 5 s interval."""
+    """Write a config: each file with its ACME directory, ARI on with an ``interval`` (5 s unless told)."""
     entries = "".join(
         f"  - paths: [{json.dumps(p)}]\n    acme: {{directory: {json.dumps(d)}}}\n" for p, d in files.items()
     )
@@ -241,7 +241,7 @@ def ari_config(
         + (f"files:\n{entries}" if files else "")
         + "acme:\n"
         + f"  certbot_config_dir: {json.dumps(str(certbot or tmp_path / 'no-certbot'))}\n"
-        + f"  ari: {{enabled: true, interval: 5s, timeout: {timeout}, allow: [{json.dumps(allow)}]}}\n"
+        + f"  ari: {{enabled: true, interval: {interval}, timeout: {timeout}, allow: [{json.dumps(allow)}]}}\n"
     )
     path = tmp_path / "config.yaml"
     path.write_text(text)

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from tests.support import DAY, Issued, RunningExporter, start_exporter
+from tests.support import DAY, Issued, RunningExporter, serve_in_thread, start_exporter
 
 Route = Callable[[bytes], tuple[int, bytes, dict[str, str]]]
 
@@ -69,8 +69,7 @@ class Publisher(ThreadingHTTPServer):
         super().__init__((host, 0), _Handler)
         self.state = _State()
         self.connections = 0
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(self)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         self.connections += 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from tests.support import (
     eventually,
     free_port,
     require_tool,
+    serve_in_thread,
     server_context,
 )
 
@@ -59,7 +59,7 @@ class Webhook:
         self.received = received
         self.server = HTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve_in_thread(self.server)
 
 
 def _query(prometheus: str, expr: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.sources.fetch import Fetcher, FetchLimits, FetchReason, permitted, retry_after
-from tests.support import PKI, Issued, eventually
+from tests.support import PKI, Issued, eventually, serve_in_thread
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -95,7 +94,7 @@ class Origin(ThreadingHTTPServer):
         self.drips: list[str] = []  # how each dripped answer ended: "cut" by the client, or "finished"
         self.connections = 0
         super().__init__((host, 0), _Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        serve_in_thread(self)
 
     def verify_request(self, request: object, client_address: object) -> bool:
         self.connections += 1

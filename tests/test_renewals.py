@@ -180,10 +180,10 @@ def test_a_503_with_retry_after_is_asked_once(tmp_path: Path, acme: AcmeServer, 
     acme.answer(busy, Reply(status=503, retry_after=3600))
     acme.answer(control, Reply(utc_now() + 48 * DAY, utc_now() + 50 * DAY))
     exporter = start_exporter(
-        ari_config(tmp_path, {busy_path: acme.directory, control_path: acme.directory}), schedule=True
+        ari_config(tmp_path, {busy_path: acme.directory, control_path: acme.directory}, interval="1s"), schedule=True
     )
     try:
-        # The control certificate is asked again once its 5 s interval passed: the busy one had the same chances.
+        # The control certificate is asked again once its 1 s interval passed: the busy one had the same chances.
         eventually(lambda: acme.asked(control) >= 3, "the control certificate asked three times", timeout=90)
         assert acme.asked(busy) == 1
         metrics = exporter.metrics()

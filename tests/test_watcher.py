@@ -522,12 +522,12 @@ def test_a_master_restarted_with_the_same_pid_gets_no_reload_through_the_socket(
 def test_a_silent_control_socket_shows_a_reason_in_its_scan_while_the_other_target_publishes(
     socket_rig: SocketRig, tmp_path: Path
 ) -> None:
-    """At `interval: 2s` a control socket that accepts and never answers (timeout 5s) outlives the scan's deadline:
+    """At `interval: 2s` a control socket that accepts and never answers (timeout 3s) outlives the scan's deadline:
     that scan publishes the healthy target and `scan_deadline` for the silent one, whose look goes on and is
     published when its own timeout expires."""
     mute_server = UnixServer(tmp_path / "mute.ctl")  # accepts, never answers
     api = socket_rig.target.model_copy(update={"reload": ReloadConfig()})
-    mute = api.model_copy(update={"name": "mute", "control_socket": str(mute_server.path), "timeout": 5.0})
+    mute = api.model_copy(update={"name": "mute", "control_socket": str(mute_server.path), "timeout": 3.0})
     config = Config(scan=ScanConfig(interval=2, jitter=0), gunicorn=[api, mute])
     store = Store()
     scans = Scans(config=config, store=store, prober=OldLeafProber(socket_rig.old))

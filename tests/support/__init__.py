@@ -8,7 +8,7 @@
 - ``processes``: /proc reads, graceful stops, free ports, work done as nobody.
 - ``browser``: a headless Chromium over DevTools.  ``control``: Unix socket servers (a fake control socket).
 - ``waiting``: ``eventually(condition)``.  ``tools``: external tools, skipped locally and required under CI.
-- ``files``: deep trees and one scan of some paths.
+- ``files``: deep trees and one scan of some paths.  ``serving``: servers in a thread that stop within ``POLL``.
 """
 
 from tests.support.browser import CHROMIUM_FLAGS, Chromium
@@ -18,6 +18,7 @@ from tests.support.files import deep_tree, remove_tree, scan_paths
 from tests.support.gunicorn import START_SLACK, FakeGunicorn, Gunicorn, after_start_of, newest_start
 from tests.support.pki import DAY, LIFETIMES, NOW, PKI, Issued, lifetime_files, pkcs12_of, write_chain, write_pair
 from tests.support.processes import alive, as_nobody, children, free_port, proc_stat, searchable_by, stop_process
+from tests.support.serving import POLL, serve_in_thread
 from tests.support.tls import TLSServer, ipv6_available, server_context
 from tests.support.tools import REPO, require_tool, unavailable
 from tests.support.versions import (
@@ -41,6 +42,7 @@ __all__ = [
     "LIFETIMES",
     "NOW",
     "PKI",
+    "POLL",
     "REPO",
     "START_SLACK",
     "WORKER_CLASSES",
@@ -77,6 +79,7 @@ __all__ = [
     "rotate_under",
     "scan_paths",
     "searchable_by",
+    "serve_in_thread",
     "server_context",
     "start_exporter",
     "stop_process",

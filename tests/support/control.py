@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.support.serving import POLL
+
 
 class UnixServer:
     """A Unix socket server in a thread: ``reply`` bytes to every connection after ``delay``, or (None) silence.
@@ -26,7 +28,7 @@ class UnixServer:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(16)
-        self.sock.settimeout(0.2)
+        self.sock.settimeout(POLL)  # close() waits for the accept loop to notice
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from tests.support.pki import Issued, write_chain
+from tests.support.serving import POLL
 
 
 class TLSServer:
@@ -43,7 +44,7 @@ class TLSServer:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
+        self.sock.settimeout(POLL)  # close() waits for the accept loop to notice
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
