@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.acme_support import AcmeServer
+from tests.revocation_support import Publisher
 from tests.support import (
     DAY,
+    ISSUING_CA,
     NOW,
     PKI,
     Chromium,
@@ -76,6 +79,28 @@ def root(pki: PKI) -> Issued:
 @pytest.fixture(scope="session")
 def intermediate(pki: PKI, root: Issued) -> Issued:
     return pki.issue("Test Intermediate CA", issuer=root, ca=True, not_after=NOW + 1000 * DAY)
+
+
+@pytest.fixture
+def ca() -> Issued:
+    """A fresh issuing CA of its own for each test (revocation and ARI tests sign CRLs and leaves with it)."""
+    return PKI().ca(ISSUING_CA)
+
+
+@pytest.fixture
+def publisher() -> Iterator[Publisher]:
+    """A loopback HTTP server publishing what a test routes (CRLs, OCSP answers, issuer certificates)."""
+    server = Publisher("127.0.0.1")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def acme() -> Iterator[AcmeServer]:
+    """A loopback ACME server answering renewalInfo (ARI) as a test tells it."""
+    server = AcmeServer("127.0.0.1")
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gunicorn_cert_exporter.scanning.ari_state import FILENAME
 from tests.acme_support import (
@@ -28,19 +25,7 @@ from tests.acme_support import (
     leaf_file,
     utc_now,
 )
-from tests.support import PKI, Issued
-
-
-@pytest.fixture
-def acme() -> Iterator[AcmeServer]:
-    server = AcmeServer("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return PKI().ca("ACME Test CA")
+from tests.support import Issued
 
 
 def test_a_certificate_is_asked_at_most_once_per_interval(tmp_path: Path, acme: AcmeServer, ca: Issued) -> None:

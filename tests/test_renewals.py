@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +32,7 @@ from tests.acme_support import (
     leaf_file,
     utc_now,
 )
-from tests.support import PKI, Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
-
-
-@pytest.fixture
-def acme() -> Iterator[AcmeServer]:
-    server = AcmeServer("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return PKI().ca("ACME Test CA")
+from tests.support import Issued, RunningExporter, TLSServer, eventually, server_context, start_exporter
 
 
 def _certs(exporter: RunningExporter) -> dict[str, dict[str, object]]:

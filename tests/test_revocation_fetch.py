@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +37,7 @@ from tests.revocation_support import (
     utc_now,
 )
 from tests.support import (
+    ISSUING_CA,
     PKI,
     Issued,
     TLSServer,
@@ -45,18 +45,6 @@ from tests.support import (
     server_context,
     start_exporter,
 )
-
-
-@pytest.fixture
-def publisher() -> Iterator[Publisher]:
-    server = Publisher("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return PKI().ca("Revocation Test CA")
 
 
 def test_a_revoked_leaf_in_a_file_is_revoked_with_reason_and_an_unrevoked_one_good(
@@ -89,7 +77,7 @@ def test_a_crl_signed_by_another_key_is_bad_signature_never_good_or_revoked(
 ) -> None:
     url = publisher.url("/ca.crl")
     bad = leaf(ca, "bad.test", crl=url)
-    impostor = PKI().ca("Revocation Test CA")  # the same name, another key
+    impostor = PKI().ca(ISSUING_CA)  # the same name, another key
     publisher.route("/ca.crl", crl_der(ca, revoked={bad.cert.serial_number: REASON}, signer=impostor))
     exporter = serve(tmp_path, ca, ("bad", bad))
     try:

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.revocation_support import REASON, Publisher, config, crl_der, leaf, one, samples
-from tests.support import PKI, Issued, start_exporter
-
-
-@pytest.fixture
-def publisher() -> Iterator[Publisher]:
-    server = Publisher("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return PKI().ca("Revocation Test CA")
+from tests.support import Issued, start_exporter
 
 
 def test_the_issuer_is_read_from_the_files_entrys_ca_file(tmp_path: Path, publisher: Publisher, ca: Issued) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tests.revocation_support import (
     serve,
 )
 from tests.support import (
+    ISSUING_CA,
     PKI,
     Issued,
     TLSServer,
@@ -28,18 +28,6 @@ from tests.support import (
     server_context,
     start_exporter,
 )
-
-
-@pytest.fixture
-def publisher() -> Iterator[Publisher]:
-    server = Publisher("127.0.0.1")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca() -> Issued:
-    return PKI().ca("Revocation Test CA")
 
 
 @pytest.mark.parametrize("cert_id", ["sha1", "sha256"])
@@ -98,7 +86,7 @@ def test_an_ocsp_answer_signed_by_another_key_is_bad_signature(
 ) -> None:
     url = publisher.url("/ocsp")
     bad = leaf(ca, "bad.test", ocsp_url=url)
-    impostor = PKI().ca("Revocation Test CA")
+    impostor = PKI().ca(ISSUING_CA)
     publisher.route("/ocsp", responder(ca, {bad.cert.serial_number: ("revoked", REASON)}, signer=impostor))
     exporter = serve(tmp_path, ca, ("bad", bad))
     try:

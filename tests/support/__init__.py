@@ -16,7 +16,18 @@ from tests.support.control import ControlServer, UnixServer
 from tests.support.exporter import ExporterProcess, RunningExporter, StartExporter, parse_samples, start_exporter
 from tests.support.files import deep_tree, remove_tree, scan_paths
 from tests.support.gunicorn import START_SLACK, FakeGunicorn, Gunicorn, after_start_of, newest_start
-from tests.support.pki import DAY, LIFETIMES, NOW, PKI, Issued, lifetime_files, pkcs12_of, write_chain, write_pair
+from tests.support.pki import (
+    DAY,
+    ISSUING_CA,
+    LIFETIMES,
+    NOW,
+    PKI,
+    Issued,
+    lifetime_files,
+    pkcs12_of,
+    write_chain,
+    write_pair,
+)
 from tests.support.processes import alive, as_nobody, children, free_port, proc_stat, searchable_by, stop_process
 from tests.support.serving import POLL, serve_in_thread
 from tests.support.tls import TLSServer, ipv6_available, server_context
@@ -39,6 +50,7 @@ __all__ = [
     "DAY",
     "GUNICORN_ENVS",
     "GUNICORN_PINS",
+    "ISSUING_CA",
     "LIFETIMES",
     "NOW",
     "PKI",

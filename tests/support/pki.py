@@ -16,6 +16,7 @@ from cryptography.x509.oid import NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
+ISSUING_CA = "Test Issuing CA"  # the `ca` fixture's name: an impostor takes the same one with another key
 
 
 @dataclass(frozen=True)
