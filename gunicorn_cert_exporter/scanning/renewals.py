@@ -1,24 +1,24 @@
 """ARI off the scans' path: a small pool asks ACME servers for renewal windows and publishes ``Snapshot.ari``.
 
-A scan never waits for it: each published scan only wakes a pass (``observe``), which runs in the pool, reads the
-last snapshot, finds the leaves with an ACME directory (files entries, endpoints and targets with ``acme``, and
-certbot lineages) and queues those due: at most one request per certificate per ``interval``, never before the
-server's Retry-After. Every answer is judged (renewal.py) and published at once, and kept under --storage.path.
+A ``FetchPool`` (fetch_pool.py): each pass reads the last snapshot, finds the leaves with an ACME directory (files
+entries, endpoints and targets with ``acme``, and certbot lineages) and queues those due: at most one request per
+certificate per ``interval``, never before the server's Retry-After. Every answer is judged (renewal.py) and
+published at once, and kept under --storage.path.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, replace
 
 from gunicorn_cert_exporter import renewal
 from gunicorn_cert_exporter.config import Config, FileSource
 from gunicorn_cert_exporter.model import AriResult, CertFacts, RenewalAdvice, Snapshot
 from gunicorn_cert_exporter.scanning.ari_state import MAX_ENTRIES, Entry, Memory, key_of
+from gunicorn_cert_exporter.scanning.fetch_pool import FetchPool
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certbot, globs
 from gunicorn_cert_exporter.sources.ari import NO_KEY_IDENTIFIER, Answer, Client, cert_id
@@ -124,19 +124,7 @@ def learnt(
     return Entry(directory, identity, now, next_at, window.start, window.end, latest, window.explanation_url)
 
 
-def _logged(work: Callable[..., None]) -> Callable[..., None]:
-    """Wrap pool work so a bug is logged with its traceback, never lost in a future nobody reads."""
-
-    def run(*args: object) -> None:
-        try:
-            work(*args)
-        except Exception:  # noqa: BLE001  (a bug in one pass or request must not go unseen)
-            _log.exception("ARI work failed")
-
-    return run
-
-
-class Renewals:
+class Renewals(FetchPool):
     """The ARI pool of the process: ``configure()`` with each config, ``observe()`` each snapshot, ``stop()``."""
 
     def __init__(
@@ -148,6 +136,7 @@ class Renewals:
         resolver: Resolver = resolve,
         workers: int = WORKERS,
     ) -> None:
+        super().__init__(workers=workers, name="ari", log=_log)
         self._store = store
         self._clock = clock
         self._memory = Memory(storage_path)
@@ -155,11 +144,6 @@ class Renewals:
         self._fetcher = Fetcher(limits=FetchLimits(), resolver=resolver, clock=clock)
         self._client: Client | None = None
         self._config: Config | None = None
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ari")
-        self._lock = threading.Lock()
-        self._in_flight: dict[str, Future[None]] = {}
-        self._queued = False
-        self._seen: tuple[object, ...] = ()
 
     def configure(self, config: Config) -> None:
         """Take a (new) config: its allow-list, timeout and interval apply from the next request on."""
@@ -171,45 +155,18 @@ class Renewals:
             self._store.update(ari=())
         self.wake()
 
-    def observe(self, snap: Snapshot) -> None:
-        """Wake a pass when a scan published new results (never waits; ARI's own publishes are ignored)."""
-        seen = (snap.files, snap.endpoints, snap.targets)
-        if len(seen) == len(self._seen) and all(a is b for a, b in zip(seen, self._seen, strict=True)):
-            return
-        self._seen = seen
-        self.wake()
-
-    def wake(self) -> None:
-        """Queue one pass unless one is already queued."""
-        config = self._config
-        if config is None or not config.acme.ari.enabled:
-            return
-        with self._lock:
-            if self._queued:
-                return
-            self._queued = True
-        try:
-            self._pool.submit(_logged(self._pass))
-        except RuntimeError:  # stopped
-            return
-
     def settle(self) -> None:
         """Run a pass now and wait for the requests it starts (``check``: a one-off run, each bounded in time)."""
-        with self._lock:
-            self._queued = True
+        self._hold_queued()
         self._pass()
-        with self._lock:
-            pending = list(self._in_flight.values())
-        wait(pending)
+        wait(self._pending())
         self._pass()  # publish what was learnt (nothing is due again)
 
-    def stop(self) -> None:
-        """Stop taking work; requests in flight end within their time cap."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def _enabled(self) -> bool:
+        return self._config is not None and self._config.acme.ari.enabled
 
     def _pass(self) -> None:
-        with self._lock:
-            self._queued = False
+        self._take_queued()
         config, client = self._config, self._client
         if config is None or client is None or not config.acme.ari.enabled:
             return
@@ -219,38 +176,27 @@ class Renewals:
             key = subject.key
             with self._lock:
                 entry = self._entries.get(key)
-                due = key and key not in self._in_flight and (entry is None or now >= entry.next_at)
-                if due:
-                    ask = _logged(self._ask)
-                    self._in_flight[key] = self._pool.submit(ask, client, subject, config.acme.ari.interval)
+                if key and (entry is None or now >= entry.next_at):
+                    self._submit(key, self._ask, client, subject, config.acme.ari.interval)
         self._publish(found)
 
     def _ask(self, client: Client, subject: Subject, interval: float) -> None:
         key = subject.key
-        try:
-            answer = client.ask(
-                directory=subject.directory, key_identifier=subject.cert.authority_key_id, serial=subject.cert.serial
+        answer = client.ask(
+            directory=subject.directory, key_identifier=subject.cert.authority_key_id, serial=subject.cert.serial
+        )
+        identity = key.split(" ", 1)[1]
+        with self._lock:
+            before = self._entries.get(key)
+            entry = learnt(
+                before, answer, directory=subject.directory, identity=identity, now=self._clock(), interval=interval
             )
-            identity = key.split(" ", 1)[1]
-            with self._lock:
-                entry = learnt(
-                    self._entries.get(key),
-                    answer,
-                    directory=subject.directory,
-                    identity=identity,
-                    now=self._clock(),
-                    interval=interval,
-                )
-                self._entries[key] = entry
-                if len(self._entries) > MAX_ENTRIES:  # renewed certificates leave entries behind: keep the newest
-                    newest = sorted(self._entries.values(), key=lambda e: e.checked_at)[-MAX_ENTRIES:]
-                    self._entries = {e.key: e for e in newest}
-                entries = dict(self._entries)
-            self._memory.save(entries)
-        finally:
-            with self._lock:
-                self._in_flight.pop(key, None)
-        self.wake()  # publish what was learnt, judged against the latest snapshot
+            self._entries[key] = entry
+            if len(self._entries) > MAX_ENTRIES:  # renewed certificates leave entries behind: keep the newest
+                newest = sorted(self._entries.values(), key=lambda e: e.checked_at)[-MAX_ENTRIES:]
+                self._entries = {e.key: e for e in newest}
+            entries = dict(self._entries)
+        self._memory.save(entries)
 
     def _publish(self, found: list[Subject]) -> None:
         now = self._clock()

@@ -1,10 +1,9 @@
 """Revocation off the scans' path: a small pool fetches CRLs and asks OCSP responders, and publishes the answers.
 
-Its own pool beside ARI's (scanning/renewals.py): a 20 MiB CRL taking its whole time cap must not hold back the
-renewal windows, nor ARI requests the CRLs; each is bounded (workers, size, time). A scan never waits: each
-published scan only wakes a pass (``observe``), which reads the last snapshot, queues what is due (one fetch per
-CRL URL and per OCSP question per ``interval``, never before a server's Retry-After) and publishes what is known:
-``Snapshot.revocation`` and ``Snapshot.revocation_urls``. A scrape reads those, as it reads every other part.
+A ``FetchPool`` (fetch_pool.py) of its own beside ARI's, bounded in workers, size and time. Each pass reads the last
+snapshot, queues what is due (one fetch per CRL URL and per OCSP question per ``interval``, never before a server's
+Retry-After) and publishes what is known: ``Snapshot.revocation`` and ``Snapshot.revocation_urls``. A scrape reads
+those, as it reads every other part.
 """
 
 from __future__ import annotations
@@ -13,14 +12,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import replace
 
 from gunicorn_cert_exporter import revocation_judge as judge
 from gunicorn_cert_exporter.config import Config
-from gunicorn_cert_exporter.model import CertFacts, LeafRevocation, Snapshot
+from gunicorn_cert_exporter.model import CertFacts, LeafRevocation
 from gunicorn_cert_exporter.revocation_config import RevocationConfig
 from gunicorn_cert_exporter.safe_read import read_regular
+from gunicorn_cert_exporter.scanning.fetch_pool import FetchPool
 from gunicorn_cert_exporter.scanning.revocation_state import CrlMemory
 from gunicorn_cert_exporter.scanning.store import Store
 from gunicorn_cert_exporter.sources import certs, crl_fetched, ocsp
@@ -40,7 +40,7 @@ def _certificates(path: str) -> tuple[CertFacts, ...]:
         return ()
 
 
-class RevocationPool:
+class RevocationPool(FetchPool):
     """The revocation pool of the process: ``configure()`` each config, ``observe()`` each snapshot, ``stop()``."""
 
     def __init__(
@@ -52,23 +52,18 @@ class RevocationPool:
         resolver: Resolver = resolve,
         workers: int = WORKERS,
     ) -> None:
+        super().__init__(workers=workers, name="revocation", log=_log)
         self._store = store
         self._clock = clock
         self._crl_fetcher = Fetcher(limits=FetchLimits(), resolver=resolver, clock=clock)  # CRLs: up to max_crl_size
         self._small_fetcher = Fetcher(limits=FetchLimits(), resolver=resolver, clock=clock)  # OCSP, caIssuers
         self._settings = RevocationConfig()
         self._ca_files: tuple[str, ...] = ()  # files entries' ca_file: issuers besides the bundles and chains
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
-        self._lock = threading.Lock()
         self._passing = threading.Lock()  # one pass at a time: a pass that read older answers never publishes last
         self._memory = CrlMemory(storage_path)
         self._crls: dict[str, judge.CrlFetch] = self._memory.load()  # a restart does not refetch every CRL
         self._answers: dict[str, tuple[str, float, ocsp.Answer]] = {}  # key -> (url, next_at, answer)
         self._issuers: dict[str, tuple[float, CertFacts | None]] = {}  # caIssuers URL -> (next_at, certificate)
-        self._in_flight: dict[str, Future[None]] = {}
-        self._queued = False
-        self._seen: tuple[object, ...] = ()
-        self.fetches = 0  # requests started (tests count them)
 
     def configure(self, config: Config) -> None:
         """Take a (new) config: its allow-list, timeout, size cap and interval apply from the next fetch on."""
@@ -81,74 +76,25 @@ class RevocationPool:
             self._store.update(revocation=(), revocation_urls=())
         self.wake()
 
-    def observe(self, snap: Snapshot) -> None:
-        """Wake a pass when a scan published new results (never waits; the pool's own publishes are ignored)."""
-        seen = (snap.files, snap.endpoints, snap.targets)
-        if len(seen) == len(self._seen) and all(a is b for a, b in zip(seen, self._seen, strict=True)):
-            return
-        self._seen = seen
-        self.wake()
-
-    def wake(self) -> None:
-        """Queue one pass unless one is already queued."""
-        if not self._settings.enabled:
-            return
-        with self._lock:
-            if self._queued:
-                return
-            self._queued = True
-        try:
-            self._pool.submit(self._logged(self._pass))
-        except RuntimeError:  # stopped
-            return
-
     def settle(self) -> None:
         """Run passes until nothing is in flight (``check`` and ``/probe``: one-off runs, each fetch bounded)."""
         for _ in range(4):  # caIssuers, then the CRLs and OCSP it lets us verify, then publish
-            with self._lock:
-                self._queued = True
+            self._hold_queued()
             self._pass()
-            with self._lock:
-                pending = list(self._in_flight.values())
+            pending = self._pending()
             if not pending:
                 return
             wait(pending)
 
-    def stop(self) -> None:
-        """Stop taking work; fetches in flight end within their time cap."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _logged(self, work: Callable[..., None]) -> Callable[..., None]:
-        def run(*args: object) -> None:
-            try:
-                work(*args)
-            except Exception:  # noqa: BLE001  (a bug in one pass or fetch must not go unseen)
-                _log.exception("revocation work failed")
-
-        return run
-
-    def _submit(self, key: str, work: Callable[..., None], *args: object) -> None:
-        """Start one fetch unless one for ``key`` is running (caller holds the lock)."""
-        if key in self._in_flight:
-            return
-        self.fetches += 1
-        self._in_flight[key] = self._pool.submit(self._logged(self._finish), key, work, *args)
-
-    def _finish(self, key: str, work: Callable[..., None], *args: object) -> None:
-        try:
-            work(*args)
-        finally:
-            with self._lock:
-                self._in_flight.pop(key, None)
-        self.wake()  # publish what was learnt, judged against the latest snapshot
+    def _enabled(self) -> bool:
+        return self._settings.enabled
 
     def _pass(self) -> None:
         with self._passing:
             self._judge_and_publish()
 
     def _judge_and_publish(self) -> None:
-        with self._lock:
-            self._queued = False
+        self._take_queued()
         settings = self._settings
         if not settings.enabled:
             return
