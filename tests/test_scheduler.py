@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cert_exporter.model import FileResult
+from gunicorn_cert_exporter.scanning.scans import Scans
+from gunicorn_cert_exporter.scanning.scheduler import _Watchdog
 from gunicorn_cert_exporter.sources import files
 from gunicorn_cert_exporter.sources.files import FileScanner
 from gunicorn_cert_exporter.vocabulary import ScanKind
@@ -142,6 +144,41 @@ def test_a_scan_stuck_in_a_read_publishes_at_its_deadline_and_the_next_run_start
         assert not reads.left  # the second run began while the first was still stuck in its read
     finally:
         release.set()
+
+
+def test_a_reload_during_a_launch_still_scans_the_new_config_at_once(
+    run_exporter: StartExporter, tmp_path: Path, root: Issued, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """APScheduler skips a job due while its last launch still counts as running (``max_instances``): a reload at
+    that moment left the new config's first scan an interval (here an hour) away. Seen under load, made sure here."""
+    (tmp_path / "old.pem").write_bytes(root.cert_pem)
+    (tmp_path / "new.pem").write_bytes(root.cert_pem)
+    test_thread, held, release = threading.current_thread(), threading.Event(), threading.Event()
+    real_watch = _Watchdog.watch
+
+    def slow_watch(self: _Watchdog, scans: Scans, run: threading.Thread, *, after: float) -> None:
+        if self._kind == ScanKind.FILES and threading.current_thread() is not test_thread and not held.is_set():
+            # APScheduler's launch of files, once: it counts as running until released
+            held.set()
+            release.wait(60)
+        real_watch(self, scans, run, after=after)
+
+    monkeypatch.setattr(_Watchdog, "watch", slow_watch)
+    exporter = run_exporter(
+        f"scan: {{interval: 1s, jitter: 0}}\nfiles: [{{paths: ['{tmp_path}/old.pem']}}]", schedule=True
+    )
+    try:
+        eventually(held.is_set, "an interval launch under way")
+        exporter.config_path.write_text(f"scan: {{interval: 1h}}\nfiles: [{{paths: ['{tmp_path}/new.pem']}}]")
+        assert exporter.service.reload() == []
+        eventually(
+            lambda: exporter.metrics().get(f'gunicorn_cert_file_up{{path="{tmp_path}/new.pem"}}') == 1,
+            "the new config's files, scanned at once",
+            timeout=30,
+        )
+    finally:
+        release.set()
+        exporter.close()
 
 
 def test_a_config_reload_never_waits_for_a_stuck_scan(

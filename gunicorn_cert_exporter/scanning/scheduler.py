@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -46,8 +46,8 @@ class Scheduler:
 
     def start(self) -> None:
         """Schedule every scan, the first run now."""
-        self._schedule(self._scans)
         self._scheduler.start()
+        self._schedule(self._scans)
 
     def replace(self, scans: Scans) -> None:
         """Swap the scheduled scans for those of a new config; the new ones run at once, never waiting."""
@@ -85,9 +85,15 @@ class Scheduler:
                 scans.overrun(kind, thread.ident)
 
     def _schedule(self, scans: Scans) -> None:
+        """Once started, launch every scan of ``scans`` now, then let APScheduler launch them every interval.
+
+        The first runs are launched here, not by APScheduler: its ``max_instances`` would skip a run due now while
+        the replaced config's launch of that kind still counts as running, and the new config would wait a whole
+        interval for its first scan.
+        """
         interval = scans.config.scan.interval
         jitter = int(interval * scans.config.scan.jitter) or None
-        now = datetime.now(timezone.utc)
+        first = datetime.now(timezone.utc) + timedelta(seconds=interval)
         for kind in SCANNED:
             self._scheduler.add_job(
                 self.launch,
@@ -96,8 +102,11 @@ class Scheduler:
                 id=kind,
                 name=f"scan {kind}",
                 replace_existing=True,
-                next_run_time=now,
+                next_run_time=first,
             )
+        if self._scheduler.running:
+            for kind in SCANNED:
+                self.launch(scans, kind)
 
 
 class _Watchdog:
